@@ -1,0 +1,47 @@
+# dcme-caffe. Every target that needs Python or Caffe runs `make setup` first (idempotent, seconds when warm).
+SHELL := /bin/bash
+PY := .venv/bin/python
+CAFFE := .venv/bin/caffe
+
+# Dataset root in the Cityscapes layout (the variable cityscapesscripts uses). Default: the embedded synthetic set.
+SYNTHETIC := data/cityscapes_synthetic
+CITYSCAPES_DATASET ?= $(SYNTHETIC)
+ENCODED ?= data/lmdb
+# Model and split that `make evaluate` scores; WEIGHTS defaults to the newest snapshot of MODEL.
+MODEL ?= segnet
+SPLIT ?= val
+WEIGHTS ?=
+OUT ?= out/$(MODEL)_$(SPLIT)
+export CITYSCAPES_DATASET
+
+.PHONY: setup test synthetic encode-data prototxt evaluate demo bench clean-data
+
+setup:
+	@bash tools/setup_caffe.sh
+
+test: setup
+	$(PY) -m pytest -q tests
+
+$(SYNTHETIC)/.complete: | setup
+	$(PY) tools/make_synthetic_cityscapes.py --out $(SYNTHETIC)
+
+synthetic: $(SYNTHETIC)/.complete
+
+encode-data: setup $(if $(filter $(SYNTHETIC),$(CITYSCAPES_DATASET)),$(SYNTHETIC)/.complete)
+	$(PY) tools/encode_data.py --root $(CITYSCAPES_DATASET) --out $(ENCODED)
+
+prototxt: setup
+	$(PY) tools/make_prototxt.py
+
+evaluate: setup
+	$(PY) tools/evaluate.py --model $(MODEL) --split $(SPLIT) --root $(CITYSCAPES_DATASET) \
+	  --encoded $(ENCODED) --out $(OUT) $(if $(WEIGHTS),--weights $(WEIGHTS))
+
+demo: setup
+	$(PY) tools/demo.py --out out/demo
+
+bench: setup
+	$(PY) tools/bench.py
+
+clean-data:
+	rm -rf data out

@@ -1,0 +1,37 @@
+#!/usr/bin/env python
+"""Run a trained SegNet or FCN-8s deploy net over an encoded split; save the predicted vector maps to HDF5.
+
+Example: tools/infer.py --model segnet --split val   (weights: newest models/segnet/segnet_iter_*.caffemodel)
+Resumable: a killed run continues from <out>.partial.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+from dcme_layers.inference import InferenceError, infer_split, newest_snapshot
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", choices=["segnet", "fcn8s"], default="segnet")
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--encoded", default="data/lmdb", help="output folder of `make encode-data`")
+    ap.add_argument("--deploy", help="default: prototxt/<model>_deploy.prototxt")
+    ap.add_argument("--weights", help="default: the newest models/<model>/<model>_iter_*.caffemodel")
+    ap.add_argument("--out", help="default: out/<model>_<split>/pred_vectors.h5")
+    args = ap.parse_args()
+    deploy = args.deploy or f"prototxt/{args.model}_deploy.prototxt"
+    weights = args.weights or newest_snapshot(f"models/{args.model}/{args.model}")
+    if weights is None:
+        sys.exit(f"infer: no snapshot models/{args.model}/{args.model}_iter_*.caffemodel; "
+                 f"train first (caffe train -solver prototxt/{args.model}_solver.prototxt) or pass --weights")
+    out = Path(args.out or f"out/{args.model}_{args.split}/pred_vectors.h5")
+    try:
+        infer_split(deploy, weights, Path(args.encoded) / args.split, out, model=args.model)
+    except InferenceError as e:
+        sys.exit(f"infer: {e}")
+    print(out)
+
+
+if __name__ == "__main__":
+    main()
