@@ -1,0 +1,172 @@
+"""`make encode-data`: LMDB round trip (also through Caffe's own Data layer), kill-and-resume, configuration guard
+and bad input."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("caffe", reason="pycaffe is needed for Datum LMDBs (make setup)")
+
+from dcme_layers import cityscapes as cs  # noqa: E402
+from dcme_layers import lmdb_io  # noqa: E402
+from dcme_layers.cityscapes import DataError  # noqa: E402
+
+SIZE = ("86", "171")
+
+
+def _encode(repo, root, out, *extra, timeout=120):
+    return subprocess.run([sys.executable, "tools/encode_data.py", "--root", str(root), "--out", str(out), "--size",
+                           *SIZE, "--quiet", *extra], cwd=repo, capture_output=True, text=True, timeout=timeout)
+
+
+def _content(split_dir):
+    return {k: [(key, a.tobytes()) for key, a in lmdb_io.read_datum_lmdb(split_dir / k)] for k in ("images", "vectors")}
+
+
+@pytest.fixture(scope="module")
+def encoded(repo, tiny_cityscapes, tmp_path_factory):
+    out = tmp_path_factory.mktemp("lmdb")
+    r = _encode(repo, tiny_cityscapes, out, "--workers", "2")
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_round_trip(encoded, tiny_cityscapes):
+    assert sorted(p.name for p in encoded.iterdir() if not p.name.startswith(".")) == ["train", "val"]
+    for split in ("train", "val"):
+        d = encoded / split
+        frames = cs.list_frames(tiny_cityscapes, split)
+        names = (d / "frames.txt").read_text().split()
+        assert names == [f.name for f in frames]
+        images = list(lmdb_io.read_datum_lmdb(d / "images"))
+        vectors = list(lmdb_io.read_datum_lmdb(d / "vectors"))
+        keys = [f"{i:08d}_{n}" for i, n in enumerate(names)]
+        assert [k for k, _ in images] == keys and [k for k, _ in vectors] == keys
+        total = 0
+        for f, (_, img), (_, vec) in zip(frames, images, vectors):
+            want_img, want_vec, n = cs.encode_frame(f, (86, 171))
+            assert img.dtype == np.uint8 and img.shape == (3, 86, 171)
+            assert vec.dtype == np.float32 and vec.shape == (2, 86, 171)
+            np.testing.assert_array_equal(img, want_img)
+            np.testing.assert_array_equal(vec, want_vec)
+            total += n
+        m = json.loads((d / "manifest.json").read_text())
+        assert m["size"] == [86, 171] and m["input_size"] == [256, 512] and m["anchor"] == "cm"
+        assert m["frames"] == len(frames) and m["instances"] == total > 0
+        assert m["source"]["root"] == str(tiny_cityscapes.resolve())
+        assert m["source"]["files"][0][0] == os.path.relpath(frames[0].image, tiny_cityscapes)
+        assert sorted(p.name for p in d.iterdir()) == ["frames.txt", "images", "manifest.json", "vectors"]
+
+
+def test_caffe_data_layers_read_aligned_pairs(encoded, tiny_cityscapes, tmp_path):
+    """Caffe's own C++ Data layer (LMDB backend) reads both LMDBs in the same order with the right values."""
+    import caffe
+    d = encoded / "train"
+    net_file = tmp_path / "data.prototxt"
+    net_file.write_text(f"""
+layer {{ name: "data" type: "Data" top: "data" data_param {{ source: "{d / 'images'}" backend: LMDB batch_size: 2 }} }}
+layer {{ name: "target" type: "Data" top: "target" data_param {{ source: "{d / 'vectors'}" backend: LMDB batch_size: 2 }} }}
+""")
+    caffe.set_mode_cpu()
+    net = caffe.Net(str(net_file), caffe.TEST)
+    net.forward()
+    frames = cs.list_frames(tiny_cityscapes, "train")
+    for i in range(2):
+        img, vec, _ = cs.encode_frame(frames[i], (86, 171))
+        np.testing.assert_array_equal(net.blobs["data"].data[i], img.astype(np.float32))
+        np.testing.assert_array_equal(net.blobs["target"].data[i], vec)
+
+
+def test_up_to_date_other_config_and_force(repo, encoded, tiny_cityscapes, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(encoded, out)
+    before = _content(out / "train")
+    r = _encode(repo, tiny_cityscapes, out, "--splits", "train")
+    assert r.returncode == 0 and "up to date" in r.stdout
+    r = _encode(repo, tiny_cityscapes, out, "--splits", "train", "--anchor", "bbox")
+    assert r.returncode == 1
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith(f"encode_data: error: {out / 'train'}: exists with another")
+    assert "--force" in r.stderr
+    assert _content(out / "train") == before  # untouched
+    r = _encode(repo, tiny_cityscapes, out, "--splits", "train", "--anchor", "bbox", "--force", "--workers", "1")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "train" / "manifest.json").read_text())["anchor"] == "bbox"
+    after = _content(out / "train")
+    assert after["images"] == before["images"] and after["vectors"] != before["vectors"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["train", "val"]
+
+
+def test_kill_and_resume(repo, encoded, tiny_cityscapes, tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "tools/encode_data.py", "--root", str(tiny_cityscapes), "--out", str(out), "--size", *SIZE,
+           "--splits", "train", "--workers", "1", "--commit-every", "1", "--test-delay", "1.0", "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    progress = out / "train.partial" / "progress.tsv"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (progress.exists() and progress.read_text().count("\n") >= 1):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    done = progress.read_text().count("\n")
+    assert 1 <= done < 3, "the encoder was not killed mid-way"
+    assert not (out / "train").exists()  # nothing that looks complete
+    assert sorted(p.name for p in (out / "train.partial").iterdir()) == ["config.json", "images", "progress.tsv",
+                                                                         "vectors"]
+    r = _encode(repo, tiny_cityscapes, out, "--splits", "train", "--workers", "1")
+    assert r.returncode == 0, r.stderr
+    assert f"resuming after {done} of 3 frames" in r.stdout
+    assert not (out / "train.partial").exists()
+    assert _content(out / "train") == _content(encoded / "train")  # identical to an uninterrupted run
+    m, ref = (json.loads((d / "train" / "manifest.json").read_text()) for d in (out, encoded))
+    assert m["instances_per_frame"] == ref["instances_per_frame"]
+
+
+def test_bad_input_keeps_committed_frames(repo, tiny_cityscapes, tmp_path):
+    root, out = tmp_path / "root", tmp_path / "out"
+    for sub in ("leftImg8bit", "gtFine"):
+        shutil.copytree(tiny_cityscapes / sub / "train", root / sub / "train")
+    frames = cs.list_frames(root, "train")
+    # frame 0 has no instances (valid), frame 2 is a corrupt PNG
+    cv2.imwrite(frames[0].instance_ids, np.full((256, 512), 7, np.uint16))
+    data = open(frames[2].image, "rb").read()
+    open(frames[2].image, "wb").write(data[:len(data) // 2])
+    r = _encode(repo, root, out, "--workers", "1", "--commit-every", "1")
+    assert r.returncode == 1
+    assert r.stderr.splitlines()[-1] == f"encode_data: error: {frames[2].image}: cannot decode image (corrupt or not an image)"
+    assert not (out / "train").exists()
+    assert (out / "train.partial" / "progress.tsv").read_text().count("\n") == 2  # frames 0 and 1 kept
+    shutil.copy(tiny_cityscapes / os.path.relpath(frames[2].image, root), frames[2].image)  # fix it, resume
+    r = _encode(repo, root, out, "--workers", "1")
+    assert r.returncode == 0 and "resuming after 2 of 3 frames" in r.stdout
+    (_, vec0), = [kv for kv in lmdb_io.read_datum_lmdb(out / "train" / "vectors") if kv[0].endswith(frames[0].name)]
+    assert vec0.shape == (2, 86, 171) and not vec0.any()
+    # a label without its image: one line naming the label, the complete output is kept
+    before = _content(out / "train")
+    os.unlink(frames[1].image)
+    r = _encode(repo, root, out, "--force")
+    assert r.returncode == 1
+    assert r.stderr == f"encode_data: error: {frames[1].instance_ids}: label has no {frames[1].name}_leftImg8bit.png " \
+                       f"in {root / 'leftImg8bit' / 'train' / 'synthcity'}\n"
+    assert _content(out / "train") == before
+
+
+def test_library_errors(tiny_cityscapes, tmp_path):
+    with pytest.raises(DataError, match="no split"):
+        lmdb_io.encode_dataset(tmp_path, tmp_path / "out")
+    with pytest.raises(DataError, match="not an LMDB"):
+        list(lmdb_io.read_datum_lmdb(tmp_path))
+    with pytest.raises(ValueError, match="NaN"):
+        lmdb_io.float_datum(np.full((2, 3, 4), np.nan, np.float32))
+    v = np.random.default_rng(0).normal(size=(2, 3, 4)).astype(np.float32)
+    from caffe.proto import caffe_pb2
+    d = caffe_pb2.Datum()
+    d.ParseFromString(lmdb_io.float_datum(v))
+    assert (d.channels, d.height, d.width) == (2, 3, 4) and not d.data
+    np.testing.assert_array_equal(np.array(d.float_data, np.float32).reshape(v.shape), v)
