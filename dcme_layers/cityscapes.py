@@ -182,12 +182,16 @@ def subsample(image, instance_ids, size=SIZE):
     h, w = int(size[0]), int(size[1])
     if image.shape[:2] != np.shape(instance_ids):
         raise ValueError(f"image {image.shape[:2]} and instance ids {np.shape(instance_ids)} differ in size")
-    img = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA), subsample_ids(instance_ids, size)
+
+
+def subsample_ids(instance_ids, size=SIZE):
+    """Instance (or label) ids resized to size = (H, W) by nearest neighbour, as int32."""
     ids = np.asarray(instance_ids)
     if ids.dtype not in (np.uint8, np.uint16, np.int32):
         ids = ids.astype(np.int32)
-    ids = cv2.resize(np.ascontiguousarray(ids), (w, h), interpolation=cv2.INTER_NEAREST)
-    return img, ids.astype(np.int32, copy=False)
+    ids = cv2.resize(np.ascontiguousarray(ids), (int(size[1]), int(size[0])), interpolation=cv2.INTER_NEAREST)
+    return ids.astype(np.int32, copy=False)
 
 
 def load_frame(frame, size=SIZE, expect_shape=None):

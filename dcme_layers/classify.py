@@ -1,0 +1,322 @@
+"""Instance crops for the GoogLeNet classifier: extraction into LMDBs for training, and classification of decoded
+instances with a deploy net (Caffe).
+
+DCME itself is class-agnostic: decoding gives instance masks at the encoded resolution (340x680). Each instance is
+classified by GoogLeNet on a crop of the image around it: the instance's bounding box, enlarged by `margin` times
+its width / height on every side (clipped to the image), warped to `crop` x `crop` (224) pixels, as in R-CNN's
+"warp" (aspect ratio not kept). The same `instance_boxes` / `crop_boxes` make the training crops
+(`extract_instances`, tools/extract_instances.py) from ground-truth instances and the test-time crops
+(`instance_crops`, `Classifier`) from decoded ones.
+
+Training LMDB (one per split, `<out>/<split>`): caffe Datum, uint8 3x224x224 BGR, `label` = class index 0..7 in
+Cityscapes trainId order (`cityscapes.CLASS_INDEX`). Keys `<sha1 prefix>_<frame>_<instance id>`: LMDB iterates
+in key order, so the hash prefix gives Caffe's sequential Data layer a fixed pseudo-random (shuffled) order without
+holding the split in memory. `<out>/<split>/manifest.json` holds the counts per class and the settings.
+"""
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+from scipy import ndimage
+from tqdm import tqdm
+
+from dcme_layers import cityscapes
+
+MEAN_BGR = np.array([104, 117, 123], dtype=np.float32)  # mean_value of the GoogLeNet Data layers (BVLC)
+CROP = 224
+MARGIN = 0.1
+# At 340x680 a 50-pixel instance is about 7x7: smaller crops are mostly interpolation. SegNet's vote threshold VT
+# is also 50, so smaller instances are rarely decoded at all.
+MIN_PIXELS = 50
+MAP_SIZE = 1 << 40  # LMDB address space (sparse file; BVLC convert_imageset uses the same)
+
+
+class ClassifyError(cityscapes.DataError):
+    """Bad input for extraction or classification (a DataError, so a ValueError); the message names the file."""
+
+
+def instance_boxes(labels, margin=MARGIN):
+    """Crop boxes of the instances in `labels` ((H, W) int, 0 = background, any other value one instance).
+
+    Returns `ids` (K,) int64 ascending, `boxes` (K, 4) int64 as (x0, y0, x1, y1) with exclusive ends: the instance's
+    bounding box enlarged by `margin` * (its width, height) on each side and clipped to the image, and `areas` (K,)
+    int64 pixel counts."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ClassifyError(f"labels must be (H, W), got shape {labels.shape}")
+    ids, compact = np.unique(labels, return_inverse=True)
+    compact = compact.reshape(labels.shape)
+    areas = np.bincount(compact.ravel(), minlength=len(ids))
+    if len(ids) and ids[0] == 0:
+        ids, areas = ids[1:], areas[1:]
+    else:  # no background: shift so that every id gets a slot in find_objects
+        compact = compact + 1
+    slices = ndimage.find_objects(compact.astype(np.int32))
+    lo = np.array([[s[1].start, s[0].start] for s in slices], dtype=np.float64).reshape(-1, 2)
+    hi = np.array([[s[1].stop, s[0].stop] for s in slices], dtype=np.float64).reshape(-1, 2)
+    pad = margin * (hi - lo)
+    size = np.array([labels.shape[1], labels.shape[0]])
+    lo = np.clip(np.floor(lo - pad), 0, size)
+    hi = np.clip(np.ceil(hi + pad), 0, size)
+    boxes = np.concatenate([lo, hi], axis=1).astype(np.int64)
+    return ids.astype(np.int64), boxes, areas.astype(np.int64)
+
+
+def crop_boxes(image, boxes, crop=CROP):
+    """(K, crop, crop, 3) uint8: each (x0, y0, x1, y1) box of `image` ((H, W, 3) uint8 BGR) resized to crop x crop
+    (INTER_AREA when shrinking both sides, else INTER_LINEAR)."""
+    out = np.zeros((len(boxes), crop, crop, 3), dtype=np.uint8)
+    for k, (x0, y0, x1, y1) in enumerate(boxes):
+        patch = image[y0:y1, x0:x1]
+        shrink = patch.shape[0] >= crop and patch.shape[1] >= crop
+        out[k] = cv2.resize(patch, (crop, crop), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return out
+
+
+def _check_pair(image, labels):
+    image, labels = np.asarray(image), np.asarray(labels)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ClassifyError(f"image must be (H, W, 3) uint8 BGR, got {image.shape} {image.dtype}")
+    if labels.shape != image.shape[:2]:
+        raise ClassifyError(f"labels {labels.shape} and image {image.shape[:2]} differ in size")
+    return image, labels
+
+
+def instance_crops(image_bgr, labels, crop=CROP, margin=MARGIN):
+    """Net input for the decoded instances 1..K of `labels` (K = labels.max(), 0 = background) on `image_bgr`
+    ((H, W, 3) uint8 BGR of the same size, e.g. the 340x680 encoded image): (K, 3, crop, crop) float32, BGR minus
+    MEAN_BGR, as the GoogLeNet Data layers feed it. An id in 1..K with no pixel gets an all-zero (mean) crop."""
+    image, labels = _check_pair(image_bgr, labels)
+    k = int(labels.max()) if labels.size else 0
+    out = np.zeros((max(k, 0), 3, crop, crop), dtype=np.float32)
+    ids, boxes, _ = instance_boxes(np.where(labels > 0, labels, 0), margin)
+    if len(ids):
+        out[ids - 1] = crop_boxes(image, boxes, crop).transpose(0, 3, 1, 2).astype(np.float32)
+        out[ids - 1] -= MEAN_BGR[:, None, None]
+    return out
+
+
+def check_weights(deploy_prototxt, weights, classifier="loss3/classifier_cs"):
+    """Raise ClassifyError naming the file unless `deploy_prototxt` parses and outputs "prob", and `weights` is a
+    caffemodel holding the 8-way `classifier` (e.g. not ImageNet's bvlc_googlenet.caffemodel, whose 1000-way
+    classifiers Caffe would silently skip). Caffe itself aborts the process on such files."""
+    from caffe.proto import caffe_pb2
+    from google.protobuf import message, text_format
+
+    for path in (deploy_prototxt, weights):
+        if not Path(path).is_file():
+            raise ClassifyError(f"{path}: no such file")
+    net = caffe_pb2.NetParameter()
+    try:
+        text_format.Parse(Path(deploy_prototxt).read_text(), net)
+    except (text_format.ParseError, UnicodeDecodeError) as e:
+        raise ClassifyError(f"{deploy_prototxt}: not a net prototxt ({str(e).splitlines()[0]})") from None
+    if not any("prob" in layer.top for layer in net.layer):
+        raise ClassifyError(f"{deploy_prototxt}: no 'prob' output (not prototxt/googlenet_deploy.prototxt)")
+    model = caffe_pb2.NetParameter()
+    try:
+        model.ParseFromString(Path(weights).read_bytes())
+    except message.DecodeError:
+        raise ClassifyError(f"{weights}: not a caffemodel (cannot parse)") from None
+    shapes = {layer.name: [tuple(b.shape.dim) for b in layer.blobs] for layer in model.layer}
+    n = len(cityscapes.INSTANCE_LABELS)
+    if not shapes.get(classifier) or shapes[classifier][0][:1] != (n,):
+        raise ClassifyError(f"{weights}: no trained {n}-way '{classifier}' layer (train prototxt/"
+                            "googlenet_solver.prototxt first)")
+
+
+class Classifier:
+    """GoogLeNet deploy net (prototxt/googlenet_deploy.prototxt + trained weights) over decoded instances."""
+
+    def __init__(self, deploy_prototxt, weights, batch_size=16, crop=CROP, margin=MARGIN):
+        import caffe
+
+        check_weights(deploy_prototxt, weights)
+        self.net = caffe.Net(str(deploy_prototxt), caffe.TEST, weights=str(weights))
+        self.weights, self.batch_size, self.crop, self.margin = weights, batch_size, crop, margin
+        self.class_ids = np.array(cityscapes.INSTANCE_LABEL_IDS, dtype=np.int64)
+
+    def probabilities(self, image, labels):
+        """(K, 8) float32 class probabilities (columns in cityscapes.INSTANCE_LABEL_IDS order) of instances 1..K."""
+        crops = instance_crops(image, labels, self.crop, self.margin)
+        probs = np.zeros((len(crops), len(self.class_ids)), dtype=np.float32)
+        data = self.net.blobs["data"]
+        for start in range(0, len(crops), self.batch_size):
+            batch = crops[start:start + self.batch_size]
+            if data.data.shape != batch.shape:
+                data.reshape(*batch.shape)
+                self.net.reshape()
+            data.data[...] = batch
+            out = self.net.forward()["prob"].reshape(len(batch), -1)
+            if out.shape[1] != len(self.class_ids):
+                raise ClassifyError(f"deploy net outputs {out.shape[1]} classes, expected {len(self.class_ids)}")
+            probs[start:start + len(batch)] = out
+        if not np.all(np.isfinite(probs)):
+            raise ClassifyError(f"{self.weights}: GoogLeNet gives NaN/inf probabilities (diverged weights?)")
+        return probs
+
+    def classify(self, image, labels):
+        """Class and confidence of each decoded instance 1..K of `labels` on `image` (same (H, W), uint8 BGR).
+
+        Returns (class_ids (K,) int64 regular Cityscapes label ids, e.g. car = 26; confidences (K,) float32 in
+        [0, 1], the softmax probability of that class; 0 for an id with no pixel). K = 0 gives empty arrays."""
+        probs = self.probabilities(image, labels)
+        best = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=np.int64)
+        conf = probs[np.arange(len(probs)), best]
+        present = np.isin(np.arange(1, len(probs) + 1), labels)
+        return self.class_ids[best], np.where(present, conf, 0).astype(np.float32)
+
+
+# --- training crops -------------------------------------------------------------------------------------------------
+
+def frame_instances(frame, size=(340, 680), crop=CROP, margin=MARGIN, min_pixels=MIN_PIXELS):
+    """Crops of a frame's ground-truth instances of the 8 classes at `size` (H, W), the resolution DCME works at.
+
+    Returns (records, skipped): records = [(key, class index, (crop, crop, 3) uint8)], skipped = number of instances
+    with fewer than `min_pixels` pixels at `size`."""
+    image, ids = cityscapes.load_frame(frame, size=tuple(size))  # validated (DataError naming the file)
+    inst, boxes, areas = instance_boxes(cityscapes.instance_map(ids), margin)
+    keep = areas >= min_pixels
+    inst, boxes = inst[keep], boxes[keep]
+    crops = crop_boxes(image, boxes, crop)
+    records = []
+    for iid, c in zip(inst, crops):
+        name = f"{frame.name}_{iid}"
+        key = hashlib.sha1(name.encode()).hexdigest()[:12] + "_" + name
+        records.append((key, cityscapes.CLASS_INDEX[int(iid) // 1000], c))
+    return records, int((~keep).sum())
+
+
+def to_datum(crop_hwc, label):
+    """Serialized caffe Datum: uint8 3xHxW (CHW, BGR) + label, as Caffe's Data layer reads it."""
+    from caffe.proto import caffe_pb2
+
+    c = np.ascontiguousarray(crop_hwc.transpose(2, 0, 1))
+    datum = caffe_pb2.Datum(channels=c.shape[0], height=c.shape[1], width=c.shape[2], data=c.tobytes(),
+                            label=int(label))
+    return datum.SerializeToString()
+
+
+def _init_worker():
+    cv2.setNumThreads(1)  # one frame per process
+
+
+def _frame_job(args):
+    frame, size, crop, margin, min_pixels = args
+    return frame.name, frame_instances(frame, size, crop, margin, min_pixels)
+
+
+def _results(jobs, workers):
+    if workers <= 1:
+        yield from map(_frame_job, jobs)
+        return
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(workers, initializer=_init_worker) as pool:
+        yield from pool.imap(_frame_job, jobs)
+
+
+def _done_frames(path):
+    """{frame: (skipped, per-class counts)} from done.txt, whose lines are "<frame> <skipped> <n0> .. <n7>";
+    only complete, newline-terminated lines count (a kill may cut the last one)."""
+    if not path.is_file():
+        return {}
+    rows = [line.split(" ") for line in path.read_text().split("\n")[:-1]]
+    n = 2 + len(cityscapes.INSTANCE_LABELS)
+    return {r[0]: (int(r[1]), [int(v) for v in r[2:]]) for r in rows
+            if len(r) == n and all(v.isdigit() for v in r[1:])}
+
+
+def extract_instances(root, split, out, size=(340, 680), crop=CROP, margin=MARGIN, min_pixels=MIN_PIXELS,
+                      workers=1, force=False):
+    """Write `<out>/<split>`: LMDB of the instance crops of `split` of the Cityscapes root `root`, + manifest.json.
+
+    Written in `<out>/<split>.partial` (one LMDB transaction per frame, then a line in done.txt) and renamed when
+    complete, so `<out>/<split>` is always a finished LMDB. An interrupted run resumes from the frames it
+    finished (same settings); a finished one with the same settings is returned as is; one with other settings
+    raises DataError unless `force` (then it is replaced once the new one is complete). Returns the manifest."""
+    import lmdb
+
+    frames = cityscapes.list_frames(root, split)
+    if not frames:
+        raise ClassifyError(f"{Path(root) / 'gtFine' / split}: no frames")
+    names = hashlib.sha1("\n".join(f.name for f in frames).encode()).hexdigest()[:16]
+    settings = dict(root=str(Path(root).resolve()), split=split, size=[int(size[0]), int(size[1])], crop=crop,
+                    margin=margin, min_pixels=min_pixels, frames=len(frames), frame_names_sha1=names)
+    final, partial = Path(out) / split, Path(out) / f"{split}.partial"
+    if final.exists():
+        try:
+            manifest = json.loads((final / "manifest.json").read_text())
+        except (OSError, ValueError):
+            manifest = {}
+        if manifest.get("settings") == settings:
+            return manifest
+        if not force:
+            raise ClassifyError(f"{final}: exists with other settings ({manifest.get('settings')}); use --force "
+                                "to replace it or another --out")
+    try:
+        resumable = json.loads((partial / "settings.json").read_text()) == settings
+    except (OSError, ValueError):
+        resumable = False
+    if partial.exists() and not resumable:
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    (partial / "settings.json").write_text(json.dumps(settings, indent=1))
+    done_path = partial / "done.txt"
+    done = _done_frames(done_path)
+    todo = [f for f in frames if f.name not in done]
+
+    env = lmdb.open(str(partial), map_size=MAP_SIZE, subdir=True)
+    try:
+        jobs = [(f, tuple(size), crop, margin, min_pixels) for f in todo]
+        with open(done_path, "a") as done_file:
+            for name, (records, skipped) in tqdm(_results(jobs, workers), total=len(frames),
+                                                 initial=len(frames) - len(todo), desc=f"instances {split}",
+                                                 unit="frame"):
+                counts = np.zeros(len(cityscapes.INSTANCE_LABELS), dtype=np.int64)
+                with env.begin(write=True) as txn:  # one transaction per frame: a frame is in the LMDB or not
+                    for key, label, c in records:
+                        txn.put(key.encode(), to_datum(c, label))
+                        counts[label] += 1
+                done_file.write(" ".join(map(str, [name, skipped, *counts])) + "\n")
+                done_file.flush()
+    finally:
+        env.close()
+    return _finish(partial, final, settings)
+
+
+def _finish(partial, final, settings):
+    """Write manifest.json (counts per class from done.txt), then swap `partial` into the place of `final`."""
+    import lmdb
+
+    done = _done_frames(partial / "done.txt")
+    counts = np.sum([c for _, c in done.values()], axis=0, dtype=np.int64).reshape(-1)
+    skipped = sum(k for k, _ in done.values())
+    env = lmdb.open(str(partial), readonly=True, lock=False)
+    entries = env.stat()["entries"]
+    env.close()
+    if len(done) != settings["frames"] or entries != counts.sum():
+        raise ClassifyError(f"{partial}: {len(done)} of {settings['frames']} frames done, {entries} LMDB entries "
+                            f"for {counts.sum()} counted; delete it and run again")
+    manifest = dict(
+        count=int(entries), skipped_small=int(skipped),
+        per_class={label.name: int(n) for label, n in zip(cityscapes.INSTANCE_LABELS, counts)},
+        label_index={label.name: i for i, label in enumerate(cityscapes.INSTANCE_LABELS)},
+        datum="uint8 3x{0}x{0} BGR crop, label = class index".format(settings["crop"]),
+        mean_bgr=MEAN_BGR.tolist(), settings=settings)
+    (partial / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    for name in ("settings.json", "done.txt"):
+        (partial / name).unlink()
+    old = final.with_name(final.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(partial, final)
+    if old.exists():
+        shutil.rmtree(old)
+    return manifest

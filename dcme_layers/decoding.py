@@ -1,0 +1,376 @@
+"""DCME decoding (arXiv 1711.09060, Section 3): turn a 2-D vector map into instances. Pure numpy (+ scipy's
+KD-tree for noisy maps, and scikit-image for the watershed ablation).
+
+A vector map ``V`` has shape (2, H, W): channel 0 = dx (columns), channel 1 = dy (rows), in pixels of the encoded
+resolution (``encoding.vector_map``, Eq. 2). Every instance pixel p stores V(p) = CM - p, so p + V(p) is that
+pixel's vote for its instance's center of mass (CM, Eq. 1). Decoding follows the paper's four steps; thresholds
+are in pixels (DT, ET) and votes (VT) of the encoded resolution (``PAPER_THRESHOLDS``, ``scale_thresholds``):
+
+1. **CM proposals.** A pixel is *foreground* when |V| > ``fg_threshold`` (default 0.5 px): the ground-truth
+   background is exactly 0, and a ground-truth instance pixel with |V| <= 0.5 lies within half a pixel of its CM.
+   Every foreground pixel votes for p + V(p). Votes landing more than DT outside the image take no part in
+   step 2 (every CM lies inside the image) but may still join an instance in step 4.
+2. **Clustering (DT).** Votes are binned on the pixel grid; each occupied cell stands for the mean of its votes.
+   Greedy and deterministic: the cell with the most votes (ties: first in row-major order) seeds a cluster that
+   absorbs every unassigned cell whose mean lies closer than DT to the seed's; repeat with the strongest
+   unassigned cell. A cluster's CM is the mean of all its votes. So two instances whose CMs are closer than DT
+   merge into one (as the paper says), and a CM farther than DT from every other CM makes a cluster of its own.
+3. **Vote threshold (VT).** Clusters with fewer than VT votes are dropped. The zero-vector pixel(s) at a
+   cluster's CM (see step 4) count as votes too, so a ground-truth instance casts one vote per pixel.
+4. **Assignment (ET).** Every foreground pixel whose vote lands closer than ET to a kept CM joins the nearest
+   kept CM (the fringe votes of a noisy instance, split off by step 2 into small dropped clusters, come back).
+   A pixel with |V| <= fg_threshold -- the pixel at an instance's CM, indistinguishable from the background --
+   joins a kept CM when it lies within fg_threshold of it and one of its 8 neighbours belongs to that instance.
+   All other pixels are background. An instance left without pixels is dropped.
+
+Ablation (``method="watershed"``): steps 1-3 as above; step 4 is a watershed (scikit-image) on the magnitude map
+|V| from one marker per kept CM (its nearest pixel), within the foreground, plus the CM pixels as above.
+
+Exactness on a ground-truth map (every instance pixel votes exactly for its CM): each instance with at least VT
+pixels whose CM is farther than DT from every other CM is recovered exactly (IoU 1; at most a background pixel
+lying within fg_threshold of its CM may join), unless the votes of a *dropped* (< VT pixels) or *merged* instance
+land within ET of its CM: the paper's step 4 then hands those pixels to it (tests/test_decoding.py checks this
+rule on generated and real Cityscapes maps).
+
+Scores (the Cityscapes AP needs a ranking): ``votes / (votes + VT) * exp(-spread / ET^2)`` with spread the mean
+squared distance of the cluster's votes to its CM; in (0, 1). More and tighter votes rank higher; on a
+ground-truth map the spread is ~0 (> 0 only for merged instances) and larger instances rank first.
+"""
+from collections import namedtuple
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+# (DT, VT, ET) per network, in pixels / votes of the 340x680 encoded resolution (paper, Section 4).
+PAPER_THRESHOLDS = {"segnet": (10, 50, 15), "fcn8s": (15, 30, 20)}
+METHODS = ("vote", "watershed")
+FG_THRESHOLD = 0.5
+
+Decoded = namedtuple("Decoded", "labels centers votes scores")
+Decoded.__doc__ = """Decoded instances of one vector map.
+
+labels: (H, W) int32, 0 = background, 1..K = instances (ordered by votes, most first);
+centers: (K, 2) float64 CM of each instance as (x, y) = (column, row);
+votes: (K,) int64 votes of the instance's cluster (steps 2-3), plus its zero-vector CM pixels (step 4);
+scores: (K,) float32 confidence in (0, 1] for ranking (see the module docstring)."""
+
+
+def parse_thresholds(spec):
+    """(DT, VT, ET) from a network name ("segnet", "fcn8s"), a "DT,VT,ET" string or a 3-sequence; validated."""
+    if isinstance(spec, str):
+        if spec.lower() in PAPER_THRESHOLDS:
+            return PAPER_THRESHOLDS[spec.lower()]
+        spec = spec.split(",")
+    try:
+        values = [float(x) for x in spec]
+    except (TypeError, ValueError):
+        raise ValueError(f"thresholds {spec!r}: expected segnet, fcn8s or DT,VT,ET") from None
+    if len(values) != 3:
+        raise ValueError(f"thresholds {spec!r}: expected three values DT,VT,ET")
+    dt, vt, et = values
+    _check_thresholds(dt, vt, et, FG_THRESHOLD)
+    return (dt, int(vt), et)
+
+
+def scale_thresholds(thresholds, size, reference=(340, 680)):
+    """Thresholds given at the paper's encoded resolution ``reference`` (H, W) carried over to an encoded
+    ``size`` (H, W): DT and ET scale with the image height, VT (a pixel count) with its square (at least 1).
+    ``thresholds`` as in ``parse_thresholds``. Returns (DT, VT, ET)."""
+    dt, vt, et = parse_thresholds(thresholds)
+    s = float(size[0]) / float(reference[0])
+    return parse_thresholds((dt * s, max(1, int(round(vt * s * s))), et * s))
+
+
+def _check_thresholds(dt, vt, et, fg_threshold):
+    for name, v in (("DT", dt), ("ET", et)):
+        if not (np.isscalar(v) and np.isfinite(v) and v > 0):
+            raise ValueError(f"threshold {name} must be a finite number > 0, got {v!r}")
+    if not (np.isscalar(vt) and np.isfinite(vt) and vt >= 1 and float(vt) == int(vt)):
+        raise ValueError(f"threshold VT must be an integer >= 1, got {vt!r}")
+    if not (np.isscalar(fg_threshold) and np.isfinite(fg_threshold) and fg_threshold >= 0):
+        raise ValueError(f"fg_threshold must be a finite number >= 0, got {fg_threshold!r}")
+
+
+def _check_vmap(vmap):
+    v = np.asarray(vmap)
+    if v.ndim != 3 or v.shape[0] != 2 or v.shape[1] < 1 or v.shape[2] < 1:
+        raise ValueError(f"vector map must have shape (2, H, W), got {v.shape}")
+    return v.astype(np.float32, copy=False)
+
+
+_FAR = 1 << 20       # votes are binned into cells with coordinates clipped to +-_FAR (far votes stay far)
+
+
+def vote_cells(vx, vy, shape=None):
+    """Bin votes on the pixel grid: (cells, cell) with cells (N, 2) int64 the occupied (x, y) cells in row-major
+    order and cell (M,) the index of each vote's cell. Given the image ``shape`` (H, W), many votes (more than an
+    eighth of the pixels) and all of them inside the image, a bincount over the image replaces the sort (same
+    result, faster)."""
+    cx = np.clip(np.rint(vx), -_FAR, _FAR).astype(np.int64)
+    cy = np.clip(np.rint(vy), -_FAR, _FAR).astype(np.int64)
+    if shape is not None and 8 * len(cx) > shape[0] * shape[1]:
+        h, w = shape
+        if cx.min() >= 0 and cy.min() >= 0 and cx.max() < w and cy.max() < h:
+            key = cy * w + cx
+            occupied = np.flatnonzero(np.bincount(key, minlength=h * w))
+            lookup = np.empty(h * w, np.int64)
+            lookup[occupied] = np.arange(len(occupied))
+            oy, ox = np.divmod(occupied, w)
+            return np.stack([ox, oy], axis=1), lookup[key]
+    keys, cell = np.unique((cy + _FAR) * (4 * _FAR) + (cx + _FAR), return_inverse=True)
+    cells = np.stack([keys % (4 * _FAR) - _FAR, keys // (4 * _FAR) - _FAR], axis=1)
+    return cells, cell.ravel()
+
+
+def cluster_votes(vx, vy, shape, dt, cells=None):
+    """Step 2: greedy clustering of votes (vx, vy) inside an image of ``shape`` (H, W) with distance DT.
+
+    ``cells`` is ``vote_cells(vx, vy)`` when already computed. Returns (cluster, centers, counts, spread):
+    cluster (M,) int64 index of each vote's cluster, -1 for votes more than DT outside the image; centers (C, 2)
+    float64 mean vote of each cluster; counts (C,) int64 votes per cluster; spread (C,) float64 mean squared
+    distance of the cluster's votes (at their cells' means) to its center. Clusters are in the order they were
+    seeded (strongest grid cell first).
+    """
+    h, w = shape
+    cells, cell = vote_cells(vx, vy) if cells is None else cells
+    cluster = np.full(len(vx), -1, np.int64)
+    m = int(np.ceil(dt))                         # a vote up to DT outside the image may belong to a CM inside
+    inside_cell = (cells[:, 0] >= -m) & (cells[:, 0] < w + m) & (cells[:, 1] >= -m) & (cells[:, 1] < h + m)
+    inside = inside_cell[cell]
+    if not inside.any():
+        return cluster, np.zeros((0, 2)), np.zeros(0, np.int64), np.zeros(0)
+    if inside_cell.all():                        # the usual case: no renumbering needed
+        occupied, c, x, y = cells, cell, vx, vy
+    else:                                        # renumber the occupied cells near the image 0..N-1 (in order)
+        occupied = cells[inside_cell]
+        c = (np.cumsum(inside_cell) - 1)[cell[inside]]
+        x, y = vx[inside], vy[inside]
+    n = np.bincount(c, minlength=len(occupied))
+    sx = np.bincount(c, weights=x, minlength=len(occupied))
+    sy = np.bincount(c, weights=y, minlength=len(occupied))
+    means = np.stack([sx / n, sy / n], axis=1)
+    order = np.lexsort((np.arange(len(n)), -n))  # most votes first, ties by row-major cell order
+    if len(means) <= _BRUTE_FORCE:
+        owner, seeds = _greedy_small(means, order, dt)
+    else:
+        owner, seeds = _greedy_large(means, order, dt)
+    counts = np.bincount(owner, weights=n, minlength=seeds)
+    centers = np.stack([np.bincount(owner, weights=sx, minlength=seeds),
+                        np.bincount(owner, weights=sy, minlength=seeds)], axis=1) / counts[:, None]
+    # Spread between cells (the spread of the votes inside one pixel cell, <= 1/6 px^2, is left out).
+    d2 = ((means - centers[owner]) ** 2).sum(1)
+    spread = np.bincount(owner, weights=n * d2, minlength=seeds) / counts
+    cluster[inside] = owner[c]
+    return cluster, centers, counts.astype(np.int64), spread
+
+
+def _greedy_small(means, order, dt):
+    """Step 2's greedy absorption for a few cells (a clean map): all pairwise distances, then plain Python."""
+    d = np.hypot(means[:, None, 0] - means[None, :, 0], means[:, None, 1] - means[None, :, 1])
+    rows, cols = np.nonzero(d < dt)
+    near = np.split(cols, np.cumsum(np.bincount(rows, minlength=len(means)))[:-1])
+    owner = [-1] * len(means)
+    seeds = 0
+    for s in order.tolist():
+        if owner[s] < 0:
+            for j in near[s].tolist():           # includes s itself
+                if owner[j] < 0:
+                    owner[j] = seeds
+            seeds += 1
+    return np.array(owner, np.int64), seeds
+
+
+def _greedy_large(means, order, dt):
+    """Step 2's greedy absorption for many cells (a noisy map): one KD-tree ball query per seed."""
+    owner = np.full(len(means), -1, np.int64)
+    tree = cKDTree(means)
+    seeds = 0
+    for s in order.tolist():                    # one pass over the cells; absorbed cells are skipped
+        if owner[s] >= 0:
+            continue
+        near = np.asarray(tree.query_ball_point(means[s], dt), np.int64)
+        near = near[owner[near] < 0]
+        d = np.hypot(means[near, 0] - means[s, 0], means[near, 1] - means[s, 1])
+        owner[near[d < dt]] = seeds
+        owner[s] = seeds
+        seeds += 1
+    return owner, seeds
+
+
+_BRUTE_FORCE = 256   # up to this many occupied cells, step 2 compares each seed with every cell (no KD-tree)
+_HALF_DIAGONAL = 0.5 * np.sqrt(2.0) + 1e-9
+
+
+def assign_votes(vx, vy, centers, et, cells=None):
+    """Step 4: index of the nearest center closer than ET to each vote (x, y), -1 where none is.
+
+    Exact and vectorized: votes are grouped by pixel cell (``cells`` = ``vote_cells(vx, vy)`` when already
+    computed); a cell whose center is decisively inside one center's ET-disc and nearer to it than to any other
+    (margins of half a cell diagonal) sends all its votes there, a cell decisively outside every disc none; the
+    votes of the remaining (boundary) cells get exact distances.
+    """
+    out = np.full(len(vx), -1, np.int64)
+    if len(vx) == 0 or len(centers) == 0:
+        return out
+    cells, cell = vote_cells(vx, vy) if cells is None else cells
+    k1, d1, d2 = _two_nearest(cells.astype(np.float64), centers)
+    sure_in = (d1 + _HALF_DIAGONAL < et) & (d2 - d1 > 2 * _HALF_DIAGONAL)
+    sure_out = d1 - _HALF_DIAGONAL >= et
+    out[:] = np.where(sure_in, k1, -1)[cell]
+    unsure = np.flatnonzero(~(sure_in | sure_out)[cell])
+    if len(unsure):
+        k, d, _ = _two_nearest(np.stack([vx[unsure], vy[unsure]], 1), centers)
+        out[unsure] = np.where(d < et, k, -1)
+    return out
+
+
+def _two_nearest(points, centers, chunk=1 << 20):
+    """Index of the nearest center, its distance and the distance of the second nearest (inf if K = 1)."""
+    k1 = np.empty(len(points), np.int64)
+    d1 = np.empty(len(points))
+    d2 = np.full(len(points), np.inf)
+    step = max(1, chunk // len(centers))
+    for a in range(0, len(points), step):       # chunks bound the (points x centers) memory
+        p = points[a:a + step]
+        d = np.hypot(p[:, :1] - centers[:, 0], p[:, 1:] - centers[:, 1])
+        j = np.argmin(d, axis=1)
+        k1[a:a + step] = j
+        d1[a:a + step] = d[np.arange(len(p)), j]
+        if len(centers) > 1:
+            d2[a:a + step] = np.partition(d, 1, axis=1)[:, 1]
+    return k1, d1, d2
+
+
+def decode(vmap, dt, vt, et, method="vote", fg_threshold=FG_THRESHOLD):
+    """Decode a DCME vector map into instances (the paper's four steps; see the module docstring).
+
+    vmap: (2, H, W) vector map (dx, dy) in pixels; dt, vt, et: the distance, vote and extraction thresholds
+    (``PAPER_THRESHOLDS``); method: "vote" (paper) or "watershed" (ablation of step 4); fg_threshold: pixels with
+    |V| <= fg_threshold are background for step 1. Raises ValueError on a malformed map (shape, NaN/inf) or
+    thresholds out of range. Deterministic. Returns ``Decoded(labels, centers, votes, scores)``; an instance
+    that ends with no pixel is dropped, so every label 1..K has at least one pixel.
+    """
+    v = _check_vmap(vmap)
+    _check_thresholds(dt, vt, et, fg_threshold)
+    if method not in METHODS:
+        raise ValueError(f"unknown decoding method {method!r}; expected one of {METHODS}")
+    _, h, w = v.shape
+    mag2 = np.einsum("ijk,ijk->jk", v, v)          # squared |V|, one pass (np.hypot is 5x slower)
+    if not mag2.max(initial=0.0) < np.inf:         # NaN or inf anywhere (one reduction instead of isfinite)
+        bad = np.count_nonzero(~np.isfinite(v))
+        raise ValueError(f"vector map has {bad} NaN/inf values" if bad else "vector map has values beyond 1e19")
+    fg = mag2 > fg_threshold * fg_threshold
+    idx = np.flatnonzero(fg)
+    ys, xs = np.divmod(idx, w)
+    vx = xs + v[0].ravel()[idx].astype(np.float64)
+    vy = ys + v[1].ravel()[idx].astype(np.float64)
+
+    # Steps 2 and 3.
+    cells = vote_cells(vx, vy, (h, w))
+    cluster, centers, counts, spread = cluster_votes(vx, vy, (h, w), float(dt), cells)
+    # A zero-vector pixel at a cluster's CM (8-connected to the cluster's voters) votes for it too, so that a
+    # ground-truth instance casts exactly as many votes as it has pixels. Only clusters within reach of VT care.
+    near_vt = np.flatnonzero((counts < vt) & (counts + _max_center_pixels(fg_threshold) >= vt))
+    if len(near_vt):
+        _, _, lab = _center_pixels(_lookup(idx, cluster + 1, w), mag2, centers[near_vt], near_vt + 1,
+                                   fg_threshold)
+        boosted = counts.copy()
+        np.add.at(boosted, lab - 1, 1)
+        keep = np.flatnonzero(boosted >= vt)
+    else:
+        keep = np.flatnonzero(counts >= vt)
+    centers, counts, spread = centers[keep], counts[keep], spread[keep]
+
+    # Step 4 (or its watershed ablation), then the zero-vector CM pixels; they count as votes too.
+    ids = np.arange(1, len(centers) + 1)
+    if method == "vote":
+        k = assign_votes(vx, vy, centers, float(et), cells)          # 0-based kept cluster per vote, -1 = none
+        cy, cx, clab = _center_pixels(_lookup(idx, k + 1, w), mag2, centers, ids, fg_threshold)
+        pixels = np.bincount(k[k >= 0], minlength=len(centers))
+    else:
+        ws = _watershed(np.sqrt(mag2), fg, centers, (h, w))           # 1-based, 0 = background
+        cy, cx, clab = _center_pixels(lambda r, c: ws[r, c], mag2, centers, ids, fg_threshold)
+        pixels = np.bincount(ws.ravel(), minlength=len(centers) + 1)[1:]
+    counts = counts + np.bincount(clab - 1, minlength=len(centers))
+    # Drop empty instances, number the rest 1..K by votes (stable).
+    alive = np.flatnonzero(pixels > 0)
+    order = alive[np.argsort(-counts[alive], kind="stable")]
+    relabel = np.zeros(len(centers) + 1, np.int32)
+    relabel[order + 1] = np.arange(1, len(order) + 1)
+    centers, counts, spread = centers[order], counts[order], spread[order]
+    if method == "vote":
+        labels = np.zeros(h * w, np.int32)
+        labels[idx] = relabel[k + 1]
+        labels = labels.reshape(h, w)
+    else:
+        labels = relabel[ws]
+    labels[cy, cx] = relabel[clab]
+    # Score: saturation in votes times concentration of the cluster's votes (mean squared distance to its CM).
+    scores = counts / (counts + float(vt)) * np.exp(-spread / float(et) ** 2)
+    return Decoded(labels, centers.reshape(-1, 2).astype(np.float64), counts.astype(np.int64),
+                   np.maximum(scores, 1e-6).astype(np.float32))
+
+
+def _lookup(idx, values, w):
+    """label_at(rows, cols) for _center_pixels: ``values[i]`` at the pixel with flat index ``idx[i]`` (idx sorted),
+    0 at every other pixel."""
+    def label_at(rows, cols):
+        flat = rows * w + cols
+        if len(idx) == 0:
+            return np.zeros(len(flat), np.int64)
+        pos = np.minimum(np.searchsorted(idx, flat), len(idx) - 1)
+        return np.where(idx[pos] == flat, values[pos], 0)
+    return label_at
+
+
+def _max_center_pixels(fg_threshold):
+    """Most pixels that can lie within fg_threshold of a point."""
+    r = int(np.ceil(fg_threshold))
+    return (2 * r + 1) ** 2
+
+
+def _center_pixels(label_at, mag2, centers, ids, fg_threshold):
+    """The |V| <= fg_threshold pixels that join instance ``ids[i]`` with CM ``centers[i]`` (step 4): within
+    fg_threshold of the CM, unlabelled (``label_at(rows, cols) == 0``) and with one of their 8 neighbours
+    labelled ``ids[i]``. A pixel claimed by two CMs (closer than 2 fg_threshold) goes to the first.
+    Returns (rows, cols, ids)."""
+    h, w = mag2.shape
+    r = int(np.ceil(fg_threshold))
+    oy, ox = np.divmod(np.arange((2 * r + 1) ** 2), 2 * r + 1)
+    cy = (np.rint(centers[:, 1]).astype(np.int64)[:, None] + (oy - r)).ravel()
+    cx = (np.rint(centers[:, 0]).astype(np.int64)[:, None] + (ox - r)).ravel()
+    which = np.repeat(np.arange(len(centers)), len(oy))
+    ok = (cy >= 0) & (cy < h) & (cx >= 0) & (cx < w)
+    ok[ok] = (np.hypot(cx[ok] - centers[which[ok], 0], cy[ok] - centers[which[ok], 1]) <= fg_threshold) & (
+        mag2[cy[ok], cx[ok]] <= fg_threshold * fg_threshold)
+    if not ok.any():                                # the usual case on a network's output
+        return cy[:0], cx[:0], np.asarray(ids)[:0]
+    cy, cx, lab = cy[ok], cx[ok], np.asarray(ids)[which[ok]]
+    ok = label_at(cy, cx) == 0
+    cy, cx, lab = cy[ok], cx[ok], lab[ok]
+    ny = cy[:, None] + _RING[:, 0]                  # the 8 neighbours, (n, 8)
+    nx = cx[:, None] + _RING[:, 1]
+    inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+    support = (label_at(np.clip(ny, 0, h - 1), np.clip(nx, 0, w - 1)) == lab[:, None]) & inside
+    support = support.any(1)
+    cy, cx, lab = cy[support], cx[support], lab[support]
+    _, first = np.unique(cy * w + cx, return_index=True)
+    return cy[first], cx[first], lab[first]
+
+
+_RING = np.array([(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx])
+
+
+def _watershed(mag, fg, centers, shape):
+    """Ablation of step 4: watershed on |V| from one marker per kept CM (its nearest pixel), restricted to the
+    foreground. Returns (H, W) int64 labels 1..K in kept-cluster order, 0 = background."""
+    from skimage.segmentation import watershed
+
+    h, w = shape
+    markers = np.zeros((h, w), np.int32)
+    my = np.clip(np.rint(centers[:, 1]).astype(np.int64), 0, h - 1)
+    mx = np.clip(np.rint(centers[:, 0]).astype(np.int64), 0, w - 1)
+    markers[my[::-1], mx[::-1]] = np.arange(len(centers), 0, -1)   # on a shared pixel the stronger CM wins
+    mask = fg.copy()
+    mask[my, mx] = True
+    return watershed(mag, markers, mask=mask).astype(np.int64)

@@ -1,0 +1,202 @@
+"""Cityscapes export and evaluation (dcme_layers/evaluation.py) with the real cityscapesscripts evaluator."""
+import json
+import os
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dcme_layers import cityscapes
+from dcme_layers import evaluation as E
+
+
+@pytest.fixture(scope="module")
+def val(tiny_cityscapes):
+    return cityscapes.list_frames(tiny_cityscapes, "val")
+
+
+@pytest.fixture(scope="module")
+def gt_preds(val, tmp_path_factory):
+    d = tmp_path_factory.mktemp("gt_preds")
+    for f in val:
+        E.export_ground_truth(d, f)
+    return d
+
+
+def test_exported_ground_truth_scores_ap_1(val, gt_preds):
+    for f in val:
+        lines = E.prediction_file(gt_preds, f.name).read_text().split("\n")
+        n = len(np.unique(cityscapes.instance_map(cityscapes.read_instance_ids(f.instance_ids)))) - 1
+        assert len(lines) == n
+        for line in lines:                     # the evaluator's format: 3 fields, relative path, regular id
+            path, label, conf = line.split(" ")
+            assert not os.path.isabs(path) and int(label) in cityscapes.INSTANCE_LABEL_IDS and float(conf) == 1
+            mask = cv2.imread(str(gt_preds / path), cv2.IMREAD_UNCHANGED)
+            assert mask.shape == cv2.imread(f.instance_ids, cv2.IMREAD_UNCHANGED).shape
+    r = E.evaluate(val, gt_preds, name="gt")
+    assert r["distance_available"]
+    for m in E.METRICS:
+        assert r[m] == pytest.approx(1.0)
+    assert set(r["classes"]) == set(E.CLASS_NAMES)
+    assert r["classes"]["car"]["AP"] == pytest.approx(1.0)
+    assert r["classes"]["train"]["AP"] is None         # no train in these frames: N/A, not a number
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")   # the evaluator's np.in1d, still there in numpy 2.2
+def test_adapter_matches_the_official_entry_point(val, tmp_path, monkeypatch):
+    """evaluate() == cityscapesscripts' evaluateImgLists (AP, AP50%, per class) on decoded predictions."""
+    from cityscapesscripts.evaluation import evalInstanceLevelSemanticLabeling as ev
+
+    pred = tmp_path / "pred"
+    for f in val:
+        o = E.oracle_predictions(f, (85, 170), thresholds=(2.5, 3, 3.75))
+        E.export_frame(pred, f.name, o.labels, o.label_ids, o.scores, o.size)
+    ours = E.evaluate(val, pred, distance=False)
+    assert 0.2 < ours["AP"] < 1.0
+    args = E._make_args(pred, False)
+    args.gtInstancesFile = str(tmp_path / "gtInstances.json")
+    monkeypatch.chdir(tmp_path)                         # it writes matches.json into the working directory
+    official = ev.evaluateImgLists([str(E.prediction_file(pred, f.name)) for f in val],
+                                   [f.instance_ids for f in val], args)
+    assert official["averages"]["allAp"] == pytest.approx(ours["AP"])
+    assert official["averages"]["allAp50%"] == pytest.approx(ours["AP50%"])
+    for c in E.CLASS_NAMES:
+        a, b = official["averages"]["classes"][c]["ap"], ours["classes"][c]["AP"]
+        assert (b is None and np.isnan(a)) or a == pytest.approx(b)
+    assert ours["AP100m"] is None and ours["AP50m"] is None
+    # Parallel matching gives the identical result.
+    assert E.evaluate(val, pred, distance=False, workers=2) == ours
+
+
+def test_empty_frame_and_lower_confidence_ranking(val, gt_preds, tmp_path):
+    pred = tmp_path / "pred"
+    shutil.copytree(gt_preds, pred)
+    f0 = val[0]
+    E.export_frame(pred, f0.name, np.zeros((10, 20), np.int32), [], [], (256, 512))
+    assert E.prediction_file(pred, f0.name).read_text() == ""
+    r = E.evaluate(val, pred, distance=False)
+    assert 0.0 < r["AP"] < 1.0
+
+
+def test_issue_89_prediction_only_on_void_scores_zero(val, tmp_path):
+    """A car predicted only on the ego vehicle (void) while no car is matched: upstream IndexError -> AP 0."""
+    pred = tmp_path / "pred"
+    for f in val:
+        ids = cityscapes.read_instance_ids(f.instance_ids)
+        void = (ids == 1).astype(np.int32)              # ego vehicle, ignoreInEval
+        assert void.any()
+        E.export_frame(pred, f.name, void, [26], [0.9], ids.shape)
+    from cityscapesscripts.evaluation import evalInstanceLevelSemanticLabeling as ev
+
+    args = E._make_args(pred, False)
+    gt = E._gt_instances([f.instance_ids for f in val], False)
+    matches = dict(E._match_one((str(E.prediction_file(pred, f.name)), f.instance_ids,
+                                 gt[os.path.abspath(f.instance_ids)], args)) for f in val)
+    with pytest.raises(IndexError):
+        ev.evaluateMatches(matches, args)
+    r = E.evaluate(val, pred, distance=False)
+    assert r["classes"]["car"]["AP"] == 0.0 and r["AP"] == 0.0
+
+
+def test_distance_metrics_need_disparity(val, tmp_path):
+    root = tmp_path / "root"                            # ground truth only: no disparity/, no camera/
+    frames = []
+    for f in val:
+        dst = root / "gtFine" / "val" / f.city / Path(f.instance_ids).name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f.instance_ids, dst)
+        frames.append(f._replace(instance_ids=str(dst)))
+        E.export_ground_truth(tmp_path / "pred", frames[-1])
+    r = E.evaluate(frames, tmp_path / "pred")
+    assert r["AP"] == pytest.approx(1.0)
+    assert not r["distance_available"] and r["AP100m"] is None and r["AP50m"] is None
+    with pytest.raises(E.EvaluationError, match="disparity"):
+        E.evaluate(frames, tmp_path / "pred", distance=True)
+    md, js = E.write_report(r, tmp_path / "report", title="t")
+    assert "| Method | AP | AP50% | AP100m | AP50m |" in md.read_text()
+    assert "| 100.0 | 100.0 | N/A | N/A |" in md.read_text()
+    doc = json.loads(js.read_text())
+    assert doc["results"][0]["AP100m"] is None and doc["results"][0]["AP"] == pytest.approx(1.0)
+
+
+def test_instance_distances(tmp_path):
+    ids = np.zeros((4, 6), np.int32)
+    ids[:, :3] = 26000
+    ids[:, 3:] = 26001
+    disp = np.zeros((4, 6), np.uint16)
+    d = np.array([2.0, 4.0, 8.0])                      # disparities of columns 0..2 -> depth = 0.5 * 1000 / d
+    disp[:, :3] = (d * 256 + 1).astype(np.uint16)
+    disp[:2, 3:] = 256 * 10 + 1                         # 26001: half its pixels valid, depth 50 m
+    cv2.imwrite(str(tmp_path / "d.png"), disp)
+    (tmp_path / "c.json").write_text(json.dumps({"extrinsic": {"baseline": 0.5}, "intrinsic": {"fx": 1000.0}}))
+    dist = E.instance_distances(ids, tmp_path / "d.png", tmp_path / "c.json")
+    assert dist[26000] == pytest.approx((125.0, 1.0))   # median of 250, 125, 62.5
+    assert dist[26001] == pytest.approx((50.0, 0.5))
+    with pytest.raises(E.EvaluationError, match="missing.json: missing or bad camera"):
+        E.instance_distances(ids, tmp_path / "d.png", tmp_path / "missing.json")
+    with pytest.raises(E.EvaluationError, match="d.png"):
+        E.instance_distances(ids[:2], tmp_path / "d.png", tmp_path / "c.json")
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 60), st.integers(0, 2 ** 31 - 1))
+def test_nearest_upsampling_inverts_subsampling(h, w, seed):
+    lab = np.random.default_rng(seed).integers(0, 5, (h, w)).astype(np.int32)
+    full = E.upsample_labels(lab, (3 * h + h // 3 + 1, 3 * w + w // 5 + 2))
+    back = cv2.resize(full, (w, h), interpolation=cv2.INTER_NEAREST)   # what cityscapes.subsample does
+    assert np.array_equal(back, lab)
+
+
+def test_bilinear_mask_matches_full_image_interpolation():
+    from scipy.ndimage import map_coordinates
+
+    m = np.zeros((34, 68), bool)
+    m[5:20, 10:30] = True
+    m[0:6, 60:68] = True                                # touching the border
+    size = (102, 205)
+    crop, rs, cs = E._bilinear_mask(m, size)
+    got = np.zeros(size, bool)
+    got[rs, cs] = crop
+    yy, xx = np.mgrid[:size[0], :size[1]]
+    ref = map_coordinates(m.astype(float), [yy * 34 / size[0], xx * 68 / size[1]], order=1, mode="nearest") > 0.5
+    assert np.array_equal(got, ref)
+
+
+def test_bad_predictions_raise_clear_errors(val, gt_preds, tmp_path):
+    f = val[0]
+    lab = np.zeros((8, 8), np.int32)
+    lab[2:5, 2:5] = 1
+    with pytest.raises(E.EvaluationError, match="label id 7"):
+        E.export_frame(tmp_path, f.name, lab, [7], [0.5], (16, 16))
+    with pytest.raises(E.EvaluationError, match="non-finite"):
+        E.export_frame(tmp_path, f.name, lab, [26], [np.nan], (16, 16))
+    with pytest.raises(E.EvaluationError, match="1 instances but 2"):
+        E.export_frame(tmp_path, f.name, lab, [26, 24], [0.5, 0.5], (16, 16))
+
+    pred = tmp_path / "missing"
+    pred.mkdir()
+    with pytest.raises(E.EvaluationError, match=f"{val[0].name}_pred.txt: missing"):
+        E.evaluate(val, pred)
+
+    pred = tmp_path / "orphan"
+    shutil.copytree(gt_preds, pred)
+    (pred / "synthval_000999_000019_pred.txt").write_text("")
+    with pytest.raises(E.EvaluationError, match="000999.*no ground truth"):
+        E.evaluate(val, pred)
+
+    pred = tmp_path / "lowres"                           # masks at the encoded resolution, not the ground truth's
+    shutil.copytree(gt_preds, pred)
+    E.export_frame(pred, f.name, lab, [26], [0.5], (85, 170))
+    with pytest.raises(E.EvaluationError, match="mask must be a 512x256"):
+        E.evaluate(val, pred)
+
+    pred = tmp_path / "badline"                          # the evaluator's own check, turned into an exception
+    shutil.copytree(gt_preds, pred)
+    txt = E.prediction_file(pred, f.name)
+    txt.write_text(txt.read_text() + " ")            # a trailing space: 4 fields
+    with pytest.raises(E.EvaluationError, match="Invalid prediction file"):
+        E.evaluate(val, pred)

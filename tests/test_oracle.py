@@ -1,0 +1,103 @@
+"""Oracle mode (decoded ground truth) and tools/oracle.py on the tiny synthetic set, with the real evaluator."""
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from dcme_layers import cityscapes
+from dcme_layers import evaluation as E
+from dcme_layers.decoding import scale_thresholds
+
+SMALL = (85, 170)      # the tiny set's 256x512 subsampled 3x, like 1024x2048 -> 340x680
+
+
+def test_oracle_at_encoded_resolution_scores_strictly_lower_than_full_resolution(tiny_cityscapes, tmp_path):
+    frames = cityscapes.list_frames(tiny_cityscapes, "val")
+    th = scale_thresholds("segnet", SMALL)
+    full = E.export_split(frames, tmp_path / "full", E.full_resolution_gt, progress=False)
+    assert len(full) == len(frames)
+    ap_full = E.evaluate(frames, tmp_path / "full")
+    for f in frames:
+        o = E.oracle_predictions(f, SMALL, "cm", "vote", th)
+        assert o.labels.shape == SMALL and o.size == (256, 512)
+        assert len(o.label_ids) == o.labels.max() and set(o.label_ids) <= set(cityscapes.INSTANCE_LABEL_IDS)
+        E.export_frame(tmp_path / "small", f.name, o.labels, o.label_ids, o.scores, o.size)
+    ap_small = E.evaluate(frames, tmp_path / "small")
+    assert ap_full["AP"] == pytest.approx(1.0)
+    assert 0.1 < ap_small["AP"] < ap_full["AP"]
+    for m in E.METRICS:
+        assert ap_small[m] is not None and ap_small[m] <= ap_full[m]
+
+
+def test_majority_label_ids():
+    inst = np.array([[26001, 26001, 24001, 0],
+                     [26001, 24001, 24001, 0]], np.int32)
+    labels = np.array([[1, 1, 1, 2],
+                       [1, 1, 1, 2]], np.int32)
+    assert list(E.majority_label_ids(labels, inst)) == [24, 0]   # 3 person vs 3 car pixels: lower id; none -> 0
+    labels[0, 2] = 0
+    assert list(E.majority_label_ids(labels, inst)) == [26, 0]
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "tools/oracle.py", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_oracle_cli_writes_the_ablation_report_and_figures(tiny_cityscapes, tmp_path, repo):
+    out = tmp_path / "oracle"
+    args = ["--root", tiny_cityscapes, "--split", "val", "--size", *SMALL, "--scale-thresholds",
+            "--out", out, "--figures", 1]
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert f"report: {out / 'report.md'}" in r.stdout
+    doc = json.loads((out / "report.json").read_text())
+    rows = {x["name"]: x for x in doc["results"]}
+    assert len(rows) == 6                              # full res, subsampled GT, {cm, bbox} x {vote, watershed}
+    for x in rows.values():
+        assert all(isinstance(x[m], float) for m in E.METRICS)      # disparity present: all four metrics
+    assert rows["GT, full resolution"]["AP"] == pytest.approx(1.0)
+    cm_vote = rows["GT at 85x170, CM anchor, vote decoding"]
+    assert cm_vote["AP"] < 1.0
+    md = (out / "report.md").read_text()
+    assert "| Method | AP | AP50% | AP100m | AP50m |" in md and "| GT at 85x170, BBOX anchor, watershed" in md
+    figs = sorted((out / "figures").glob("*.png"))
+    assert len(figs) == 4
+    img = cv2.imread(str(figs[0]))
+    assert img.shape == (85, 3 * 170 + 2 * 4, 3)
+    # Resumable: a second run re-uses the exported masks and gives the same table.
+    mask = next((out / "gt-full-res" / "masks").glob("*.png"))
+    before = mask.stat().st_mtime_ns
+    assert run_cli(*args).returncode == 0
+    assert mask.stat().st_mtime_ns == before
+    assert json.loads((out / "report.json").read_text())["results"] == doc["results"]
+
+
+def test_oracle_cli_bad_input_is_one_line(tiny_cityscapes, tmp_path):
+    r = run_cli("--root", tiny_cityscapes, "--thresholds", "10,0,15", "--out", tmp_path)
+    assert r.returncode != 0 and r.stderr.strip().count("\n") == 0 and "VT" in r.stderr
+    r = run_cli("--root", tmp_path / "nowhere", "--out", tmp_path)
+    assert r.returncode != 0 and r.stderr.strip().count("\n") == 0 and "nowhere" in r.stderr
+
+
+def test_figure_panels(tmp_path):
+    from dcme_layers.encoding import vector_map
+    from dcme_layers.visualize import colorize_instances, side_by_side, write_png
+
+    labels = np.zeros((30, 50), np.int32)
+    labels[2:10, 3:20], labels[15:25, 25:45] = 1, 2
+    col = colorize_instances(labels, centers=[[11, 5.5], [34.5, 19.5]])
+    assert col.dtype == np.uint8 and col.shape == (30, 50, 3)
+    assert not col[labels == 0].any()                      # background black
+    assert len({tuple(col[3, 4]), tuple(col[24, 26])}) == 2   # two instances, two colours
+    assert tuple(col[5, 11]) == (255, 255, 255)            # CM marked
+    image = np.full((60, 100, 3), 90, np.uint8)            # resized to the labels' size
+    fig = side_by_side(image, vector_map(labels * 26000), labels)
+    assert fig.shape == (30, 3 * 50 + 2 * 4, 3)
+    path = write_png(tmp_path / "f" / "fig.png", fig)
+    assert np.array_equal(cv2.imread(str(path)), fig) and not list(path.parent.glob(".*"))
+    with pytest.raises(ValueError, match="differ in size"):
+        side_by_side(image, np.zeros((2, 10, 10), np.float32), labels)

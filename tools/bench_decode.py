@@ -1,0 +1,112 @@
+#!/usr/bin/env python
+"""Benchmark: DCME decoding time per 340x680 frame vs encoding the same frame, and export + evaluation per frame.
+
+Frames: the val split of data/cityscapes_synthetic when it exists (else 6 synthetic val frames generated in a
+temporary folder) and, when present, the real Cityscapes sample (../shared/data/cityscapes_sample). For each frame
+the instanceIds are subsampled to 340x680; encoding = encoding.vector_map (CM), decoding = decoding.decode with the
+paper's thresholds on the ground-truth map and on a noisy copy (Gaussian, sigma 1 px on instance pixels). Times
+are the median of 7 interleaved runs per frame, then the median over frames ("best-run ratio": the same with
+the fastest run, what a busy machine does not distort). Target: decoding <= 2x encoding.
+
+  .venv/bin/python tools/bench_decode.py [--root ROOT] [--frames N]
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dcme_layers import cityscapes
+from dcme_layers import evaluation as E
+from dcme_layers.decoding import PAPER_THRESHOLDS, decode
+from dcme_layers.encoding import vector_map
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = Path(os.environ.get("DCME_CITYSCAPES_SAMPLE", REPO.parent / "shared" / "data" / "cityscapes_sample"))
+SIZE = cityscapes.SIZE
+
+
+ENCODE = "encode (vector_map, CM)"
+
+
+def decode_times(frames, repeat=7):
+    """{row name: [seconds per frame]} for encoding and the decoding variants. The variants run interleaved,
+    round after round, so that a busy machine slows them alike; per frame the median of the rounds."""
+    rng = np.random.default_rng(0)
+    seg, fcn = PAPER_THRESHOLDS["segnet"], PAPER_THRESHOLDS["fcn8s"]
+    rows = {}
+    for f in frames:
+        _, ids = cityscapes.subsample(cityscapes.read_image(f.image), cityscapes.read_instance_ids(f.instance_ids),
+                                      SIZE)
+        inst = cityscapes.instance_map(ids)
+        vmap = vector_map(inst)
+        noisy = vmap + (rng.normal(0, 1.0, vmap.shape) * (inst > 0)).astype(np.float32)
+        steps = {ENCODE: lambda: vector_map(inst),
+                 f"decode GT map, segnet {seg}": lambda: decode(vmap, *seg),
+                 f"decode GT map, fcn8s {fcn}": lambda: decode(vmap, *fcn),
+                 f"decode noisy map (sigma 1 px), segnet {seg}": lambda: decode(noisy, *seg),
+                 f"decode GT map, watershed ablation, segnet {seg}": lambda: decode(vmap, *seg, method="watershed")}
+        times = {k: [] for k in steps}
+        for _ in range(repeat):
+            for k, fn in steps.items():
+                t = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t)
+        for k, ts in times.items():
+            rows.setdefault(k, []).append((float(np.median(ts)), float(np.min(ts))))
+    return rows
+
+
+def export_eval_times(frames, tmp):
+    """(export seconds per frame, evaluation seconds per frame) for the CM/vote oracle at 340x680."""
+    t = time.perf_counter()
+    for f in frames:
+        o = E.oracle_predictions(f, SIZE)
+        E.export_frame(tmp, f.name, o.labels, o.label_ids, o.scores, o.size)
+    export = (time.perf_counter() - t) / len(frames)
+    t = time.perf_counter()
+    E.evaluate(frames, tmp)
+    return export, (time.perf_counter() - t) / len(frames)
+
+
+def table(title, frames, tmp):
+    rows = decode_times(frames)
+    enc, enc_best = np.median(rows[ENCODE], axis=0)
+    out = [f"### {title}: {len(frames)} frames, {SIZE[0]}x{SIZE[1]}", "",
+           "| step (per frame) | median ms | ratio to encoding | best-run ratio | target |", "|---|---|---|---|---|"]
+    for name, ts in rows.items():
+        med, best = np.median(ts, axis=0)
+        target = "<= 2" if name.startswith("decode GT") and "watershed" not in name else ""
+        out.append(f"| {name} | {1e3 * med:.2f} | {med / enc:.2f} | {best / enc_best:.2f} | {target} |")
+    export, evaluation = export_eval_times(frames, tmp)
+    out.append(f"| export (oracle CM/vote, full-res mask PNGs) | {1e3 * export:.0f} | {export / enc:.0f} | | |")
+    out.append(f"| evaluation (cityscapesscripts matching + AP) | {1e3 * evaluation:.0f} | {evaluation / enc:.0f} | | |")
+    return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--root", default="data/cityscapes_synthetic", help="Cityscapes root with a val split")
+    ap.add_argument("--frames", type=int, default=6, help="frames per data set (default: %(default)s)")
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        root = Path(a.root)
+        if not (root / ".complete").exists() and not (root / "gtFine" / "val").is_dir():
+            from dcme_layers.synthetic import generate
+            root = generate(tmp / "synthetic", {"val": a.frames})
+        sets = [("synthetic val", cityscapes.list_frames(root, "val")[:a.frames])]
+        if (SAMPLE / "gtFine" / "train").is_dir():
+            sets.append(("real Cityscapes sample", cityscapes.list_frames(SAMPLE, "train")[:a.frames]))
+        for i, (title, frames) in enumerate(sets):
+            print(table(title, frames, tmp / f"pred{i}"), end="\n\n", flush=True)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except ValueError as e:
+        sys.exit(f"bench_decode: {e}")

@@ -1,0 +1,58 @@
+"""Extract the ground-truth instances of a Cityscapes root into LMDBs for training the GoogLeNet classifier.
+
+Each frame is subsampled to --size (340x680, the resolution DCME decodes at, so training crops look like the
+test-time crops of decoded instances); every instance of the 8 evaluated classes with at least --min-pixels pixels
+there is cropped (bounding box + --margin on each side, clipped), resized to --crop x --crop and written as a caffe
+Datum (uint8 3xCxC BGR, label = class index 0..7 in trainId order) to <out>/<split>, with <out>/<split>/manifest.json
+(counts per class). Interrupted runs resume; finished splits with the same settings are skipped (--force redoes).
+
+    .venv/bin/python tools/extract_instances.py --root $CITYSCAPES_DATASET --out data/instances
+    .venv/bin/caffe train -solver prototxt/googlenet_solver.prototxt [-weights bvlc_googlenet.caffemodel]
+"""
+import argparse
+import sys
+
+from dcme_layers import classify
+from dcme_layers.cityscapes import DataError, available_splits
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--root", required=True, help="Cityscapes root (leftImg8bit/, gtFine/)")
+    p.add_argument("--split", "--splits", dest="splits", nargs="+", choices=["train", "val", "test"],
+                   help="splits to extract (default: train and val, those of them that --root has)")
+    p.add_argument("--out", default="data/instances", help="output folder; LMDBs at <out>/<split>")
+    p.add_argument("--size", nargs=2, type=int, default=[340, 680], metavar=("H", "W"),
+                   help="resolution the frames are subsampled to before cropping (default 340 680)")
+    p.add_argument("--crop", type=int, default=classify.CROP, help="crop side in pixels (default 224)")
+    p.add_argument("--margin", type=float, default=classify.MARGIN,
+                   help="box enlargement per side, as a fraction of the box's width/height (default 0.1)")
+    p.add_argument("--min-pixels", type=int, default=classify.MIN_PIXELS,
+                   help="skip instances with fewer pixels at --size (default %d)" % classify.MIN_PIXELS)
+    p.add_argument("--workers", type=int, default=1, help="processes reading frames (default 1)")
+    p.add_argument("--force", action="store_true", help="re-extract even if an up-to-date LMDB exists")
+    args = p.parse_args(argv)
+    if args.crop < 1 or args.margin < 0 or min(args.size) < 1:
+        p.error("--crop and --size must be positive, --margin >= 0")
+    try:
+        splits = args.splits or [s for s in available_splits(args.root) if s in ("train", "val")]
+        if not splits:
+            raise DataError(f"{args.root}: no train or val split with leftImg8bit/ and gtFine/ (a Cityscapes root?)")
+        for split in splits:
+            m = classify.extract_instances(args.root, split, args.out, size=args.size, crop=args.crop,
+                                           margin=args.margin, min_pixels=args.min_pixels, workers=args.workers,
+                                           force=args.force)
+            per_class = ", ".join("%s %d" % kv for kv in m["per_class"].items())
+            print(f"{args.out}/{split}: {m['count']} instances ({per_class}); "
+                  f"{m['skipped_small']} under {args.min_pixels} px skipped")
+            if m["count"] == 0:
+                print(f"extract_instances: warning: {args.out}/{split} is empty; Caffe cannot train on it",
+                      file=sys.stderr)
+    except (DataError, OSError) as e:
+        print(f"extract_instances: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+#!/usr/bin/env python
+"""The paper's ground-truth ceilings: decode the ground-truth vector maps instead of network output and score them.
+
+For one split: the full-resolution ground truth (AP = 1), the ground truth subsampled to --size, and the decoded
+ground-truth vector maps for every --anchor x --method, with the cityscapesscripts instance evaluator; one
+report (out/report.md, out/report.json) and figures (input | magnitude map | instances) in out/figures/.
+Resumable: predictions already exported are kept.
+
+  .venv/bin/python tools/oracle.py --root $CITYSCAPES_DATASET --split val --out out/oracle
+"""
+import argparse
+import os
+import sys
+
+from dcme_layers import cityscapes
+from dcme_layers.cityscapes import DataError
+from dcme_layers.decoding import METHODS, parse_thresholds, scale_thresholds
+from dcme_layers.encoding import ANCHORS
+from dcme_layers.evaluation import UPSAMPLING, run_oracle
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--root", default=os.environ.get("CITYSCAPES_DATASET") or "data/cityscapes_synthetic",
+                   help="Cityscapes root (default: $CITYSCAPES_DATASET, else %(default)s)")
+    p.add_argument("--split", default="val")
+    p.add_argument("--size", nargs=2, type=int, default=list(cityscapes.SIZE), metavar=("H", "W"),
+                   help="encoded resolution (default: %(default)s)")
+    p.add_argument("--anchor", nargs="+", choices=ANCHORS, default=list(ANCHORS))
+    p.add_argument("--method", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument("--thresholds", default="segnet",
+                   help="segnet, fcn8s or DT,VT,ET in pixels of --size (default: %(default)s)")
+    p.add_argument("--scale-thresholds", action="store_true",
+                   help="thresholds are given at 340x680: scale them to --size")
+    p.add_argument("--upsample", choices=UPSAMPLING, default="nearest", help="masks to full resolution")
+    p.add_argument("--out", default="out/oracle")
+    p.add_argument("--no-full-res", dest="full_res", action="store_false", help="skip the full-resolution GT row")
+    p.add_argument("--no-gt-subsampled", dest="gt_subsampled", action="store_false",
+                   help="skip the subsampled-GT row")
+    p.add_argument("--figures", type=int, default=3, help="frames to draw per configuration (default: 3)")
+    p.add_argument("--limit", type=int, help="only the first N frames")
+    p.add_argument("--workers", type=int, default=1, help="processes for the evaluator's matching")
+    a = p.parse_args(argv)
+    try:
+        if min(a.size) < 1:
+            raise ValueError(f"--size {a.size}: must be positive")
+        th = scale_thresholds(a.thresholds, a.size) if a.scale_thresholds else parse_thresholds(a.thresholds)
+        frames = cityscapes.list_frames(a.root, a.split)[:a.limit]
+        if not frames:
+            raise DataError(f"{a.root}: no frames in split {a.split}")
+        results = run_oracle(frames, a.out, a.size, a.anchor, a.method, th, a.upsample, a.full_res,
+                             a.gt_subsampled, a.figures, a.workers)
+    except (ValueError, OSError) as e:           # DataError and EvaluationError are ValueErrors
+        sys.exit(f"oracle: {e}")
+    for r in results:
+        print(f"{r['name']}: AP {100 * r['AP']:.1f}")
+    print(f"report: {os.path.join(a.out, 'report.md')}")
+
+
+if __name__ == "__main__":
+    main()
