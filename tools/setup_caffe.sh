@@ -144,11 +144,24 @@ fi
 # --- 3. the `caffe` command in .venv/bin -----------------------------------------------------------------------------
 if [ -n "${CAFFE_BIN:-}" ] && [ -x "$CAFFE_BIN" ]; then
   echo "$CAFFE_BIN" >"$VENV/.caffe_bin"
+  # The caffe binary embeds the libpython it was linked with and does not see the venv. Its interpreter gets, through
+  # PYTHONPATH, a sitecustomize that sets sys.path to the venv's own: the stdlib, the venv's site-packages, pycaffe
+  # and the repository (dcme_layers), in that order. Putting site-packages itself on PYTHONPATH would put it before
+  # the stdlib, where PyPI's old `typing` backport (a cityscapesscripts dependency) shadows the stdlib module.
+  EMBED=$VENV/lib/dcme-caffe-embed
+  mkdir -p "$EMBED"
+  "$VPY" -c '
+import sys
+here, paths = sys.argv[1], [p for p in sys.path if p]
+print("# Written by tools/setup_caffe.sh for .venv/bin/caffe: the embedded interpreter gets the venv sys.path.")
+print("import os, sys")
+print(f"_extra = [p for p in os.environ.get(\"PYTHONPATH\", \"\").split(os.pathsep) if p and p != {here!r}]")
+print(f"sys.path[:] = _extra + {paths!r}")' "$EMBED" >"$EMBED/sitecustomize.py.tmp"
+  mv "$EMBED/sitecustomize.py.tmp" "$EMBED/sitecustomize.py"
   cat >"$VENV/bin/caffe.tmp" <<EOF
 #!/usr/bin/env bash
-# Written by tools/setup_caffe.sh. The caffe binary embeds the Python it was linked with and does not see the venv:
-# give it pycaffe, the repository (dcme_layers), the venv's site-packages, and that Python's shared library.
-export PYTHONPATH="$CAFFE_PY:$ROOT:$ROOT/dcme_layers:$SITE\${PYTHONPATH:+:\$PYTHONPATH}"
+# Written by tools/setup_caffe.sh: $CAFFE_BIN with the venv's Python path ($EMBED/sitecustomize.py).
+export PYTHONPATH="$EMBED\${PYTHONPATH:+:\$PYTHONPATH}"
 export LD_LIBRARY_PATH="${CAFFE_LIB:+$CAFFE_LIB:}$PYLIBDIR\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
 exec "$CAFFE_BIN" "\$@"
 EOF
