@@ -1,0 +1,130 @@
+"""FCN-8s (Long, Shelhamer & Darrell; fcn.berkeleyvision.org ``voc-fcn8s-atonce/net.py``) as a DCME regressor.
+
+VGG16 with conv1_1 padded by 100, fc6/fc7 as convolutions (7x7 and 1x1, 4096 channels, dropout 0.5), a 1x1 score
+layer on fc7, pool4 and pool3 with 2 outputs (dx, dy) instead of 21 classes, the three fixed bilinear
+Deconvolutions (x2, x2, x8; 2 channels, group 2 so each channel is upsampled on its own, lr 0) and Crop layers
+whose offsets come from ``caffe.coord_map`` (5, 9 and 31, the same for every input size). The final Crop layer is
+called ``score`` as in FCN; its top is ``vectors_pred``. EuclideanLoss replaces SoftmaxWithLoss (DCME paper Sec. 3).
+
+Skip scaling as in FCN-8s at-once (trained all at once, which is what the paper's single lr 1e-10 corresponds to):
+pool4 is multiplied by a fixed 0.01 and pool3 by 0.0001 before their score layers ("to better condition
+optimization", FCN README).
+
+Weights: no download here, so every convolution has an msra filler (FCN's own net.py sets none because it always
+starts from VGG16); the deconvolutions use BVLC's ``bilinear`` filler. With VGG16 weights: fc6/fc7 are
+InnerProduct in VGG16, so convert once with ``models/fcn8s/surgery.py`` and pass the result to ``-weights``.
+"""
+from caffe import layers as L, params as P
+from caffe.coord_map import coord_map_from_to
+import numpy as np
+
+import models
+from models import CONV_PARAM, MSRA, ZERO
+
+NAME = "fcn8s"
+VGG16 = [(64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)]
+
+# Paper (DCME Sec. 4): FCN-8s trained with lr 1e-10, batch 14. The rest follows fcn.berkeleyvision.org's solvers:
+# momentum 0.99, weight decay 5e-4, fixed lr, snapshot every 4000, test_interval effectively never. max_iter 100000
+# as voc-fcn32s/16s/8s (the at-once variant's 300000 are batch-1 iterations; 100000 at batch 14 are ~470 epochs of
+# the 2975 Cityscapes training images).
+PAPER = dict(batch_size=14, base_lr=1e-10, momentum=0.99, weight_decay=0.0005, lr_policy="fixed", max_iter=100000,
+             snapshot=4000, test_iter=36, test_interval=999999999, test_initialization=False, display=20,
+             average_loss=20)  # test_iter 36 x 14 covers the 500 Cityscapes val images when a test is run
+# Smoke configuration for the tests and the demo: same net at batch 1, momentum 0.9, then one TEST pass on val.
+# From scratch (msra features, zero score layers) FCN-8s is badly conditioned: its ReLU features on 0..255 input are
+# large (~60), so the largest stable lr is small and it shrinks with the pixel count (EuclideanLoss sums over
+# pixels): 2e-10 at 32x64 (5e-10 diverges there), i.e. 2e-12 at 340x680. It learns slowly.
+SMOKE = dict(batch_size=1, base_lr=2e-12, momentum=0.9, weight_decay=0.0005, lr_policy="fixed", max_iter=8,
+             snapshot=8, test_iter=1, test_interval=8, test_initialization=False, display=1, average_loss=1,
+             random_seed=1701)
+
+
+def conv_relu(n, bottom, name, nout, relu, ks=3, pad=1):
+    n[name] = L.Convolution(bottom, kernel_size=ks, pad=pad, num_output=nout, weight_filler=MSRA, bias_filler=ZERO,
+                            param=CONV_PARAM)
+    n[relu] = L.ReLU(n[name], in_place=True)
+    return n[relu]
+
+
+def score(bottom):
+    """1x1 convolution to the 2 DCME channels, zero-initialised as FCN's score layers (the prediction starts at the
+    all-background map (0, 0); the msra-initialised features below still receive gradients after one update)."""
+    return L.Convolution(bottom, kernel_size=1, pad=0, num_output=2, weight_filler=ZERO, bias_filler=ZERO,
+                         param=CONV_PARAM)
+
+
+def upsample(bottom, ks, stride):
+    """Fixed bilinear upsampling of the 2 channels (group 2: each channel on its own)."""
+    return L.Deconvolution(bottom, convolution_param=dict(num_output=2, group=2, kernel_size=ks, stride=stride,
+                                                          bias_term=False, weight_filler=dict(type="bilinear")),
+                           param=[dict(lr_mult=0)])
+
+
+def crop(top_from, top_to, **kwargs):
+    """Crop ``top_from`` to ``top_to`` with the offset from the coordinate mapping (caffe.coord_map.crop)."""
+    ax, a, b = coord_map_from_to(top_from, top_to)
+    assert (a == 1).all() and (b <= 0).all() and (np.round(b) == b).all(), (a, b)
+    return L.Crop(top_from, top_to, crop_param=dict(axis=ax + 1, offset=[int(-o) for o in np.round(b)]), **kwargs)
+
+
+def body(n):
+    """Add FCN-8s from ``n.data`` to ``n.vectors_pred`` (N, 2, H, W)."""
+    top = n.data
+    for b, widths in enumerate(VGG16, 1):
+        for i, nout in enumerate(widths, 1):
+            top = conv_relu(n, top, f"conv{b}_{i}", nout, f"relu{b}_{i}", pad=100 if (b, i) == (1, 1) else 1)
+        n[f"pool{b}"] = L.Pooling(top, pool=P.Pooling.MAX, kernel_size=2, stride=2)
+        top = n[f"pool{b}"]
+    n.drop6 = L.Dropout(conv_relu(n, top, "fc6", 4096, "relu6", ks=7, pad=0), dropout_ratio=0.5, in_place=True)
+    n.drop7 = L.Dropout(conv_relu(n, n.drop6, "fc7", 4096, "relu7", ks=1, pad=0), dropout_ratio=0.5, in_place=True)
+    n.score_fr = score(n.drop7)
+    n.upscore2 = upsample(n.score_fr, 4, 2)
+
+    n.scale_pool4 = L.Scale(n.pool4, filler=dict(type="constant", value=0.01), param=[dict(lr_mult=0)])
+    n.score_pool4 = score(n.scale_pool4)
+    n.score_pool4c = crop(n.score_pool4, n.upscore2)
+    n.fuse_pool4 = L.Eltwise(n.upscore2, n.score_pool4c, operation=P.Eltwise.SUM)
+    n.upscore_pool4 = upsample(n.fuse_pool4, 4, 2)
+
+    n.scale_pool3 = L.Scale(n.pool3, filler=dict(type="constant", value=0.0001), param=[dict(lr_mult=0)])
+    n.score_pool3 = score(n.scale_pool3)
+    n.score_pool3c = crop(n.score_pool3, n.upscore_pool4)
+    n.fuse_pool3 = L.Eltwise(n.upscore_pool4, n.score_pool3c, operation=P.Eltwise.SUM)
+    n.upscore8 = upsample(n.fuse_pool3, 16, 8)
+    n[models.OUTPUT_BLOB] = crop(n.upscore8, n.data, name="score")
+    return n[models.OUTPUT_BLOB]
+
+
+def train(train_dir=f"{models.LMDB_ROOT}/train", val_dir=f"{models.LMDB_ROOT}/val", batch_size=PAPER["batch_size"]):
+    """Train/test NetParameter: TRAIN on the LMDBs in ``train_dir``, TEST on ``val_dir``, EuclideanLoss."""
+    return models.train_net(NAME, body, train_dir, val_dir, batch_size)
+
+
+def deploy(shape=(1, 3) + models.INPUT_SIZE, loss=False):
+    """Deploy NetParameter: Input ``data`` (mean-subtracted BGR) -> ``vectors_pred`` (``loss``: plus an Input
+    ``vectors`` and the EuclideanLoss, the train net without LMDBs)."""
+    return models.deploy_net(NAME, body, shape, loss)
+
+
+def generate():
+    """{file name in prototxt/: text} for FCN-8s."""
+    src = "models/fcn8s/net.py"
+    paper = ["FCN-8s DCME regressor, DCME paper settings: lr 1e-10, batch 14 (fcn8s_train.prototxt);",
+             "momentum 0.99, weight decay 5e-4, fixed lr, snapshot 4000 as fcn.berkeleyvision.org; max_iter 100000.",
+             "Train from the repository root: caffe train -solver prototxt/fcn8s_solver.prototxt",
+             "  [-weights models/fcn8s/vgg16-fcn.caffemodel]  (VGG16 converted by models/fcn8s/surgery.py)"]
+    smoke = ["Smoke configuration (tests, demo): same net at batch 1, 8 iterations (about 4 min at 340x680",
+             "on 2 CPU cores), then one TEST pass on val. Snapshot: models/fcn8s/fcn8s_smoke_iter_8.caffemodel"]
+    return {
+        "fcn8s_train.prototxt": models.header(src, ["FCN-8s DCME regressor: TRAIN on data/lmdb/train, TEST on "
+                                                    "data/lmdb/val, batch 14 (paper)."]) + str(train()),
+        "fcn8s_deploy.prototxt": models.header(src, ["Input: mean-subtracted BGR (models.MEAN_BGR), 340x680. "
+                                                     "Output: vectors_pred (N, 2, H, W) = (dx, dy) in pixels."])
+        + str(deploy()),
+        "fcn8s_solver.prototxt": models.header(src, paper)
+        + models.solver("prototxt/fcn8s_train.prototxt", "models/fcn8s/fcn8s", PAPER),
+        "fcn8s_smoke_train.prototxt": models.header(src, smoke) + str(train(batch_size=SMOKE["batch_size"])),
+        "fcn8s_smoke_solver.prototxt": models.header(src, smoke)
+        + models.solver("prototxt/fcn8s_smoke_train.prototxt", "models/fcn8s/fcn8s_smoke", SMOKE),
+    }

@@ -1,0 +1,110 @@
+"""SegNet (Badrinarayanan et al.; SegNet-Tutorial ``segnet_train.prototxt``) as a DCME regressor for BVLC Caffe.
+
+VGG16 encoder (conv1_1..conv5_3, the VGG16 layer names, so ``caffe train -weights VGG_ILSVRC_16_layers.caffemodel``
+initialises it; the fc layers of VGG16 are ignored), mirrored decoder with the ``_D`` names, every convolution
+followed by BatchNorm + Scale(bias_term) + ReLU (BVLC's form of caffe-segnet's ``BN`` layer), max pooling with the
+index top and unpooling by those indices (``dcme_layers.unpool.Unpool``, output size from the pre-pooling blob).
+The softmax classifier is replaced by ``conv1_1_D`` with 2 outputs (dx, dy; no BN, no ReLU, so negative offsets are
+representable) whose top is ``vectors_pred``, trained with EuclideanLoss against the vector map (DCME paper Sec. 3).
+
+No pretrained weights are downloaded: every convolution has an msra filler (as SegNet-Tutorial), biases 0.
+"""
+from caffe import layers as L, params as P
+
+import models
+from models import CONV_PARAM, MSRA, ZERO
+
+NAME = "segnet"
+# Encoder blocks (VGG16): output channels of each convolution.
+ENCODER = [(64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)]
+# Decoder blocks, block 5 first, as SegNet: (layer index, output channels), conv<b>_<i>_D.
+DECODER = [[(3, 512), (2, 512), (1, 512)], [(3, 512), (2, 512), (1, 256)], [(3, 256), (2, 256), (1, 128)],
+           [(2, 128), (1, 64)], [(2, 64)]]
+
+# Paper (DCME Sec. 4): SegNet trained with lr 1e-8, batch 15. The rest follows SegNet-Tutorial's
+# segnet_solver.prototxt: momentum 0.9, weight decay 5e-4, constant lr ("step" with gamma 1.0 there, "fixed" here),
+# max_iter 40000, snapshot every 1000, test_interval effectively never, no test at start.
+# (1e-8 fits the unnormalised EuclideanLoss: sum over 2 x 340 x 680 squared errors per image / 2N.)
+PAPER = dict(batch_size=15, base_lr=1e-8, momentum=0.9, weight_decay=0.0005, lr_policy="fixed", max_iter=40000,
+             snapshot=1000, test_iter=34, test_interval=10000000, test_initialization=False, display=20,
+             average_loss=20)  # test_iter 34 x 15 covers the 500 Cityscapes val images when a test is run
+# Smoke configuration for the tests and the demo: same net at batch 1, SGD with twice the paper's lr, then one TEST
+# pass on val. 8 iterations: one takes ~25 s at 340x680 on 2 CPU cores (tools/bench_nets.py), so about 4 minutes.
+# EuclideanLoss sums over pixels, so the lr is for 340x680; at other sizes scale it by the pixel ratio (the tests
+# use 2.3e-6 at 32x64, where the loss falls to under half within 36 iterations).
+SMOKE = dict(batch_size=1, base_lr=2e-8, momentum=0.9, weight_decay=0.0005, lr_policy="fixed", max_iter=8,
+             snapshot=8, test_iter=1, test_interval=8, test_initialization=False, display=1, average_loss=1,
+             random_seed=1701)
+
+
+def conv_bn_relu(n, bottom, name, nout, relu):
+    """3x3 convolution + BatchNorm + Scale + ReLU, all in place on the blob ``name``."""
+    n[name] = L.Convolution(bottom, kernel_size=3, pad=1, num_output=nout, weight_filler=MSRA, bias_filler=ZERO,
+                            param=CONV_PARAM)
+    # BatchNorm's three blobs (mean, variance, moving-average factor) are statistics: Caffe fixes their lr to 0.
+    n[name + "_bn"] = L.BatchNorm(n[name], in_place=True)
+    # caffe-segnet's BN: scale init 1, shift init 0.001; scale lr 1 / decay 1, shift lr 1 / decay 0.
+    n[name + "_scale"] = L.Scale(n[name + "_bn"], in_place=True, bias_term=True,
+                                 filler=dict(type="constant", value=1), bias_filler=dict(type="constant", value=0.001),
+                                 param=[dict(lr_mult=1, decay_mult=1), dict(lr_mult=1, decay_mult=0)])
+    n[relu] = L.ReLU(n[name + "_scale"], in_place=True)
+    return n[relu]
+
+
+def unpool(n, bottom, block, reference):
+    """Unpool ``bottom`` by the indices of pool<block> to the size of ``reference`` (the pooling input)."""
+    n[f"pool{block}_D"] = L.Python(bottom, n[f"pool{block}_mask"], reference, module="dcme_layers.unpool",
+                                   layer="Unpool", propagate_down=[True, False, False], name=f"upsample{block}")
+    return n[f"pool{block}_D"]
+
+
+def body(n):
+    """Add SegNet from ``n.data`` to ``n.vectors_pred`` (N, 2, H, W)."""
+    top, pre_pool = n.data, {}
+    for b, widths in enumerate(ENCODER, 1):
+        for i, nout in enumerate(widths, 1):
+            top = conv_bn_relu(n, top, f"conv{b}_{i}", nout, f"relu{b}_{i}")
+        pre_pool[b] = top
+        n[f"pool{b}"], n[f"pool{b}_mask"] = L.Pooling(top, pool=P.Pooling.MAX, kernel_size=2, stride=2, ntop=2)
+        top = n[f"pool{b}"]
+    for b, convs in zip(range(5, 0, -1), DECODER):
+        top = unpool(n, top, b, pre_pool[b])
+        for i, nout in convs:
+            top = conv_bn_relu(n, top, f"conv{b}_{i}_D", nout, f"relu{b}_{i}_D")
+    n[models.OUTPUT_BLOB] = L.Convolution(top, kernel_size=3, pad=1, num_output=2, weight_filler=MSRA,
+                                         bias_filler=ZERO, param=CONV_PARAM, name="conv1_1_D")
+    return n[models.OUTPUT_BLOB]
+
+
+def train(train_dir=f"{models.LMDB_ROOT}/train", val_dir=f"{models.LMDB_ROOT}/val", batch_size=PAPER["batch_size"]):
+    """Train/test NetParameter: TRAIN on the LMDBs in ``train_dir``, TEST on ``val_dir``, EuclideanLoss."""
+    return models.train_net(NAME, body, train_dir, val_dir, batch_size)
+
+
+def deploy(shape=(1, 3) + models.INPUT_SIZE, loss=False):
+    """Deploy NetParameter: Input ``data`` (mean-subtracted BGR) -> ``vectors_pred`` (``loss``: plus an Input
+    ``vectors`` and the EuclideanLoss, the train net without LMDBs)."""
+    return models.deploy_net(NAME, body, shape, loss)
+
+
+def generate():
+    """{file name in prototxt/: text} for SegNet."""
+    src = "models/segnet/net.py"
+    paper = ["SegNet DCME regressor, DCME paper settings: lr 1e-8, batch 15 (segnet_train.prototxt);",
+             "momentum, weight decay, fixed lr, max_iter 40000, snapshot 1000 as SegNet-Tutorial's solver.",
+             "Train from the repository root: caffe train -solver prototxt/segnet_solver.prototxt",
+             "  [-weights VGG_ILSVRC_16_layers.caffemodel]  (conv1_1..conv5_3 are VGG16's names)"]
+    smoke = ["Smoke configuration (tests, demo): same net at batch 1, lr 2e-8, 8 iterations (about 4 min at 340x680",
+             "on 2 CPU cores), then one TEST pass on val. Snapshot: models/segnet/segnet_smoke_iter_8.caffemodel"]
+    return {
+        "segnet_train.prototxt": models.header(src, ["SegNet DCME regressor: TRAIN on data/lmdb/train, TEST on "
+                                                     "data/lmdb/val, batch 15 (paper)."]) + str(train()),
+        "segnet_deploy.prototxt": models.header(src, ["Input: mean-subtracted BGR (models.MEAN_BGR), 340x680. "
+                                                      "Output: vectors_pred (N, 2, H, W) = (dx, dy) in pixels."])
+        + str(deploy()),
+        "segnet_solver.prototxt": models.header(src, paper)
+        + models.solver("prototxt/segnet_train.prototxt", "models/segnet/segnet", PAPER),
+        "segnet_smoke_train.prototxt": models.header(src, smoke) + str(train(batch_size=SMOKE["batch_size"])),
+        "segnet_smoke_solver.prototxt": models.header(src, smoke)
+        + models.solver("prototxt/segnet_smoke_train.prototxt", "models/segnet/segnet_smoke", SMOKE),
+    }

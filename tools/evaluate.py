@@ -1,0 +1,61 @@
+#!/usr/bin/env python
+"""`make evaluate`: infer, decode, classify, export and score a trained SegNet or FCN-8s on one split.
+
+Writes into --out: pred_vectors.h5 (network output), pred-*/ (Cityscapes results format), figures/*.png
+(input | magnitude map | instances), report.md and report.json (AP, AP50%, AP100m, AP50m, overall and per class).
+Every step resumes from what a killed run left.
+"""
+import argparse
+import sys
+
+from dcme_layers.classify import Classifier
+from dcme_layers.decoding import METHODS, PAPER_THRESHOLDS
+from dcme_layers.inference import newest_snapshot
+from dcme_layers.pipeline import evaluate_model
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", choices=sorted(PAPER_THRESHOLDS), default="segnet")
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--root", default="data/cityscapes_synthetic", help="Cityscapes root (CITYSCAPES_DATASET)")
+    ap.add_argument("--encoded", default="data/lmdb", help="output folder of `make encode-data`")
+    ap.add_argument("--out", help="default: out/<model>_<split>")
+    ap.add_argument("--weights", help="default: the newest models/<model>/<model>_iter_*.caffemodel")
+    ap.add_argument("--classifier-weights",
+                    help="GoogLeNet weights (default: the newest models/googlenet/googlenet_iter_*.caffemodel)")
+    ap.add_argument("--oracle-classes", action="store_true",
+                    help="no classifier: each instance takes the majority ground-truth class under it")
+    ap.add_argument("--thresholds", help="DT,VT,ET (default: the model's paper values)")
+    ap.add_argument("--method", choices=METHODS, default="vote", help="step 4: vote (paper) or watershed (ablation)")
+    ap.add_argument("--upsample", choices=["nearest", "bilinear"], default="nearest")
+    ap.add_argument("--oracle", action="store_true", help="add the decoded-ground-truth rows to the report")
+    ap.add_argument("--figures", type=int, default=3, help="frames drawn as PNG figures")
+    ap.add_argument("--workers", type=int, default=2, help="processes for the evaluator's matching")
+    args = ap.parse_args()
+
+    def need(path, what, solver):
+        if path is None:
+            sys.exit(f"evaluate: no {what} snapshot found; train it (caffe train -solver prototxt/{solver}) "
+                     f"or pass the weights explicitly")
+        return path
+
+    weights = args.weights or need(newest_snapshot(f"models/{args.model}/{args.model}"), args.model,
+                                   f"{args.model}_solver.prototxt")
+    classifier = None
+    if not args.oracle_classes:
+        cw = args.classifier_weights or need(newest_snapshot("models/googlenet/googlenet"), "GoogLeNet",
+                                             "googlenet_solver.prototxt (after tools/extract_instances.py)")
+    out = args.out or f"out/{args.model}_{args.split}"
+    try:
+        if not args.oracle_classes:
+            classifier = Classifier("prototxt/googlenet_deploy.prototxt", cw)
+        evaluate_model(args.model, args.split, args.root, args.encoded, out, weights, classifier, args.thresholds,
+                       args.method, args.upsample, args.oracle, args.figures, args.workers)
+    except ValueError as e:  # DataError and the decoder's threshold checks: one line naming the file
+        sys.exit(f"evaluate: {e}")
+    print(f"report: {out}/report.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+#!/usr/bin/env python
+"""Write prototxt/ from the generators in models/*/net.py (each exposes generate() -> {file name: text}).
+
+    .venv/bin/python tools/make_prototxt.py           # (re)write the files that changed
+    .venv/bin/python tools/make_prototxt.py --check   # exit 1 listing the files that are stale or missing
+    .venv/bin/python tools/make_prototxt.py segnet    # only the files of models/segnet/net.py
+"""
+import argparse
+import importlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def generators(repo=REPO):
+    """Names of the networks with a generator: models/<name>/net.py, sorted."""
+    return sorted(p.parent.name for p in (repo / "models").glob("*/net.py"))
+
+
+def generate_all(names=None, repo=REPO):
+    """{file name in prototxt/: text} from models/<name>/net.py for each of ``names`` (default: every one)."""
+    files = {}
+    for name in names or generators(repo):
+        try:
+            out = importlib.import_module(f"models.{name}.net").generate()
+        except Exception as e:
+            raise RuntimeError(f"models/{name}/net.py: generate() failed: {type(e).__name__}: {e}") from e
+        for fname, text in out.items():
+            if fname in files:
+                raise RuntimeError(f"models/{name}/net.py: {fname} is generated twice")
+            files[fname] = text
+    return files
+
+
+def stale(files, out_dir):
+    """File names whose committed text differs from the generated one (or that are missing)."""
+    return [f for f, text in sorted(files.items())
+            if not (out_dir / f).is_file() or (out_dir / f).read_text() != text]
+
+
+def write_atomic(path, text):
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("names", nargs="*", help="networks (folders of models/) to generate; default: all")
+    ap.add_argument("--out", type=Path, default=REPO / "prototxt", help="output folder (default: prototxt/)")
+    ap.add_argument("--check", action="store_true", help="only check that the files are current; exit 1 if not")
+    args = ap.parse_args(argv)
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    unknown = sorted(set(args.names) - set(generators()))
+    if unknown:
+        print(f"make_prototxt: no generator models/{unknown[0]}/net.py (have: {' '.join(generators())})",
+              file=sys.stderr)
+        return 1
+    try:
+        files = generate_all(args.names)
+    except RuntimeError as e:
+        print(f"make_prototxt: {e}", file=sys.stderr)
+        return 1
+    changed = stale(files, args.out)
+    if args.check:
+        if changed:
+            print(f"make_prototxt: stale in {args.out} (run tools/make_prototxt.py): {' '.join(changed)}",
+                  file=sys.stderr)
+            return 1
+        print(f"{len(files)} files in {args.out} are current")
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    for f in changed:
+        write_atomic(args.out / f, files[f])
+        print(f"wrote {args.out / f}")
+    print(f"{len(files)} files, {len(changed)} rewritten")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
