@@ -7,10 +7,12 @@ CAFFE := .venv/bin/caffe
 SYNTHETIC := data/cityscapes_synthetic
 CITYSCAPES_DATASET ?= $(SYNTHETIC)
 ENCODED ?= data/lmdb
-# Model and split that `make evaluate` scores; WEIGHTS defaults to the newest snapshot of MODEL.
+# Model and split that `make evaluate` scores; WEIGHTS (CLASSIFIER_WEIGHTS) default to the newest snapshot of
+# MODEL (of GoogLeNet), e.g. models/segnet/segnet_iter_40000.caffemodel.
 MODEL ?= segnet
 SPLIT ?= val
 WEIGHTS ?=
+CLASSIFIER_WEIGHTS ?=
 OUT ?= out/$(MODEL)_$(SPLIT)
 export CITYSCAPES_DATASET
 
@@ -35,7 +37,8 @@ prototxt: setup
 
 evaluate: setup
 	$(PY) tools/evaluate.py --model $(MODEL) --split $(SPLIT) --root $(CITYSCAPES_DATASET) \
-	  --encoded $(ENCODED) --out $(OUT) $(if $(WEIGHTS),--weights $(WEIGHTS))
+	  --encoded $(ENCODED) --out $(OUT) $(if $(WEIGHTS),--weights $(WEIGHTS)) \
+	  $(if $(CLASSIFIER_WEIGHTS),--classifier-weights $(CLASSIFIER_WEIGHTS))
 
 demo: setup
 	$(PY) tools/demo.py --out out/demo

@@ -52,6 +52,22 @@ class DataError(ValueError):
     and fits on one line."""
 
 
+def atomic_write(path, write, suffix=None):
+    """Write `path` atomically: `write(tmp)` fills a temporary file in the same folder (a Path named
+    `.<stem>.tmp-<pid><suffix>`, `suffix` defaulting to `path`'s own, so e.g. cv2.imwrite sees the right
+    extension), which then replaces `path` (os.replace). The temporary file is removed if anything fails.
+    The folder must exist. Returns `path` as a Path."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix if suffix is None else suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
 def _core_name(path, suffix):
     """Frame name (city_seq_frame) of a Cityscapes file, parsed by cityscapesscripts."""
     base = os.path.basename(path)

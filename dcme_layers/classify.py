@@ -24,7 +24,7 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
-from dcme_layers import cityscapes
+from dcme_layers import cityscapes, lmdb_io
 
 MEAN_BGR = np.array([104, 117, 123], dtype=np.float32)  # mean_value of the GoogLeNet Data layers (BVLC)
 CROP = 224
@@ -191,33 +191,9 @@ def frame_instances(frame, size=(340, 680), crop=CROP, margin=MARGIN, min_pixels
     return records, int((~keep).sum())
 
 
-def to_datum(crop_hwc, label):
-    """Serialized caffe Datum: uint8 3xHxW (CHW, BGR) + label, as Caffe's Data layer reads it."""
-    from caffe.proto import caffe_pb2
-
-    c = np.ascontiguousarray(crop_hwc.transpose(2, 0, 1))
-    datum = caffe_pb2.Datum(channels=c.shape[0], height=c.shape[1], width=c.shape[2], data=c.tobytes(),
-                            label=int(label))
-    return datum.SerializeToString()
-
-
-def _init_worker():
-    cv2.setNumThreads(1)  # one frame per process
-
-
 def _frame_job(args):
     frame, size, crop, margin, min_pixels = args
     return frame.name, frame_instances(frame, size, crop, margin, min_pixels)
-
-
-def _results(jobs, workers):
-    if workers <= 1:
-        yield from map(_frame_job, jobs)
-        return
-    import multiprocessing
-
-    with multiprocessing.get_context("fork").Pool(workers, initializer=_init_worker) as pool:
-        yield from pool.imap(_frame_job, jobs)
 
 
 def _done_frames(path):
@@ -273,14 +249,15 @@ def extract_instances(root, split, out, size=(340, 680), crop=CROP, margin=MARGI
     env = lmdb.open(str(partial), map_size=MAP_SIZE, subdir=True)
     try:
         jobs = [(f, tuple(size), crop, margin, min_pixels) for f in todo]
+        results = lmdb_io.jobs_results(_frame_job, jobs, workers, serial_single_thread=False)
         with open(done_path, "a") as done_file:
-            for name, (records, skipped) in tqdm(_results(jobs, workers), total=len(frames),
+            for name, (records, skipped) in tqdm(results, total=len(frames),
                                                  initial=len(frames) - len(todo), desc=f"instances {split}",
                                                  unit="frame"):
                 counts = np.zeros(len(cityscapes.INSTANCE_LABELS), dtype=np.int64)
                 with env.begin(write=True) as txn:  # one transaction per frame: a frame is in the LMDB or not
                     for key, label, c in records:
-                        txn.put(key.encode(), to_datum(c, label))
+                        txn.put(key.encode(), lmdb_io.image_datum(c.transpose(2, 0, 1), label))
                         counts[label] += 1
                 done_file.write(" ".join(map(str, [name, skipped, *counts])) + "\n")
                 done_file.flush()

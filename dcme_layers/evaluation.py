@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 
 from dcme_layers import cityscapes
-from dcme_layers.cityscapes import INSTANCE_LABEL_IDS, INSTANCE_LABELS, DataError
+from dcme_layers.cityscapes import INSTANCE_LABEL_IDS, INSTANCE_LABELS, DataError, atomic_write
 from dcme_layers.decoding import FG_THRESHOLD, decode, parse_thresholds
 from dcme_layers.encoding import vector_map
 
@@ -101,24 +101,13 @@ def _bilinear_mask(mask, size):
 # Export in the Cityscapes results format
 
 
-def _write_atomic(path, write):
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _write_mask(path, mask):
     def w(tmp):
         ok, buf = cv2.imencode(".png", mask, [cv2.IMWRITE_PNG_COMPRESSION, 1])
         if not ok:
             raise EvaluationError(f"{path}: cannot encode mask PNG")
         tmp.write_bytes(buf.tobytes())
-    _write_atomic(path, w)
+    atomic_write(path, w)
 
 
 def prediction_file(pred_dir, name):
@@ -172,7 +161,7 @@ def export_frame(pred_dir, name, labels, label_ids, scores, size, upsample="near
         _write_mask(pred_dir / rel, mask.astype(np.uint8) * 255)
         lines.append(f"{rel} {int(label_ids[i - 1])} {scores[i - 1]:.6g}")
     txt = prediction_file(pred_dir, name)
-    _write_atomic(txt, lambda tmp: tmp.write_text("\n".join(lines)))
+    atomic_write(txt, lambda tmp: tmp.write_text("\n".join(lines)))
     return txt
 
 
@@ -557,9 +546,9 @@ def write_report(results, out_dir, title="DCME instance segmentation on Cityscap
               f"evaluator, in percent. AP100m/AP50m: N/A where the split has no disparity/camera files.")
     md += [""] + [f"- {n}" for n in notes]
     md_path, json_path = out_dir / "report.md", out_dir / "report.json"
-    _write_atomic(md_path, lambda t: t.write_text("\n".join(md).rstrip() + "\n"))
+    atomic_write(md_path, lambda t: t.write_text("\n".join(md).rstrip() + "\n"))
     doc = {"title": title, "results": results, "notes": list(notes)}
-    _write_atomic(json_path, lambda t: t.write_text(json.dumps(doc, indent=2) + "\n"))
+    atomic_write(json_path, lambda t: t.write_text(json.dumps(doc, indent=2) + "\n"))
     return md_path, json_path
 
 

@@ -14,11 +14,13 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
+import models
+
 from dcme_layers.cityscapes import DataError
 from dcme_layers.lmdb_io import read_datum_lmdb
 
-# BGR mean subtracted by the train nets' Data layers (fcn.berkeleyvision.org's ILSVRC mean).
-MEAN_BGR = np.array([104.00699, 116.66877, 122.67892], dtype=np.float32)
+# BGR mean that the train nets' Data layers subtract; the deploy nets take mean-subtracted input.
+MEAN_BGR = np.array(models.MEAN_BGR, dtype=np.float32)
 
 
 class InferenceError(DataError):

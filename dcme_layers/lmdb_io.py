@@ -25,7 +25,7 @@ import lmdb
 import numpy as np
 
 from dcme_layers import cityscapes
-from dcme_layers.cityscapes import DataError
+from dcme_layers.cityscapes import DataError, atomic_write
 
 FORMAT = 1  # bump when the content of the LMDBs changes
 
@@ -44,13 +44,15 @@ def _varint(n):
             return bytes(out)
 
 
-def image_datum(chw):
-    """Serialized Datum of a (3, H, W) uint8 BGR image: channels, height, width and the raw CHW bytes."""
+def image_datum(chw, label=None):
+    """Serialized Datum of a (3, H, W) uint8 BGR image: channels, height, width and the raw CHW bytes, and
+    `label` (an int, e.g. a class index) when given."""
     a = np.ascontiguousarray(chw)
     if a.ndim != 3 or a.dtype != np.uint8:
         raise ValueError(f"image must be (C, H, W) uint8, got {a.shape} {a.dtype}")
     c, h, w = a.shape
-    return _pb2().Datum(channels=c, height=h, width=w, data=a.tobytes()).SerializeToString()
+    extra = {} if label is None else {"label": int(label)}
+    return _pb2().Datum(channels=c, height=h, width=w, data=a.tobytes(), **extra).SerializeToString()
 
 
 def float_datum(chw):
@@ -114,12 +116,6 @@ def frame_key(index, name):
     return f"{index:08d}_{name}"
 
 
-def _write_text(path, text):
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _versions():
     import importlib.metadata as md
     out = {}
@@ -131,7 +127,7 @@ def _versions():
     return out
 
 
-# --- parallel per-frame encoding ---------------------------------------------------------------------------
+# --- parallel per-frame jobs (also classify.extract_instances) ------------------------------------------------
 
 def _init_worker():
     import cv2
@@ -146,15 +142,19 @@ def _encode_one(job):
     return index, image_datum(image), float_datum(vmap), n
 
 
-def _jobs_results(jobs, workers):
+def jobs_results(job, jobs, workers, serial_single_thread=True):
+    """`job(j)` for each of `jobs`, in order: in a pool of `workers` forked processes, each with OpenCV
+    single-threaded; with `workers` <= 1 in this process, whose OpenCV is then made single-threaded too only if
+    `serial_single_thread`."""
     if workers <= 1:
-        _init_worker()
+        if serial_single_thread:
+            _init_worker()
         for j in jobs:
-            yield _encode_one(j)
+            yield job(j)
         return
     import multiprocessing as mp
     with mp.get_context("fork").Pool(workers, initializer=_init_worker) as pool:
-        yield from pool.imap(_encode_one, jobs, chunksize=1)
+        yield from pool.imap(job, jobs, chunksize=1)
 
 
 # --- atomic, resumable writing ----------------------------------------------------------------------------
@@ -275,7 +275,7 @@ def _encode_locked(frames, config, cid, final, partial, size, anchor, workers, c
             for env in (img_env, vec_env):
                 with env.begin(write=True) as txn:
                     txn.drop(txn.cursor().db, delete=False)
-        _write_text(prog_path, "".join("\t".join(r) + "\n" for r in rows))
+        atomic_write(prog_path, lambda tmp: tmp.write_text("".join("\t".join(r) + "\n" for r in rows)))
         if done:
             log(f"{partial}: resuming after {done} of {len(frames)} frames")
 
@@ -298,7 +298,7 @@ def _encode_locked(frames, config, cid, final, partial, size, anchor, workers, c
             pending.clear()
 
         try:
-            for i, img, vec, n in _jobs_results(jobs, workers):
+            for i, img, vec, n in jobs_results(_encode_one, jobs, workers):
                 pending.append((i, img, vec, n))
                 if len(pending) >= commit_every:
                     commit()
@@ -326,8 +326,8 @@ def _encode_locked(frames, config, cid, final, partial, size, anchor, workers, c
         "versions": _versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    _write_text(partial / "frames.txt", "".join(f.name + "\n" for f in frames))
-    _write_text(partial / "manifest.json", json.dumps(manifest, indent=1) + "\n")
+    atomic_write(partial / "frames.txt", lambda tmp: tmp.write_text("".join(f.name + "\n" for f in frames)))
+    atomic_write(partial / "manifest.json", lambda tmp: tmp.write_text(json.dumps(manifest, indent=1) + "\n"))
     old = final.with_name(final.name + f".old-{os.getpid()}")
     if final.exists():
         os.replace(final, old)

@@ -34,11 +34,12 @@ def frames_of(root, split, names, where):
 
 
 def evaluate_model(model, split, root, encoded, out, weights, classifier=None, thresholds=None, method="vote",
-                   upsample="nearest", oracle=False, figures=3, workers=1):
+                   upsample="nearest", oracle=False, figures=3, workers=1, max_instances=100):
     """Run the whole test pipeline; returns the list of evaluate() results (model first, oracle rows after).
 
     classifier: a ``classify.Classifier`` or None for oracle classes. thresholds: (DT, VT, ET), "segnet" or
-    "fcn8s" (default: the model's paper values).
+    "fcn8s" (default: the model's paper values). max_instances: per frame, the best-scored decoded instances
+    kept (like COCO's 100 detections).
     """
     from dcme_layers.visualize import side_by_side, write_png
 
@@ -60,16 +61,22 @@ def evaluate_model(model, split, root, encoded, out, weights, classifier=None, t
             while not key.endswith(frame.name):
                 key, image = next(images)
             dec = decode(read_blob(h5, i, blobs), dt, vt, et, method=method)
+            labels, scores = dec.labels, dec.scores
+            if len(scores) > max_instances:  # keep the best-scored ones (a poorly trained net yields hundreds)
+                keep = np.zeros(len(scores), bool)
+                keep[np.argsort(-scores, kind="stable")[:max_instances]] = True
+                labels, scores = keep_instances(labels, keep), scores[keep]
             gt_ids = cityscapes.read_instance_ids(frame.instance_ids)
             if classifier is not None:
-                label_ids, conf = classifier.classify(np.ascontiguousarray(image.transpose(1, 2, 0)), dec.labels)
-                return dec.labels, label_ids, conf * dec.scores, gt_ids.shape
+                label_ids, conf = classifier.classify(np.ascontiguousarray(image.transpose(1, 2, 0)), labels)
+                return labels, label_ids, conf * scores, gt_ids.shape
             gt = cityscapes.instance_map(cityscapes.subsample_ids(gt_ids, size))
-            label_ids = majority_label_ids(dec.labels, gt)
+            label_ids = majority_label_ids(labels, gt)
             keep = label_ids > 0
-            return keep_instances(dec.labels, keep), label_ids[keep], dec.scores[keep], gt_ids.shape
+            return keep_instances(labels, keep), label_ids[keep], scores[keep], gt_ids.shape
 
         export_split(frames, out / f"pred-{cfg}", predict, upsample, desc=f"decode+export {model}")
+        images.close()  # lmdb allows one open environment per path and process
         for (key, image), frame in zip(read_datum_lmdb(split_dir / "images"), frames[:figures]):
             vmap = read_blob(h5, index[frame.name], blobs)
             labels = decode(vmap, dt, vt, et, method=method).labels
@@ -81,6 +88,7 @@ def evaluate_model(model, split, root, encoded, out, weights, classifier=None, t
              f"masks upsampled ({upsample}) to the ground truth's resolution.",
              "Confidence = GoogLeNet probability x decoding score." if classifier else
              "Classes: majority ground-truth class under each decoded instance (no classifier)."]
+    notes.append(f"At most the {max_instances} best-scored decoded instances of a frame are kept.")
     if oracle:
         results += run_oracle(frames, out / "oracle", size=size, thresholds=(dt, vt, et), upsample=upsample,
                               figures=0, workers=workers, progress=True)

@@ -19,7 +19,6 @@ often a crowd region ("cargroup"/"persongroup": a plain label id in instanceIds)
 instance class (caravan/trailer), textured sky, buildings, vegetation, sidewalk and road, and the ego vehicle.
 """
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import cv2
 import numpy as np
 from cityscapesscripts.helpers.labels import name2label
 
-from dcme_layers.cityscapes import DataError
+from dcme_layers.cityscapes import DataError, atomic_write
 
 #: Cities per split and the default number of frames.
 CITIES = {"train": "synthcity", "val": "synthval", "test": "synthtest"}
@@ -379,28 +378,17 @@ def frame_paths(root, split, name):
             "camera": root / "camera" / split / city / f"{name}_camera.json"}
 
 
-def _write_atomic(path, writer):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        writer(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _write_png(path, array):
     def w(tmp):
         if not cv2.imwrite(str(tmp), array):
             raise DataError(f"{path}: cannot write PNG")
-    _write_atomic(path, w)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, w)
 
 
 def _write_json(path, obj):
-    def w(tmp):
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    _write_atomic(path, w)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
 
 
 def frame_names(splits):

@@ -2,12 +2,12 @@
 
 All images are BGR uint8 (OpenCV's order) and are written as PNG with ``write_png`` (temporary file + rename).
 """
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from dcme_layers.cityscapes import atomic_write
 from dcme_layers.encoding import magnitude
 
 
@@ -63,14 +63,9 @@ def side_by_side(image, vmap, labels, centers=None, gap=4):
 
 def write_png(path, img):
     """Write a uint8 image as PNG atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    try:
+    def w(tmp):
         if not cv2.imwrite(str(tmp), np.ascontiguousarray(img)):
             raise OSError(f"{path}: cannot write PNG")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, w, suffix=".png")  # cv2.imwrite picks the format by the extension

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
-from dcme_layers import cityscapes, classify
+from dcme_layers import cityscapes, classify, lmdb_io
 
 # ---------------------------------------------------------------------------------------------- crops (numpy) --
 
@@ -232,7 +232,7 @@ def _write_lmdb(path, crops, labels):
     env = lmdb.open(str(path), map_size=1 << 30)
     with env.begin(write=True) as txn:
         for i, (c, label) in enumerate(zip(crops, labels)):
-            txn.put(b"%08d" % i, classify.to_datum(c, label))
+            txn.put(b"%08d" % i, lmdb_io.image_datum(c.transpose(2, 0, 1), label))
     env.close()
 
 

@@ -6,6 +6,7 @@ Writes into --out: pred_vectors.h5 (network output), pred-*/ (Cityscapes results
 Every step resumes from what a killed run left.
 """
 import argparse
+import os
 import sys
 
 from dcme_layers.classify import Classifier
@@ -18,7 +19,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", choices=sorted(PAPER_THRESHOLDS), default="segnet")
     ap.add_argument("--split", default="val")
-    ap.add_argument("--root", default="data/cityscapes_synthetic", help="Cityscapes root (CITYSCAPES_DATASET)")
+    ap.add_argument("--root", default=os.environ.get("CITYSCAPES_DATASET") or "data/cityscapes_synthetic",
+                    help="Cityscapes root (default: $CITYSCAPES_DATASET, else %(default)s)")
     ap.add_argument("--encoded", default="data/lmdb", help="output folder of `make encode-data`")
     ap.add_argument("--out", help="default: out/<model>_<split>")
     ap.add_argument("--weights", help="default: the newest models/<model>/<model>_iter_*.caffemodel")
@@ -30,6 +32,7 @@ def main():
     ap.add_argument("--method", choices=METHODS, default="vote", help="step 4: vote (paper) or watershed (ablation)")
     ap.add_argument("--upsample", choices=["nearest", "bilinear"], default="nearest")
     ap.add_argument("--oracle", action="store_true", help="add the decoded-ground-truth rows to the report")
+    ap.add_argument("--max-instances", type=int, default=100, help="best-scored instances kept per frame")
     ap.add_argument("--figures", type=int, default=3, help="frames drawn as PNG figures")
     ap.add_argument("--workers", type=int, default=2, help="processes for the evaluator's matching")
     args = ap.parse_args()
@@ -51,7 +54,8 @@ def main():
         if not args.oracle_classes:
             classifier = Classifier("prototxt/googlenet_deploy.prototxt", cw)
         evaluate_model(args.model, args.split, args.root, args.encoded, out, weights, classifier, args.thresholds,
-                       args.method, args.upsample, args.oracle, args.figures, args.workers)
+                       args.method, args.upsample, args.oracle, args.figures, args.workers,
+                       args.max_instances)
     except ValueError as e:  # DataError and the decoder's threshold checks: one line naming the file
         sys.exit(f"evaluate: {e}")
     print(f"report: {out}/report.md")

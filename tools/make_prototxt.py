@@ -7,10 +7,10 @@
 """
 import argparse
 import importlib
-import os
 import sys
-import tempfile
 from pathlib import Path
+
+from dcme_layers.cityscapes import atomic_write
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,17 +41,6 @@ def stale(files, out_dir):
             if not (out_dir / f).is_file() or (out_dir / f).read_text() != text]
 
 
-def write_atomic(path, text):
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("names", nargs="*", help="networks (folders of models/) to generate; default: all")
@@ -80,7 +69,7 @@ def main(argv=None):
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     for f in changed:
-        write_atomic(args.out / f, files[f])
+        atomic_write(args.out / f, lambda tmp: tmp.write_text(files[f]))
         print(f"wrote {args.out / f}")
     print(f"{len(files)} files, {len(changed)} rewritten")
     return 0

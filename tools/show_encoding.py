@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from dcme_layers import cityscapes
-from dcme_layers.cityscapes import DataError
+from dcme_layers.cityscapes import DataError, atomic_write
 from dcme_layers.encoding import instance_anchors, magnitude, vector_map
 
 
@@ -84,10 +84,10 @@ def _find(root, split, name):
 
 
 def _imwrite(path, img):
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    if not cv2.imwrite(str(tmp), img):
-        raise DataError(f"{path}: cannot write PNG")
-    os.replace(tmp, path)
+    def w(tmp):
+        if not cv2.imwrite(str(tmp), img):
+            raise DataError(f"{path}: cannot write PNG")
+    atomic_write(path, w, suffix=".png")
 
 
 def main(argv=None):

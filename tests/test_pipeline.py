@@ -1,0 +1,89 @@
+"""The test pipeline (issue 5): a short end-to-end run of tools/evaluate.py, and its handling of bad blob files."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+caffe = pytest.importorskip("caffe", reason="run `make setup` first")
+
+import models  # noqa: E402
+from dcme_layers import inference  # noqa: E402
+from dcme_layers.lmdb_io import encode_dataset  # noqa: E402
+from models.segnet import net as segnet  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = (48, 96)
+
+
+@pytest.fixture(scope="module")
+def encoded(tiny_cityscapes, tmp_path_factory):
+    out = tmp_path_factory.mktemp("encoded")
+    encode_dataset(tiny_cityscapes, out, ["train", "val"], size=SIZE, workers=1, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def weights(encoded, tmp_path_factory):
+    """A SegNet trained for 4 iterations on the tiny set (so its BatchNorm statistics exist) and an untrained
+    GoogLeNet (fillers only): enough to run every step of the pipeline for real."""
+    tmp = tmp_path_factory.mktemp("weights")
+    train = tmp / "segnet_train.prototxt"
+    train.write_text(str(segnet.train(f"{encoded}/train", f"{encoded}/val", batch_size=1)))
+    settings = dict(segnet.SMOKE, max_iter=4, snapshot=4, test_iter=None,
+                    base_lr=segnet.SMOKE["base_lr"] * (340 * 680) / (SIZE[0] * SIZE[1]))
+    solver = tmp / "solver.prototxt"
+    solver.write_text(models.solver(str(train), str(tmp / "segnet"), settings))
+    caffe.set_mode_cpu()
+    caffe.get_solver(str(solver)).solve()
+    classifier = caffe.Net(str(REPO / "prototxt/googlenet_deploy.prototxt"), caffe.TEST)
+    classifier.save(str(tmp / "googlenet.caffemodel"))
+    return tmp / "segnet_iter_4.caffemodel", tmp / "googlenet.caffemodel"
+
+
+def run_evaluate(tiny_cityscapes, encoded, weights, out, *extra):
+    cmd = [sys.executable, "tools/evaluate.py", "--model", "segnet", "--split", "val", "--root", str(tiny_cityscapes),
+           "--encoded", str(encoded), "--out", str(out), "--weights", str(weights[0]),
+           "--classifier-weights", str(weights[1]), "--thresholds", "2,4,3", "--workers", "1", *extra]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+
+
+def test_end_to_end_report_has_all_four_metrics(tiny_cityscapes, encoded, weights, tmp_path):
+    run = run_evaluate(tiny_cityscapes, encoded, weights, tmp_path / "eval", "--oracle", "--figures", "1")
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    rows = report["results"]
+    assert rows[0]["name"].startswith("DCME segnet (GoogLeNet classes)")
+    assert len(rows) > 1 and any("oracle" in n.lower() or "GT" in n for n in (r["name"] for r in rows[1:]))
+    for row in rows:  # the tiny set has disparity and camera files: every metric is a number
+        for metric in ("AP", "AP50%", "AP100m", "AP50m"):
+            assert isinstance(row[metric], float) and 0.0 <= row[metric] <= 1.0, (row["name"], metric)
+    assert rows[1]["AP"] == 1.0  # the full-resolution ground truth scores itself perfectly
+    md = (tmp_path / "eval" / "report.md").read_text()
+    assert all(m in md for m in ("AP50%", "AP100m", "AP50m"))
+    with h5py.File(tmp_path / "eval" / "pred_vectors.h5", "r") as f:
+        assert f["vectors"].shape == (2, 2) + SIZE and np.isfinite(f["vectors"][...]).all()
+    assert len(list((tmp_path / "eval" / "figures").glob("*.png"))) == 1
+    preds = list((tmp_path / "eval").glob("pred-*/*_pred.txt"))
+    assert len(preds) == 2
+
+
+def test_nan_blob_and_foreign_blob_file_are_named(tiny_cityscapes, encoded, weights, tmp_path):
+    out = tmp_path / "eval"
+    out.mkdir()
+    frames = inference.read_frames(encoded / "val")
+    with h5py.File(out / "pred_vectors.h5", "w") as f:  # a finished blob file whose first frame is NaN
+        f["vectors"] = np.full((len(frames), 2) + SIZE, np.nan, np.float32)
+        f["frames"] = np.array(frames, dtype=h5py.string_dtype())
+    run = run_evaluate(tiny_cityscapes, encoded, weights, out)
+    assert run.returncode != 0
+    assert "pred_vectors.h5" in run.stderr and "NaN" in run.stderr, run.stderr[-2000:]
+
+    with h5py.File(out / "pred_vectors.h5", "w") as f:  # another frame list
+        f["vectors"] = np.zeros((1, 2) + SIZE, np.float32)
+        f["frames"] = np.array(["elsewhere_000000_000019"], dtype=h5py.string_dtype())
+    run = run_evaluate(tiny_cityscapes, encoded, weights, out)
+    assert run.returncode != 0 and "frame list differs" in run.stderr, run.stderr[-2000:]
