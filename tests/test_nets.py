@@ -163,7 +163,8 @@ def test_paper_solvers(repo, name, lr, batch):
     assert s.net == f"prototxt/{name}_train.prototxt" and (repo / s.net).is_file()
     assert (repo / os.path.dirname(s.snapshot_prefix)).is_dir()  # Caffe does not create it
     sizes = data_batch_sizes(repo / s.net)
-    assert len(sizes) == 4 and set(sizes.values()) == {batch}  # images and vectors, TRAIN and TEST
+    assert len(sizes) == 4 and len(set(sizes.values())) == 1  # images and vectors, TRAIN and TEST, aligned
+    assert sizes[(caffe_pb2.TRAIN, "data")] * max(s.iter_size, 1) == batch  # the paper's batch, per update
     smoke = read_solver(repo / "prototxt" / f"{name}_smoke_solver.prototxt")
     assert (repo / smoke.net).is_file() and (repo / os.path.dirname(smoke.snapshot_prefix)).is_dir()
     assert set(data_batch_sizes(repo / smoke.net).values()) == {NETS[name].SMOKE["batch_size"]}

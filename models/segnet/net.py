@@ -25,9 +25,13 @@ DECODER = [[(3, 512), (2, 512), (1, 512)], [(3, 512), (2, 512), (1, 256)], [(3, 
 # segnet_solver.prototxt: momentum 0.9, weight decay 5e-4, constant lr ("step" with gamma 1.0 there, "fixed" here),
 # max_iter 40000, snapshot every 1000, test_interval effectively never, no test at start.
 # (1e-8 fits the unnormalised EuclideanLoss: sum over 2 x 340 x 680 squared errors per image / 2N.)
-PAPER = dict(batch_size=15, base_lr=1e-8, momentum=0.9, weight_decay=0.0005, lr_policy="fixed", max_iter=40000,
-             snapshot=1000, test_iter=34, test_interval=10000000, test_initialization=False, display=20,
-             average_loss=20)  # test_iter 34 x 15 covers the 500 Cityscapes val images when a test is run
+# Batch 15 is run as 5 images x iter_size 3 (Caffe sums the three passes' gradients and divides by 3, so the update
+# equals one of batch 15; only BatchNorm sees 5 images at a time): batch 15 at once needs ~42 GiB on the CPU,
+# 5 needs ~15 GiB and fits this project's 24 GiB machines (tools/bench_nets.py). With more memory (or a GPU), set
+# batch_size 15 and iter_size 1.
+PAPER = dict(batch_size=5, iter_size=3, base_lr=1e-8, momentum=0.9, weight_decay=0.0005, lr_policy="fixed", max_iter=40000,
+             snapshot=1000, test_iter=100, test_interval=10000000, test_initialization=False, display=20,
+             average_loss=20)  # test_iter 100 x 5 covers the 500 Cityscapes val images when a test is run
 # Smoke configuration for the tests and the demo: same net at batch 1, SGD with twice the paper's lr, then one TEST
 # pass on val. 8 iterations: one takes ~25 s at 340x680 on 2 CPU cores (tools/bench_nets.py), so about 4 minutes.
 # EuclideanLoss sums over pixels, so the lr is for 340x680; at other sizes scale it by the pixel ratio (the tests
@@ -90,7 +94,8 @@ def deploy(shape=(1, 3) + models.INPUT_SIZE, loss=False):
 def generate():
     """{file name in prototxt/: text} for SegNet."""
     src = "models/segnet/net.py"
-    paper = ["SegNet DCME regressor, DCME paper settings: lr 1e-8, batch 15 (segnet_train.prototxt);",
+    paper = ["SegNet DCME regressor, DCME paper settings: lr 1e-8, batch 15 = 5 (segnet_train.prototxt) x iter_size 3,",
+             "which fits 24 GiB of CPU memory (batch 15 at once needs ~42 GiB);",
              "momentum, weight decay, fixed lr, max_iter 40000, snapshot 1000 as SegNet-Tutorial's solver.",
              "Train from the repository root: caffe train -solver prototxt/segnet_solver.prototxt",
              "  [-weights VGG_ILSVRC_16_layers.caffemodel]  (conv1_1..conv5_3 are VGG16's names)"]
@@ -98,7 +103,8 @@ def generate():
              "on 2 CPU cores), then one TEST pass on val. Snapshot: models/segnet/segnet_smoke_iter_8.caffemodel"]
     return {
         "segnet_train.prototxt": models.header(src, ["SegNet DCME regressor: TRAIN on data/lmdb/train, TEST on "
-                                                     "data/lmdb/val, batch 15 (paper)."]) + str(train()),
+                                                     "data/lmdb/val, batch 5 (x iter_size 3 = the paper's 15)."])
+        + str(train()),
         "segnet_deploy.prototxt": models.header(src, ["Input: mean-subtracted BGR (models.MEAN_BGR), 340x680. "
                                                       "Output: vectors_pred (N, 2, H, W) = (dx, dy) in pixels."])
         + str(deploy()),
