@@ -91,3 +91,27 @@ def solver(net, snapshot_prefix, settings):
     s = caffe_pb2.SolverParameter(net=net, snapshot_prefix=snapshot_prefix, solver_mode=caffe_pb2.SolverParameter.CPU,
                                   **fields)
     return str(s)
+
+
+def regressor_files(name, title, body, paper, smoke, solver_notes, smoke_notes):
+    """{file name in prototxt/: text} of a DCME regressor: ``<name>_{train,deploy,solver,smoke_train,
+    smoke_solver}.prototxt``, the train nets on ``LMDB_ROOT``, snapshots under ``models/<name>/``."""
+    src = f"models/{name}/net.py"
+    b, k = paper["batch_size"], paper.get("iter_size", 1)
+    batch = f"batch {b}" + (f" (x iter_size {k} = the paper's {b * k})" if k > 1 else "")
+    train = f"{title} DCME regressor: TRAIN on {LMDB_ROOT}/train, TEST on {LMDB_ROOT}/val, {batch}."
+    deploy = (f"Input: mean-subtracted BGR (models.MEAN_BGR), {INPUT_SIZE[0]}x{INPUT_SIZE[1]}. "
+              f"Output: {OUTPUT_BLOB} (N, 2, H, W) = (dx, dy) in pixels.")
+
+    def net(batch_size):
+        return str(train_net(name, body, f"{LMDB_ROOT}/train", f"{LMDB_ROOT}/val", batch_size))
+
+    return {
+        f"{name}_train.prototxt": header(src, [train]) + net(paper["batch_size"]),
+        f"{name}_deploy.prototxt": header(src, [deploy]) + str(deploy_net(name, body)),
+        f"{name}_solver.prototxt": header(src, solver_notes)
+        + solver(f"prototxt/{name}_train.prototxt", f"models/{name}/{name}", paper),
+        f"{name}_smoke_train.prototxt": header(src, smoke_notes) + net(smoke["batch_size"]),
+        f"{name}_smoke_solver.prototxt": header(src, smoke_notes)
+        + solver(f"prototxt/{name}_smoke_train.prototxt", f"models/{name}/{name}_smoke", smoke),
+    }

@@ -111,23 +111,10 @@ def deploy(shape=(1, 3) + models.INPUT_SIZE, loss=False):
 
 def generate():
     """{file name in prototxt/: text} for FCN-8s."""
-    src = "models/fcn8s/net.py"
     paper = ["FCN-8s DCME regressor, DCME paper settings: lr 1e-10, batch 14 = 7 (fcn8s_train.prototxt) x iter_size 2;",
              "momentum 0.99, weight decay 5e-4, fixed lr, snapshot 4000 as fcn.berkeleyvision.org; max_iter 100000.",
              "Train from the repository root: caffe train -solver prototxt/fcn8s_solver.prototxt",
              "  [-weights models/fcn8s/vgg16-fcn.caffemodel]  (VGG16 converted by models/fcn8s/surgery.py)"]
     smoke = ["Smoke configuration (tests, demo): same net at batch 1, 8 iterations (about 4 min at 340x680",
              "on 2 CPU cores), then one TEST pass on val. Snapshot: models/fcn8s/fcn8s_smoke_iter_8.caffemodel"]
-    return {
-        "fcn8s_train.prototxt": models.header(src, ["FCN-8s DCME regressor: TRAIN on data/lmdb/train, TEST on "
-                                                    "data/lmdb/val, batch 7 (x iter_size 2 = the paper's 14)."])
-        + str(train()),
-        "fcn8s_deploy.prototxt": models.header(src, ["Input: mean-subtracted BGR (models.MEAN_BGR), 340x680. "
-                                                     "Output: vectors_pred (N, 2, H, W) = (dx, dy) in pixels."])
-        + str(deploy()),
-        "fcn8s_solver.prototxt": models.header(src, paper)
-        + models.solver("prototxt/fcn8s_train.prototxt", "models/fcn8s/fcn8s", PAPER),
-        "fcn8s_smoke_train.prototxt": models.header(src, smoke) + str(train(batch_size=SMOKE["batch_size"])),
-        "fcn8s_smoke_solver.prototxt": models.header(src, smoke)
-        + models.solver("prototxt/fcn8s_smoke_train.prototxt", "models/fcn8s/fcn8s_smoke", SMOKE),
-    }
+    return models.regressor_files(NAME, "FCN-8s", body, PAPER, SMOKE, paper, smoke)

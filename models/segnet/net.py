@@ -93,7 +93,6 @@ def deploy(shape=(1, 3) + models.INPUT_SIZE, loss=False):
 
 def generate():
     """{file name in prototxt/: text} for SegNet."""
-    src = "models/segnet/net.py"
     paper = ["SegNet DCME regressor, DCME paper settings: lr 1e-8, batch 15 = 5 (segnet_train.prototxt) x iter_size 3,",
              "which fits 24 GiB of CPU memory (batch 15 at once needs ~42 GiB);",
              "momentum, weight decay, fixed lr, max_iter 40000, snapshot 1000 as SegNet-Tutorial's solver.",
@@ -101,16 +100,4 @@ def generate():
              "  [-weights VGG_ILSVRC_16_layers.caffemodel]  (conv1_1..conv5_3 are VGG16's names)"]
     smoke = ["Smoke configuration (tests, demo): same net at batch 1, lr 2e-8, 8 iterations (about 4 min at 340x680",
              "on 2 CPU cores), then one TEST pass on val. Snapshot: models/segnet/segnet_smoke_iter_8.caffemodel"]
-    return {
-        "segnet_train.prototxt": models.header(src, ["SegNet DCME regressor: TRAIN on data/lmdb/train, TEST on "
-                                                     "data/lmdb/val, batch 5 (x iter_size 3 = the paper's 15)."])
-        + str(train()),
-        "segnet_deploy.prototxt": models.header(src, ["Input: mean-subtracted BGR (models.MEAN_BGR), 340x680. "
-                                                      "Output: vectors_pred (N, 2, H, W) = (dx, dy) in pixels."])
-        + str(deploy()),
-        "segnet_solver.prototxt": models.header(src, paper)
-        + models.solver("prototxt/segnet_train.prototxt", "models/segnet/segnet", PAPER),
-        "segnet_smoke_train.prototxt": models.header(src, smoke) + str(train(batch_size=SMOKE["batch_size"])),
-        "segnet_smoke_solver.prototxt": models.header(src, smoke)
-        + models.solver("prototxt/segnet_smoke_train.prototxt", "models/segnet/segnet_smoke", SMOKE),
-    }
+    return models.regressor_files(NAME, "SegNet", body, PAPER, SMOKE, paper, smoke)
