@@ -69,10 +69,13 @@ def infer_split(deploy, weights, encoded_split, out, model=""):
     out, encoded_split = Path(out), Path(encoded_split)
     images = encoded_split / "images"
     frames = read_frames(encoded_split)
-    if out.exists():
-        check_blobs(out, frames)
-        return out
     attrs = dict(model=model, deploy=str(deploy), weights=str(weights), images_lmdb=str(images))
+    if out.exists():
+        _, made = check_blobs(out, frames)
+        other = {k: made.get(k) for k, v in attrs.items() if made.get(k, v) != v}
+        if other:
+            raise InferenceError(f"{out}: made with other inputs ({other}); delete it or choose another --out")
+        return out
     partial = out.with_name(out.name + ".partial")
     net = load_net(deploy, weights)
     first = next(iter(read_datum_lmdb(images)), None)

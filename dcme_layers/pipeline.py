@@ -11,12 +11,14 @@
 Confidence of an instance = classifier probability x decoding score (``Decoded.scores``), so that the evaluator's
 precision-recall ranking sees both how sure the class is and how consistent the votes were.
 """
+import json
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from dcme_layers import cityscapes
+from dcme_layers.cityscapes import atomic_write
 from dcme_layers.decoding import PAPER_THRESHOLDS, decode, parse_thresholds
 from dcme_layers.evaluation import (EvaluationError, evaluate, export_split, keep_instances, majority_label_ids,
                                     run_oracle, write_report)
@@ -53,6 +55,15 @@ def evaluate_model(model, split, root, encoded, out, weights, classifier=None, t
     images = read_datum_lmdb(split_dir / "images")
     index = {n: i for i, n in enumerate(names)}
     cfg = f"dt{dt:g}-vt{vt}-et{et:g}-{method}-{'googlenet' if classifier else 'oracle-classes'}"
+    pred_dir = out / f"pred-{cfg}"
+    settings = dict(weights=str(weights), classifier=str(classifier.weights) if classifier else None,
+                    max_instances=max_instances, upsample=upsample)
+    made = pred_dir / "settings.json"
+    if made.is_file() and json.loads(made.read_text()) != settings:  # export_split resumes: never mix two runs
+        raise EvaluationError(f"{made}: predictions of other settings ({made.read_text().strip()}); delete "
+                              f"{pred_dir} or choose another --out")
+    pred_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(made, lambda tmp: tmp.write_text(json.dumps(settings)))
 
     with h5py.File(blobs, "r") as h5:
         def predict(frame):
@@ -75,13 +86,13 @@ def evaluate_model(model, split, root, encoded, out, weights, classifier=None, t
             keep = label_ids > 0
             return keep_instances(labels, keep), label_ids[keep], scores[keep], gt_ids.shape
 
-        export_split(frames, out / f"pred-{cfg}", predict, upsample, desc=f"decode+export {model}")
+        export_split(frames, pred_dir, predict, upsample, desc=f"decode+export {model}")
         images.close()  # lmdb allows one open environment per path and process
         for (key, image), frame in zip(read_datum_lmdb(split_dir / "images"), frames[:figures]):
             vmap = read_blob(h5, index[frame.name], blobs)
             labels = decode(vmap, dt, vt, et, method=method).labels
             write_png(out / "figures" / f"{frame.name}.png", side_by_side(image.transpose(1, 2, 0), vmap, labels))
-    results = [evaluate(frames, out / f"pred-{cfg}", workers=workers,
+    results = [evaluate(frames, pred_dir, workers=workers,
                         name=f"DCME {model} ({'GoogLeNet' if classifier else 'oracle'} classes), "
                              f"DT={dt:g} VT={vt} ET={et:g}, {method}")]
     notes = [f"Model {model}, weights {weights}; {len(frames)} frames of {split} at {size[0]}x{size[1]}, "

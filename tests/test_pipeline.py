@@ -70,6 +70,12 @@ def test_end_to_end_report_has_all_four_metrics(tiny_cityscapes, encoded, weight
     preds = list((tmp_path / "eval").glob("pred-*/*_pred.txt"))
     assert len(preds) == 2
 
+    # Rerunning into the same --out with other weights must not reuse the old blobs or predictions.
+    other = tmp_path / "other.caffemodel"
+    other.write_bytes(Path(weights[0]).read_bytes())
+    run = run_evaluate(tiny_cityscapes, encoded, (other, weights[1]), tmp_path / "eval")
+    assert run.returncode != 0 and "pred_vectors.h5: made with other inputs" in run.stderr, run.stderr[-2000:]
+
 
 def test_nan_blob_and_foreign_blob_file_are_named(tiny_cityscapes, encoded, weights, tmp_path):
     out = tmp_path / "eval"
