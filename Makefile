@@ -13,6 +13,8 @@ MODEL ?= segnet
 SPLIT ?= val
 WEIGHTS ?=
 CLASSIFIER_WEIGHTS ?=
+# More tools/evaluate.py options, e.g. ARGS="--oracle --method watershed" or ARGS=--oracle-classes (no GoogLeNet).
+ARGS ?=
 OUT ?= out/$(MODEL)_$(SPLIT)
 export CITYSCAPES_DATASET
 
@@ -38,7 +40,7 @@ prototxt: setup
 evaluate: setup
 	$(PY) tools/evaluate.py --model $(MODEL) --split $(SPLIT) --root $(CITYSCAPES_DATASET) \
 	  --encoded $(ENCODED) --out $(OUT) $(if $(WEIGHTS),--weights $(WEIGHTS)) \
-	  $(if $(CLASSIFIER_WEIGHTS),--classifier-weights $(CLASSIFIER_WEIGHTS))
+	  $(if $(CLASSIFIER_WEIGHTS),--classifier-weights $(CLASSIFIER_WEIGHTS)) $(ARGS)
 
 demo: setup
 	$(PY) tools/demo.py --out out/demo
