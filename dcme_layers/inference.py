@@ -70,18 +70,20 @@ def infer_split(deploy, weights, encoded_split, out, model=""):
     images = encoded_split / "images"
     frames = read_frames(encoded_split)
     attrs = dict(model=model, deploy=str(deploy), weights=str(weights), images_lmdb=str(images))
+    entries = read_datum_lmdb(images)
+    first = next(entries, None)
+    entries.close()  # lmdb allows one open environment per path and process
+    if first is None:
+        raise InferenceError(f"{images}: empty LMDB")
+    h, w = first[1].shape[1:]
     if out.exists():
-        _, made = check_blobs(out, frames)
+        _, made = check_blobs(out, frames, (h, w))
         other = {k: made.get(k) for k, v in attrs.items() if made.get(k, v) != v}
         if other:
             raise InferenceError(f"{out}: made with other inputs ({other}); delete it or choose another --out")
         return out
     partial = out.with_name(out.name + ".partial")
     net = load_net(deploy, weights)
-    first = next(iter(read_datum_lmdb(images)), None)
-    if first is None:
-        raise InferenceError(f"{images}: empty LMDB")
-    h, w = first[1].shape[1:]
     if partial.exists():
         with h5py.File(partial, "r") as f:
             same = all(f.attrs.get(k) == v for k, v in attrs.items()) and f["vectors"].shape == (len(frames), 2, h, w)

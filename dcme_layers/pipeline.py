@@ -22,7 +22,7 @@ from dcme_layers.cityscapes import atomic_write
 from dcme_layers.decoding import PAPER_THRESHOLDS, decode, parse_thresholds
 from dcme_layers.evaluation import (EvaluationError, evaluate, export_split, keep_instances, majority_label_ids,
                                     run_oracle, write_report)
-from dcme_layers.inference import check_blobs, infer_split, read_blob, read_frames
+from dcme_layers.inference import infer_split, read_blob, read_frames
 from dcme_layers.lmdb_io import read_datum_lmdb
 
 
@@ -50,8 +50,6 @@ def evaluate_model(model, split, root, encoded, out, weights, classifier=None, t
     names = read_frames(split_dir)
     frames = frames_of(root, split, names, split_dir / "frames.txt")
     blobs = infer_split(f"prototxt/{model}_deploy.prototxt", weights, split_dir, out / "pred_vectors.h5", model)
-    shape, _ = check_blobs(blobs, names)
-    size = tuple(shape[2:])
     images = read_datum_lmdb(split_dir / "images")
     index = {n: i for i, n in enumerate(names)}
     cfg = f"dt{dt:g}-vt{vt}-et{et:g}-{method}-{'googlenet' if classifier else 'oracle-classes'}"
@@ -65,7 +63,9 @@ def evaluate_model(model, split, root, encoded, out, weights, classifier=None, t
     pred_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(made, lambda tmp: tmp.write_text(json.dumps(settings)))
 
-    with h5py.File(blobs, "r") as h5:
+    with h5py.File(blobs, "r") as h5:  # checked by infer_split against frames.txt and the LMDB's resolution
+        size = h5["vectors"].shape[2:]
+
         def predict(frame):
             i = index[frame.name]
             key, image = next(images)  # the LMDB is in frames.txt order, and so is export_split

@@ -93,3 +93,9 @@ def test_nan_blob_and_foreign_blob_file_are_named(tiny_cityscapes, encoded, weig
         f["frames"] = np.array(["elsewhere_000000_000019"], dtype=h5py.string_dtype())
     run = run_evaluate(tiny_cityscapes, encoded, weights, out)
     assert run.returncode != 0 and "frame list differs" in run.stderr, run.stderr[-2000:]
+
+    with h5py.File(out / "pred_vectors.h5", "w") as f:  # the right frames at another resolution
+        f["vectors"] = np.zeros((len(frames), 2, 2 * SIZE[0], 2 * SIZE[1]), np.float32)
+        f["frames"] = np.array(frames, dtype=h5py.string_dtype())
+    run = run_evaluate(tiny_cityscapes, encoded, weights, out)
+    assert run.returncode != 0 and f"blobs are {2 * SIZE[0]}x{2 * SIZE[1]}" in run.stderr, run.stderr[-2000:]
