@@ -63,6 +63,9 @@ def test_train_net_initialises_at_paper_size(tmp_path, lmdb_paper, name):
         assert net.blobs["vectors"].data.shape == (1, 2, 340, 680)
         assert net.blobs[models.OUTPUT_BLOB].data.shape == (1, 2, 340, 680)
         assert "loss" in net.outputs
+        types = [layer.type for layer in net.layers]
+        if name == "segnet":  # the native unpooling layer of dcme_layers/caffe, no Python layer
+            assert types.count("Unpool") == 5 and "Python" not in types
 
 
 # first learned layer that receives a gradient at initialisation (FCN's score layers start at zero, blocking it below)

@@ -1,7 +1,12 @@
-"""dcme_layers.unpool.Unpool inside real caffe.Nets: values land at the pooling argmax, output size from the reference
-bottom on odd (ceil-mode) sizes, backward is the adjoint of forward and matches finite differences, clear errors."""
+"""SegNet's unpooling inside real caffe.Nets, both the native ``Unpool`` layer (dcme_layers/caffe, compiled into Caffe
+by `make setup`) and its Python reference dcme_layers.unpool.Unpool: values land at the pooling argmax, output size
+from the reference bottom on odd (ceil-mode) sizes, backward is the adjoint of forward and matches finite
+differences, native and Python agree exactly, clear errors; plus the native layer's own gtest (Caffe's conventions)."""
 import os
+import subprocess
+import sys
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +20,11 @@ from dcme_layers.unpool import UnpoolError  # noqa: E402
 caffe.set_mode_cpu()
 
 
-def make_net(x_shape, p_input=False, mask_shape=None):
-    """x -> MAX pool 2/2 (values + indices) -> Unpool(features, indices, x).
+LAYERS = pytest.mark.parametrize("native", [False, True], ids=["python", "native"])
+
+
+def make_net(x_shape, p_input=False, mask_shape=None, native=False):
+    """x -> MAX pool 2/2 (values + indices) -> Unpool(features, indices, x), the Python or the ``native`` layer.
 
     Features are the pooled values (``up``), or with ``p_input`` an independent Input blob ``p`` of the pooled shape.
     ``mask_shape``: take the indices from an Input ``m`` of that shape instead of the pooling layer."""
@@ -32,8 +40,11 @@ def make_net(x_shape, p_input=False, mask_shape=None):
     if p_input:
         n.p = L.Input(shape=dict(dim=pooled))
         feat = n.p
-    n.up = L.Python(feat, mask, n.x, module="dcme_layers.unpool", layer="Unpool",
-                    propagate_down=[True, False, False])
+    if native:
+        n.up = L.Unpool(feat, mask, n.x, propagate_down=[True, False, False])
+    else:
+        n.up = L.Python(feat, mask, n.x, module="dcme_layers.unpool", layer="Unpool",
+                        propagate_down=[True, False, False])
     if p_input:
         n.silence = L.Silence(n.pool, ntop=0)
     proto = n.to_proto()
@@ -63,9 +74,10 @@ def window_max_only(x):
     return np.where(x == wmax, x, 0)
 
 
+@LAYERS
 @pytest.mark.parametrize("shape", [(1, 1, 7, 5), (2, 3, 5, 7), (1, 2, 85, 43), (1, 1, 1, 1), (1, 2, 6, 8)])
-def test_forward_places_values_at_argmax_with_reference_size(shape):
-    net = make_net(shape)
+def test_forward_places_values_at_argmax_with_reference_size(shape, native):
+    net = make_net(shape, native=native)
     x = distinct(shape, 0)
     net.blobs["x"].data[...] = x
     net.forward()
@@ -73,11 +85,12 @@ def test_forward_places_values_at_argmax_with_reference_size(shape):
     np.testing.assert_array_equal(net.blobs["up"].data, window_max_only(x))
 
 
+@LAYERS
 @settings(max_examples=25, deadline=None)
 @given(n=st.integers(1, 2), c=st.integers(1, 3), h=st.integers(1, 12), w=st.integers(1, 12), seed=st.integers(0, 99))
-def test_forward_and_adjoint_on_random_sizes(n, c, h, w, seed):
+def test_forward_and_adjoint_on_random_sizes(native, n, c, h, w, seed):
     shape = (n, c, h, w)
-    net = make_net(shape, p_input=True)
+    net = make_net(shape, p_input=True, native=native)
     rng = np.random.default_rng(seed)
     net.blobs["x"].data[...] = distinct(shape, seed)
     p = rng.standard_normal(net.blobs["p"].data.shape).astype(np.float32)
@@ -109,12 +122,13 @@ def numeric_grad(net, name, g, eps):
     return grad
 
 
+@LAYERS
 @pytest.mark.parametrize("shape", [(1, 1, 7, 5), (2, 2, 5, 3), (1, 1, 4, 6)])
-def test_gradient_check_finite_differences(shape):
+def test_gradient_check_finite_differences(shape, native):
     rng = np.random.default_rng(1)
     g = rng.standard_normal(shape)
     # 1) with respect to the unpooled features (indices fixed by pooling x)
-    net = make_net(shape, p_input=True)
+    net = make_net(shape, p_input=True, native=native)
     net.blobs["x"].data[...] = distinct(shape, 2)
     net.blobs["p"].data[...] = rng.standard_normal(net.blobs["p"].data.shape)
     net.forward()
@@ -122,7 +136,7 @@ def test_gradient_check_finite_differences(shape):
     analytic = net.blobs["p"].diff.copy()
     np.testing.assert_allclose(analytic, numeric_grad(net, "p", g, 1e-2), rtol=1e-3, atol=1e-3)
     # 2) through pooling and unpooling with respect to the input (eps far below the gaps between values)
-    net = make_net(shape)
+    net = make_net(shape, native=native)
     net.blobs["x"].data[...] = distinct(shape, 3)
     net.forward()
     net.backward(up=g.astype(np.float32))
@@ -150,3 +164,58 @@ def test_nan_input_is_a_clear_error():
     net.blobs["x"].data[...] = np.nan
     with pytest.raises(UnpoolError, match="NaN"):
         net.forward()
+
+
+# SegNet's decoder sizes (340 -> 170 -> 85 -> 43 -> 22 and back), odd sizes, batch > 1.
+SHAPES = [(2, 3, 7, 5), (3, 2, 1, 9), (2, 4, 43, 86), (2, 8, 85, 170), (1, 2, 170, 340), (1, 1, 340, 680),
+          (2, 16, 22, 43)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_native_equals_python_forward_and_backward(shape):
+    """The same bottoms and top diff through both layers give identical outputs and gradients (a scatter and a
+    gather: no arithmetic, so equality is exact)."""
+    rng = np.random.default_rng(sum(shape))
+    x = distinct(shape, 4)
+    nets = [make_net(shape, p_input=True, native=native) for native in (False, True)]
+    p = rng.standard_normal(nets[0].blobs["p"].data.shape).astype(np.float32)
+    g = rng.standard_normal(shape).astype(np.float32)
+    outs = []
+    for net in nets:
+        net.blobs["x"].data[...] = x
+        net.blobs["p"].data[...] = p
+        net.forward()
+        net.backward(up=g)
+        outs.append((net.blobs["up"].data.copy(), net.blobs["p"].diff.copy()))
+    np.testing.assert_array_equal(outs[1][0], outs[0][0])
+    np.testing.assert_array_equal(outs[1][1], outs[0][1])
+    assert np.count_nonzero(outs[1][0]) == np.count_nonzero(p)
+
+
+def test_native_gtest_passes(repo):
+    """The native layer's gtest (tests of Caffe's kind: hand-computed forward and backward, the SegNet size chain, a
+    GradientChecker check in float and double; in a CUDA build also GPU = CPU), built and installed by `make setup`."""
+    prefix = Path((repo / ".venv" / ".caffe_prefix").read_text().strip())
+    binary = prefix / "bin" / "test_dcme_layers"
+    assert binary.exists(), "make setup installs bin/test_dcme_layers next to bin/caffe"
+    run = subprocess.run([str(binary)], capture_output=True, text=True, timeout=600,
+                         env=dict(os.environ, GLOG_minloglevel="2"))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "UnpoolLayerTest" in run.stdout and "TestGradient" in run.stdout
+    assert "[  FAILED  ]" not in run.stdout
+
+
+def test_native_bad_indices_stop_with_one_line():
+    """Caffe layers stop the process with LOG(FATAL): the line says what is wrong (run in a child process)."""
+    code = f"""
+import sys, numpy as np
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_unpool import make_net
+net = make_net((1, 2, 5, 5), native=True)
+net.blobs["x"].data[...] = np.nan
+net.forward()
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, GLOG_minloglevel="0"))
+    assert run.returncode != 0
+    assert "pooling index -1 outside [0, 25)" in run.stderr and "NaN" in run.stderr, run.stderr[-2000:]

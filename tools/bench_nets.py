@@ -7,12 +7,13 @@ Prints a Markdown table with
 - the peak resident memory of that child (measured, batch 1) next to the estimate from the blob shapes,
 - the estimated training memory at the paper's batch sizes (SegNet 15, FCN-8s 14) and the largest batch that fits
   in 24 GiB,
-- the unpooling layer's (dcme_layers.unpool) share of a SegNet iteration (target: under 10%).
+- the native Unpool layers' share of a SegNet iteration (target: under 10%), timed layer by layer.
 
 Memory estimate (what Caffe allocates for `caffe train` in CPU mode): data + diff of every blob (split copies: diff
-only; the inputs: no diff), the Unpool layers' cached int64 indices, each convolution's im2col buffer (one image;
-none for 1x1 convolutions), parameters x 3 (weights, gradients, SGD momentum history) and the LMDB Data layers'
-prefetch (4 batches of image + vector map, TRAIN and TEST nets). It is affine in the batch size.
+only; the inputs: no diff), a Python Unpool layer's cached int64 indices (the native one keeps none), each
+convolution's im2col buffer (one image; none for 1x1 convolutions), parameters x 3 (weights, gradients, SGD
+momentum history) and the LMDB Data layers' prefetch (4 batches of image + vector map, TRAIN and TEST nets). It is
+affine in the batch size.
 
     .venv/bin/python tools/bench_nets.py [--iters 1] [--size 340 680]
 """
@@ -47,18 +48,6 @@ def child(name, size, iters, tmp):
 
     import caffe
     import models
-    from dcme_layers import unpool
-
-    spent = {"unpool": 0.0}
-
-    def timed(f):
-        def wrapper(*args):
-            t = time.perf_counter()
-            f(*args)
-            spent["unpool"] += time.perf_counter() - t
-        return wrapper
-    unpool.Unpool.forward = timed(unpool.Unpool.forward)
-    unpool.Unpool.backward = timed(unpool.Unpool.backward)
 
     caffe.set_mode_cpu()
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -73,13 +62,19 @@ def child(name, size, iters, tmp):
     net.blobs["data"].data[...] = rng.normal(0, 60, net.blobs["data"].data.shape)
     net.blobs["vectors"].data[...] = rng.normal(0, 20, net.blobs["vectors"].data.shape)
     solver.step(1)  # warm-up: first touch of every buffer, the momentum history
-    spent["unpool"] = 0.0
     t = time.perf_counter()
     for _ in range(iters):
         net.forward()
         net.backward()
     total = (time.perf_counter() - t) / iters
-    unpool_s = spent["unpool"] / iters
+    # The native Unpool layers alone, forward and backward, on the blobs of that pass.
+    unpool_s = 0.0
+    for i in [i for i, name in enumerate(net._layer_names) if net.layers[i].type == "Unpool"]:
+        t = time.perf_counter()
+        for _ in range(iters):
+            net._forward(i, i)
+            net._backward(i, i)
+        unpool_s += (time.perf_counter() - t) / iters
     t = time.perf_counter()
     solver.apply_update()  # the SGD update (momentum, weight decay) that follows forward+backward in an iteration
     step = total + time.perf_counter() - t

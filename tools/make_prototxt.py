@@ -4,9 +4,11 @@
     .venv/bin/python tools/make_prototxt.py           # (re)write the files that changed
     .venv/bin/python tools/make_prototxt.py --check   # exit 1 listing the files that are stale or missing
     .venv/bin/python tools/make_prototxt.py segnet    # only the files of models/segnet/net.py
+    .venv/bin/python tools/make_prototxt.py --python-unpool   # SegNet with the Python Unpool layer (a stock Caffe)
 """
 import argparse
 import importlib
+import inspect
 import sys
 from pathlib import Path
 
@@ -20,12 +22,15 @@ def generators(repo=REPO):
     return sorted(p.parent.name for p in (repo / "models").glob("*/net.py"))
 
 
-def generate_all(names=None, repo=REPO):
-    """{file name in prototxt/: text} from models/<name>/net.py for each of ``names`` (default: every one)."""
+def generate_all(names=None, repo=REPO, **options):
+    """{file name in prototxt/: text} from models/<name>/net.py for each of ``names`` (default: every one);
+    ``options`` go to the generators that take them (``python_unpool``: SegNet)."""
     files = {}
     for name in names or generators(repo):
         try:
-            out = importlib.import_module(f"models.{name}.net").generate()
+            generate = importlib.import_module(f"models.{name}.net").generate
+            params = inspect.signature(generate).parameters
+            out = generate(**{k: v for k, v in options.items() if k in params})
         except Exception as e:
             raise RuntimeError(f"models/{name}/net.py: generate() failed: {type(e).__name__}: {e}") from e
         for fname, text in out.items():
@@ -46,6 +51,9 @@ def main(argv=None):
     ap.add_argument("names", nargs="*", help="networks (folders of models/) to generate; default: all")
     ap.add_argument("--out", type=Path, default=REPO / "prototxt", help="output folder (default: prototxt/)")
     ap.add_argument("--check", action="store_true", help="only check that the files are current; exit 1 if not")
+    ap.add_argument("--python-unpool", action="store_true",
+                    help="SegNet with the Python Unpool layer (dcme_layers.unpool) instead of the native one, for a "
+                         "Caffe built without dcme-caffe's native layers (conda-forge's, a system one)")
     args = ap.parse_args(argv)
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
@@ -55,7 +63,7 @@ def main(argv=None):
               file=sys.stderr)
         return 1
     try:
-        files = generate_all(args.names)
+        files = generate_all(args.names, python_unpool=args.python_unpool)
     except RuntimeError as e:
         print(f"make_prototxt: {e}", file=sys.stderr)
         return 1

@@ -3,12 +3,15 @@
 VGG16 encoder (conv1_1..conv5_3, the VGG16 layer names, so ``caffe train -weights VGG_ILSVRC_16_layers.caffemodel``
 initialises it; the fc layers of VGG16 are ignored), mirrored decoder with the ``_D`` names, every convolution
 followed by BatchNorm + Scale(bias_term) + ReLU (BVLC's form of caffe-segnet's ``BN`` layer), max pooling with the
-index top and unpooling by those indices (``dcme_layers.unpool.Unpool``, output size from the pre-pooling blob).
+index top and unpooling by those indices (the native ``Unpool`` layer of dcme_layers/caffe, or its Python reference
+``dcme_layers.unpool.Unpool`` with ``python_unpool``; output size from the pre-pooling blob).
 The softmax classifier is replaced by ``conv1_1_D`` with 2 outputs (dx, dy; no BN, no ReLU, so negative offsets are
 representable) whose top is ``vectors_pred``, trained with EuclideanLoss against the vector map (DCME paper Sec. 3).
 
 No pretrained weights are downloaded: every convolution has an msra filler (as SegNet-Tutorial), biases 0.
 """
+from functools import partial
+
 from caffe import layers as L, params as P
 
 import models
@@ -55,15 +58,21 @@ def conv_bn_relu(n, bottom, name, nout, relu):
     return n[relu]
 
 
-def unpool(n, bottom, block, reference):
-    """Unpool ``bottom`` by the indices of pool<block> to the size of ``reference`` (the pooling input)."""
-    n[f"pool{block}_D"] = L.Python(bottom, n[f"pool{block}_mask"], reference, module="dcme_layers.unpool",
-                                   layer="Unpool", propagate_down=[True, False, False], name=f"upsample{block}")
+def unpool(n, bottom, block, reference, python=False):
+    """Unpool ``bottom`` by the indices of pool<block> to the size of ``reference`` (the pooling input): the native
+    ``Unpool`` layer that `make setup` compiles into Caffe (dcme_layers/caffe), or with ``python`` its reference
+    implementation ``dcme_layers.unpool.Unpool``, a Python layer that any Caffe with WITH_PYTHON_LAYER runs."""
+    bottoms = (bottom, n[f"pool{block}_mask"], reference)
+    kw = dict(propagate_down=[True, False, False], name=f"upsample{block}")
+    if python:
+        n[f"pool{block}_D"] = L.Python(*bottoms, module="dcme_layers.unpool", layer="Unpool", **kw)
+    else:
+        n[f"pool{block}_D"] = L.Unpool(*bottoms, **kw)
     return n[f"pool{block}_D"]
 
 
-def body(n):
-    """Add SegNet from ``n.data`` to ``n.vectors_pred`` (N, 2, H, W)."""
+def body(n, python_unpool=False):
+    """Add SegNet from ``n.data`` to ``n.vectors_pred`` (N, 2, H, W); ``python_unpool``: see ``unpool``."""
     top, pre_pool = n.data, {}
     for b, widths in enumerate(ENCODER, 1):
         for i, nout in enumerate(widths, 1):
@@ -72,7 +81,7 @@ def body(n):
         n[f"pool{b}"], n[f"pool{b}_mask"] = L.Pooling(top, pool=P.Pooling.MAX, kernel_size=2, stride=2, ntop=2)
         top = n[f"pool{b}"]
     for b, convs in zip(range(5, 0, -1), DECODER):
-        top = unpool(n, top, b, pre_pool[b])
+        top = unpool(n, top, b, pre_pool[b], python_unpool)
         for i, nout in convs:
             top = conv_bn_relu(n, top, f"conv{b}_{i}_D", nout, f"relu{b}_{i}_D")
     n[models.OUTPUT_BLOB] = L.Convolution(top, kernel_size=3, pad=1, num_output=2, weight_filler=MSRA,
@@ -80,19 +89,21 @@ def body(n):
     return n[models.OUTPUT_BLOB]
 
 
-def train(train_dir=f"{models.LMDB_ROOT}/train", val_dir=f"{models.LMDB_ROOT}/val", batch_size=PAPER["batch_size"]):
+def train(train_dir=f"{models.LMDB_ROOT}/train", val_dir=f"{models.LMDB_ROOT}/val", batch_size=PAPER["batch_size"],
+          python_unpool=False):
     """Train/test NetParameter: TRAIN on the LMDBs in ``train_dir``, TEST on ``val_dir``, EuclideanLoss."""
-    return models.train_net(NAME, body, train_dir, val_dir, batch_size)
+    return models.train_net(NAME, partial(body, python_unpool=python_unpool), train_dir, val_dir, batch_size)
 
 
-def deploy(shape=(1, 3) + models.INPUT_SIZE, loss=False):
+def deploy(shape=(1, 3) + models.INPUT_SIZE, loss=False, python_unpool=False):
     """Deploy NetParameter: Input ``data`` (mean-subtracted BGR) -> ``vectors_pred`` (``loss``: plus an Input
     ``vectors`` and the EuclideanLoss, the train net without LMDBs)."""
-    return models.deploy_net(NAME, body, shape, loss)
+    return models.deploy_net(NAME, partial(body, python_unpool=python_unpool), shape, loss)
 
 
-def generate():
-    """{file name in prototxt/: text} for SegNet."""
+def generate(python_unpool=False):
+    """{file name in prototxt/: text} for SegNet (``python_unpool``: with the Python Unpool layer, for a Caffe built
+    without dcme-caffe's native layers: `tools/make_prototxt.py --python-unpool`)."""
     paper = ["SegNet DCME regressor, DCME paper settings: lr 1e-8, batch 15 = 5 (segnet_train.prototxt) x iter_size 3,",
              "which fits 24 GiB of CPU memory (batch 15 at once needs ~42 GiB);",
              "momentum, weight decay, fixed lr, max_iter 40000, snapshot 1000 as SegNet-Tutorial's solver.",
@@ -100,4 +111,5 @@ def generate():
              "  [-weights VGG_ILSVRC_16_layers.caffemodel]  (conv1_1..conv5_3 are VGG16's names)"]
     smoke = ["Smoke configuration (tests, demo): same net at batch 1, lr 2e-8, 8 iterations (about 4 min at 340x680",
              "on 2 CPU cores), then one TEST pass on val. Snapshot: models/segnet/segnet_smoke_iter_8.caffemodel"]
-    return models.regressor_files(NAME, "SegNet", body, PAPER, SMOKE, paper, smoke)
+    return models.regressor_files(NAME, "SegNet", partial(body, python_unpool=python_unpool), PAPER, SMOKE, paper,
+                                  smoke)
