@@ -1,4 +1,7 @@
 # dcme-caffe. Every target that needs Python or Caffe runs `make setup` first (idempotent, seconds when warm).
+# `make setup CUDA=1 [CUDNN=1] [CUDA_ARCH=90]` builds and selects the CUDA Caffe (CUDA=0: back to the CPU build);
+# `make setup CAFFE_SRC=/path` builds from a BVLC tree at 99bd997 (README, "Installing without Debian's bullseye
+# source"). tools/setup_caffe.sh documents every variable.
 SHELL := /bin/bash
 PY := .venv/bin/python
 CAFFE := .venv/bin/caffe
@@ -18,7 +21,7 @@ ARGS ?=
 OUT ?= out/$(MODEL)_$(SPLIT)
 export CITYSCAPES_DATASET
 
-.PHONY: setup test synthetic encode-data prototxt evaluate demo bench clean-data
+.PHONY: setup test synthetic encode-data prototxt evaluate demo bench gpu-bundle clean-data
 
 setup:
 	@bash tools/setup_caffe.sh
@@ -47,6 +50,10 @@ demo: setup
 
 bench: setup
 	$(PY) tools/bench.py
+
+# The CUDA Caffe, nets, data and PyTorch peer for tools/gpu_check.sh on a bare GPU machine (needs `make setup CUDA=1`).
+gpu-bundle: setup
+	$(PY) tools/gpu_bundle.py
 
 clean-data:
 	rm -rf data out

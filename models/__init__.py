@@ -77,6 +77,35 @@ def deploy_net(name, body, shape=(1, 3) + INPUT_SIZE, loss=False):
     return net
 
 
+def timing_net(name, body, batch_size, caffe_engine=False):
+    """NetParameter for `caffe time` (tools/gpu_check.py): ``body`` on DummyData input of ``batch_size`` at
+    INPUT_SIZE (gaussian images and vector maps, drawn anew every pass, so nothing is timed on zeros) with the
+    EuclideanLoss. ``caffe_engine``: every Convolution, Deconvolution, Pooling and ReLU layer uses Caffe's own CUDA
+    kernels (engine: CAFFE), the path of a build without cuDNN; otherwise each layer takes the build's default."""
+    n = caffe.NetSpec()
+    shapes = [dict(dim=[batch_size, c] + list(INPUT_SIZE)) for c in (3, 2)]
+    fillers = [dict(type="gaussian", std=50), dict(type="gaussian", std=20)]
+    n.data, n.vectors = L.DummyData(shape=shapes, data_filler=fillers, ntop=2)
+    body(n)
+    n.loss = L.EuclideanLoss(n[OUTPUT_BLOB], n.vectors)
+    net = caffe_pb2.NetParameter(name=name)
+    net.layer.extend(n.to_proto().layer)
+    if caffe_engine:
+        set_caffe_engine(net)
+    return net
+
+
+def set_caffe_engine(net):
+    """Set engine: CAFFE on every Convolution, Deconvolution, Pooling and ReLU layer of the NetParameter ``net``:
+    Caffe's own kernels even in a cuDNN build (the path of a build without cuDNN)."""
+    params = {"Convolution": "convolution_param", "Deconvolution": "convolution_param", "Pooling": "pooling_param",
+              "ReLU": "relu_param"}
+    for layer in net.layer:
+        if layer.type in params:
+            param = getattr(layer, params[layer.type])
+            param.engine = type(param).CAFFE
+
+
 def solver(net, snapshot_prefix, settings):
     """SolverParameter text for the train net file ``net`` with ``settings`` (SolverParameter fields; a
     ``batch_size`` entry belongs to the net and is skipped). CPU mode: the Debian Caffe is CPU_ONLY (GPU users
