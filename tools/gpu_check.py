@@ -37,10 +37,12 @@ TIME_RUNS = (("default", None), ("caffe", None), ("default", 1024))
 # PyTorch peer configurations that each Caffe engine is compared with (torch_peer.py's mode, cudnn).
 PEER_OF = {"default": ("fp32", True), "caffe": ("fp32", False)}
 # Those two configurations of both nets, by torch_peer.py's own run() with the iterations its main uses.
+# BATCHES is replaced by the bundle's batches ({"segnet": 15, "fcn8s": 14}).
 PEER = """
 import json, torch, torch_peer as p
 print(torch.__version__, torch.cuda.get_device_name(), flush=True)
-for name, net, batch in (("segnet", p.SegNet, 15), ("fcn8s", p.FCN8s, 14)):
+for name, batch in BATCHES.items():
+    net = {"segnet": p.SegNet, "fcn8s": p.FCN8s}[name]
     for cudnn in (True, False):
         r = p.run(name, net, batch, "fp32", cudnn, iters=8 if cudnn else 2, warm=3 if cudnn else 1)
         print(json.dumps(r), flush=True)
@@ -62,7 +64,7 @@ def find_lib(pattern, env_var):
 
 
 class MemorySampler(threading.Thread):
-    """Peak GPU memory (MiB) in use while running: nvidia-smi memory.used every 0.1 s, minus the level before."""
+    """Peak GPU memory (GiB) in use while running: nvidia-smi memory.used every 0.1 s, minus the level before."""
 
     def __init__(self):
         super().__init__(daemon=True)
@@ -102,7 +104,8 @@ def run(cmd, log, cwd, env, timeout):
         text = text.decode(errors="replace") if isinstance(text, bytes) else text
         rc, text = 124, text + f"\n(timed out after {timeout} s)"
     log.write_text(text)
-    print(f"  {' '.join(map(str, cmd[:3]))} ... rc {rc}, {time.time() - t:.0f} s, log {log.name}", flush=True)
+    shown = " ".join([Path(cmd[0]).name] + [str(a).strip().splitlines()[0][:40] for a in cmd[1:3]])
+    print(f"  {shown} ... rc {rc}, {time.time() - t:.0f} s, log {log.name}", flush=True)
     return rc, text
 
 
@@ -229,7 +232,8 @@ def checks(caffe, work, env, logs, res):
     if peer.exists() and subprocess.run([sys.executable, "-c", "import torch; assert torch.cuda.is_available()"],
                                         capture_output=True).returncode == 0:
         print("5. PyTorch peer (fp32, with and without cuDNN)", flush=True)
-        rc, text = run([sys.executable, "-c", PEER], logs / "torch_peer.log", work, os.environ, timeout=300)
+        peer_code = PEER.replace("BATCHES", json.dumps(res["batches"]))
+        rc, text = run([sys.executable, "-c", peer_code], logs / "torch_peer.log", work, os.environ, timeout=300)
         res["peer"] = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
     else:
         print("5. PyTorch peer: skipped (no torch with CUDA, or no torch_peer.py in the bundle)", flush=True)
