@@ -115,9 +115,10 @@ if [ -f "$VENV/.external" ] && [ $SOURCE_ONLY = 0 ]; then
   say "using the Caffe that python already imports: $CAFFE_PY (its native layers are its own: see README)"
   rm -f "$SITE/dcme_caffe_pycaffe.pth"
 else
-  # -- 2a. source identity and build key (no fetch needed to compute them)
+  # -- 2a. source identity and build key (no fetch needed to compute them). Without CAFFE_SRC: the source .venv
+  # was built from (its verified copy is in the cache), else Debian's.
   if [ -z "${CAFFE_SRC:-}" ]; then
-    SRC_ID=deb-$CAFFE_DEB_VERSION
+    SRC_ID=$(cat "$VENV/.caffe_src_id" 2>/dev/null || echo "deb-$CAFFE_DEB_VERSION")
   elif [ -f "$CAFFE_SRC" ] && [[ "$CAFFE_SRC" == *.dsc ]]; then
     SRC_ID=deb-$(sed -n 's/^Version: *//p' "$CAFFE_SRC" | head -n 1)
   elif [ -e "$CAFFE_SRC" ]; then
@@ -161,6 +162,10 @@ else
     # -- 2c. the verified source, once
     if [ ! -f "$SOURCE/.verified" ]; then
       rm -rf "$SOURCE.tmp" && mkdir -p "$SOURCE.tmp"
+      if [ -z "${CAFFE_SRC:-}" ] && [ "$SRC_ID" != "deb-$CAFFE_DEB_VERSION" ]; then
+        die "this .venv was built from the $SRC_ID source, which is no longer in $SOURCE: give it again with" \
+            "CAFFE_SRC=/path, or delete .venv/.caffe_src_id to build from Debian's source"
+      fi
       if [ "${SRC_ID#deb-}" != "$SRC_ID" ]; then
         DSC=${CAFFE_SRC:-}
         if [ -z "$DSC" ]; then
@@ -248,6 +253,7 @@ else
   CAFFE_BIN=$PREFIX/bin/caffe
   CAFFE_LIB=$PREFIX/lib
   echo "$CAFFE_PY" >"$SITE/dcme_caffe_pycaffe.pth.tmp" && mv "$SITE/dcme_caffe_pycaffe.pth.tmp" "$SITE/dcme_caffe_pycaffe.pth"
+  echo "$SRC_ID" >"$VENV/.caffe_src_id"
   echo "$CUDA" >"$VENV/.cuda"
   echo "$CUDNN" >"$VENV/.cudnn"
   echo "${CUDA_ARCH:-}" >"$VENV/.cuda_arch"
