@@ -84,7 +84,6 @@ def child(name, size, iters, tmp):
 
 def estimate_bytes(name, batch, size, tmp):
     """Training memory (bytes) for one batch size, from the blob shapes of the initialised net (see module doc)."""
-    import numpy as np
     net, mod = build(name, (batch, 3) + tuple(size), tmp)
     proto = mod.deploy((batch, 3) + tuple(size), loss=True)
     inputs = {"data", "vectors"}
@@ -136,11 +135,11 @@ def main(argv=None):
         return 0
     import caffe
     caffe.set_mode_cpu()
+    import models
     from models.fcn8s.net import PAPER as FCN_PAPER
     from models.segnet.net import PAPER as SEGNET_PAPER
     # the paper's batch in one pass (the solvers split it with iter_size to fit 24 GiB)
-    paper_batch = {n: p["batch_size"] * p.get("iter_size", 1) for n, p in (("segnet", SEGNET_PAPER),
-                                                                           ("fcn8s", FCN_PAPER))}
+    paper_batch = {"segnet": models.paper_batch(SEGNET_PAPER), "fcn8s": models.paper_batch(FCN_PAPER)}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in NETS:

@@ -73,14 +73,13 @@ def pack_binaries(prefix, stage):
 
 
 def write_nets(stage):
-    """The `caffe time` nets, the train nets and their 30-iteration GPU solvers; returns their file names."""
+    """The `caffe time` nets, the train nets and their 30-iteration GPU solvers; returns {net: paper's batch}."""
     import models
     from models.fcn8s import net as fcn8s
     from models.segnet import net as segnet
     nets = stage / "nets"
     nets.mkdir()
-    batches = {"segnet": segnet.PAPER["batch_size"] * segnet.PAPER.get("iter_size", 1),
-               "fcn8s": fcn8s.PAPER["batch_size"] * fcn8s.PAPER.get("iter_size", 1)}
+    batches = {mod.NAME: models.paper_batch(mod.PAPER) for mod in (segnet, fcn8s)}
     for mod in (segnet, fcn8s):
         name = mod.NAME
         for engine in ("default", "caffe"):
