@@ -74,6 +74,8 @@ def pack_binaries(prefix, stage):
 
 def write_nets(stage):
     """The `caffe time` nets, the train nets and their 30-iteration GPU solvers; returns {net: paper's batch}."""
+    from caffe.proto import caffe_pb2
+
     import models
     from models.fcn8s import net as fcn8s
     from models.segnet import net as segnet
@@ -89,7 +91,9 @@ def write_nets(stage):
         # engines and with Caffe's own: the same seed gives both the same weights, so their first losses (one
         # forward pass) must agree.
         train = mod.train("data/train", "data/train", batch_size=TRAIN_FRAMES)
-        del train.layer[2:4]  # no TEST-phase data layers: the solver runs no test
+        test_only = [layer for layer in train.layer if any(r.phase == caffe_pb2.TEST for r in layer.include)]
+        for layer in test_only:  # the solver runs no test
+            train.layer.remove(layer)
         settings = dict(mod.SMOKE, base_lr=TRAIN_LR.get(name, mod.SMOKE["base_lr"]), max_iter=TRAIN_ITERS,
                         snapshot=0, snapshot_after_train=False, display=1, average_loss=1, test_iter=None)
         for engine in ("default", "caffe"):

@@ -102,9 +102,13 @@ echo "$ROOT" >"$SITE/dcme_caffe_repo.pth"
 # --- 2. Caffe ------------------------------------------------------------------------------------------------------
 # The variant: CUDA / CUDNN / CUDA_ARCH from the command line, else what .venv points at now (so `make test` after
 # `make setup CUDA=1` keeps the GPU build), else CPU.
-CUDA=${CUDA:-$(cat "$VENV/.cuda" 2>/dev/null || echo 0)}
-CUDNN=${CUDNN:-$( [ "$CUDA" = 1 ] && cat "$VENV/.cudnn" 2>/dev/null || echo 0)}
-CUDA_ARCH=${CUDA_ARCH:-$( [ "$CUDA" = 1 ] && cat "$VENV/.cuda_arch" 2>/dev/null || true)}
+# .venv/.caffe_variant holds KEY=value lines: CUDA, CUDNN, CUDA_ARCH and SRC_ID (the source route).
+remembered() { sed -n "s/^$1=//p" "$VENV/.caffe_variant" 2>/dev/null || true; }
+CUDA=${CUDA:-$(remembered CUDA)}
+CUDA=${CUDA:-0}
+CUDNN=${CUDNN:-$( [ "$CUDA" = 1 ] && remembered CUDNN || true)}
+CUDNN=${CUDNN:-0}
+CUDA_ARCH=${CUDA_ARCH:-$( [ "$CUDA" = 1 ] && remembered CUDA_ARCH || true)}
 [ "$CUDA" = 1 ] || CUDNN=0
 
 if [ -f "$VENV/.external" ] && [ $SOURCE_ONLY = 0 ]; then
@@ -118,7 +122,8 @@ else
   # -- 2a. source identity and build key (no fetch needed to compute them). Without CAFFE_SRC: the source .venv
   # was built from (its verified copy is in the cache), else Debian's.
   if [ -z "${CAFFE_SRC:-}" ]; then
-    SRC_ID=$(cat "$VENV/.caffe_src_id" 2>/dev/null || echo "deb-$CAFFE_DEB_VERSION")
+    SRC_ID=$(remembered SRC_ID)
+    SRC_ID=${SRC_ID:-deb-$CAFFE_DEB_VERSION}
   elif [ -f "$CAFFE_SRC" ] && [[ "$CAFFE_SRC" == *.dsc ]]; then
     SRC_ID=deb-$(sed -n 's/^Version: *//p' "$CAFFE_SRC" | head -n 1)
   elif [ -e "$CAFFE_SRC" ]; then
@@ -164,7 +169,7 @@ else
       rm -rf "$SOURCE.tmp" && mkdir -p "$SOURCE.tmp"
       if [ -z "${CAFFE_SRC:-}" ] && [ "$SRC_ID" != "deb-$CAFFE_DEB_VERSION" ]; then
         die "this .venv was built from the $SRC_ID source, which is no longer in $SOURCE: give it again with" \
-            "CAFFE_SRC=/path, or delete .venv/.caffe_src_id to build from Debian's source"
+            "CAFFE_SRC=/path, or delete the SRC_ID line of .venv/.caffe_variant to build from Debian's source"
       fi
       if [ "${SRC_ID#deb-}" != "$SRC_ID" ]; then
         DSC=${CAFFE_SRC:-}
@@ -253,10 +258,8 @@ else
   CAFFE_BIN=$PREFIX/bin/caffe
   CAFFE_LIB=$PREFIX/lib
   echo "$CAFFE_PY" >"$SITE/dcme_caffe_pycaffe.pth.tmp" && mv "$SITE/dcme_caffe_pycaffe.pth.tmp" "$SITE/dcme_caffe_pycaffe.pth"
-  echo "$SRC_ID" >"$VENV/.caffe_src_id"
-  echo "$CUDA" >"$VENV/.cuda"
-  echo "$CUDNN" >"$VENV/.cudnn"
-  echo "${CUDA_ARCH:-}" >"$VENV/.cuda_arch"
+  printf 'CUDA=%s\nCUDNN=%s\nCUDA_ARCH=%s\nSRC_ID=%s\n' "$CUDA" "$CUDNN" "${CUDA_ARCH:-}" "$SRC_ID" \
+    >"$VENV/.caffe_variant.tmp" && mv "$VENV/.caffe_variant.tmp" "$VENV/.caffe_variant"
   echo "$PREFIX" >"$VENV/.caffe_prefix"
 fi
 
