@@ -1,5 +1,4 @@
 """tools/caffe_source.py: the deb-src stanza from apt's own Debian archive, source-tree hashing and root finding."""
-import importlib.util
 import os
 import subprocess
 import sys
@@ -7,10 +6,9 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "caffe_source.py"
-_spec = importlib.util.spec_from_file_location("caffe_source", SCRIPT)
-cs = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cs)
+from tools import caffe_source as cs
+
+SCRIPT = Path(cs.__file__)
 
 MIRROR = "http://mirror.example.org/debian"
 KEY = "/usr/share/keyrings/example-mirror.gpg"

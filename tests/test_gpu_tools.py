@@ -1,7 +1,6 @@
 """The CPU-testable parts of the GPU path (make gpu-bundle, tools/gpu_check.sh): the `caffe time` nets, the bundle's
 library packing (the packed binaries run from the bundle's own lib/), and the parsing of real `caffe time` and
 `caffe train` output that gpu_check.py reads on the GPU machine."""
-import importlib.util
 import os
 import subprocess
 from pathlib import Path
@@ -15,21 +14,12 @@ from caffe.proto import caffe_pb2  # noqa: E402
 import models  # noqa: E402
 from models.fcn8s import net as fcn8s  # noqa: E402
 from models.segnet import net as segnet  # noqa: E402
+from tools import gpu_bundle, gpu_check  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CAFFE_CMD = REPO / ".venv" / "bin" / "caffe"
 ENV = dict(os.environ, GLOG_logtostderr="1", GLOG_minloglevel="0")
 
-
-def load(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-gpu_check = load("gpu_check")
-gpu_bundle = load("gpu_bundle")
 ENGINE_PARAM = {"Convolution": "convolution_param", "Deconvolution": "convolution_param",
                 "Pooling": "pooling_param", "ReLU": "relu_param"}
 
