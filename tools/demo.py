@@ -15,7 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-from dcme_layers.inference import newest_snapshot
+from dcme_layers.caffe_log import quiet
+
+quiet()  # before anything imports caffe: no glog INFO lines from the nets
+
+from dcme_layers.inference import newest_snapshot  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable

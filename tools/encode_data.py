@@ -13,8 +13,12 @@ import sys
 
 import lmdb
 
-from dcme_layers import cityscapes, lmdb_io
-from dcme_layers.cityscapes import DataError
+from dcme_layers.caffe_log import quiet
+
+quiet()  # before anything imports caffe: no glog INFO lines from the nets
+
+from dcme_layers import cityscapes, lmdb_io  # noqa: E402
+from dcme_layers.cityscapes import DataError  # noqa: E402
 
 SYNTHETIC = "data/cityscapes_synthetic"
 

@@ -9,10 +9,14 @@ import argparse
 import os
 import sys
 
-from dcme_layers.classify import Classifier
-from dcme_layers.decoding import METHODS, PAPER_THRESHOLDS
-from dcme_layers.inference import newest_snapshot
-from dcme_layers.pipeline import evaluate_model
+from dcme_layers.caffe_log import quiet
+
+quiet()  # before anything imports caffe: no glog INFO lines from the nets
+
+from dcme_layers.classify import Classifier  # noqa: E402
+from dcme_layers.decoding import METHODS, PAPER_THRESHOLDS  # noqa: E402
+from dcme_layers.inference import newest_snapshot  # noqa: E402
+from dcme_layers.pipeline import evaluate_model  # noqa: E402
 
 
 def main():

@@ -12,8 +12,12 @@ Datum (uint8 3xCxC BGR, label = class index 0..7 in trainId order) to <out>/<spl
 import argparse
 import sys
 
-from dcme_layers import classify
-from dcme_layers.cityscapes import DataError, available_splits
+from dcme_layers.caffe_log import quiet
+
+quiet()  # before anything imports caffe: no glog INFO lines from the nets
+
+from dcme_layers import classify  # noqa: E402
+from dcme_layers.cityscapes import DataError, available_splits  # noqa: E402
 
 
 def main(argv=None):

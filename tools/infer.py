@@ -8,7 +8,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from dcme_layers.inference import InferenceError, infer_split, newest_snapshot
+from dcme_layers.caffe_log import quiet
+
+quiet()  # before anything imports caffe: no glog INFO lines from the nets
+
+from dcme_layers.inference import InferenceError, infer_split, newest_snapshot  # noqa: E402
 
 
 def main():

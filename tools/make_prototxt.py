@@ -12,7 +12,11 @@ import inspect
 import sys
 from pathlib import Path
 
-from dcme_layers.cityscapes import atomic_write
+from dcme_layers.caffe_log import quiet
+
+quiet()  # before anything imports caffe: no glog INFO lines from the nets
+
+from dcme_layers.cityscapes import atomic_write  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

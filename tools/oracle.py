@@ -12,11 +12,15 @@ import argparse
 import os
 import sys
 
-from dcme_layers import cityscapes
-from dcme_layers.cityscapes import DataError
-from dcme_layers.decoding import METHODS, parse_thresholds, scale_thresholds
-from dcme_layers.encoding import ANCHORS
-from dcme_layers.evaluation import UPSAMPLING, run_oracle
+from dcme_layers.caffe_log import quiet
+
+quiet()  # before anything imports caffe: no glog INFO lines from the nets
+
+from dcme_layers import cityscapes  # noqa: E402
+from dcme_layers.cityscapes import DataError  # noqa: E402
+from dcme_layers.decoding import METHODS, parse_thresholds, scale_thresholds  # noqa: E402
+from dcme_layers.encoding import ANCHORS  # noqa: E402
+from dcme_layers.evaluation import UPSAMPLING, run_oracle  # noqa: E402
 
 
 def main(argv=None):

@@ -12,9 +12,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dcme_layers import cityscapes
-from dcme_layers.cityscapes import DataError, atomic_write
-from dcme_layers.encoding import instance_anchors, magnitude, vector_map
+from dcme_layers.caffe_log import quiet
+
+quiet()  # before anything imports caffe: no glog INFO lines from the nets
+
+from dcme_layers import cityscapes  # noqa: E402
+from dcme_layers.cityscapes import DataError, atomic_write  # noqa: E402
+from dcme_layers.encoding import instance_anchors, magnitude, vector_map  # noqa: E402
 
 
 def magnitude_image(mag, inst):

@@ -1,0 +1,46 @@
+"""dcme_layers.caffe_log: the demo's progress parser on real `caffe train` log lines, and the glog INFO pattern."""
+from dcme_layers.caffe_log import INFO_LINE, parse_train_line
+
+# Verbatim lines of real `caffe train` runs of this project's Caffe (SegNet smoke solver, GoogLeNet smoke solver,
+# SegNet with Adam at 85x170), glog prefix included.
+SEGNET = """\
+I20261126 14:07:57.647056 19225 solver.cpp:239] Iteration 0 (0.00106988 iter/s, 33.532s/1 iters), loss = 2.9133e+07
+I20261126 14:07:57.647310 19225 sgd_solver.cpp:112] Iteration 0, lr = 2e-08
+I20261126 14:08:17.688045 19225 solver.cpp:239] Iteration 1 (0.0499002 iter/s, 20.04s/1 iters), loss = 9.3824e+07
+I20261126 14:44:58.831758 29281 solver.cpp:239] Iteration 10 (0.190078 iter/s, 52.61s/10 iters), loss = 458177
+I20261126 14:44:58.831845 29281 solver.cpp:258]     Train net output #0: loss = 499769 (* 1 = 499769 loss)
+I20261126 14:44:58.831854 29281 sgd_solver.cpp:112] Iteration 10, lr = 0.001
+I20261126 14:44:59.173491 29283 data_layer.cpp:73] Restarting data prefetching from start.
+I20261126 14:46:25.403056 30393 solver.cpp:327] Iteration 3, loss = 56905.9
+I20261126 14:46:25.403121 30393 solver.cpp:332] Optimization Done.
+"""
+GOOGLENET = """\
+I20261126 14:10:59.751827 19735 solver.cpp:239] Iteration 5 (0.422761 iter/s, 11.827s/5 iters), loss = 3.68641
+I20261126 14:10:59.752161 19735 solver.cpp:258]     Train net output #0: loss1/loss1 = 3.78201 (* 0.3 = 1.1346 loss)
+I20261126 14:10:47.923849 19735 sgd_solver.cpp:112] Iteration 0, lr = 0.001
+"""
+
+
+def test_parser_reads_iteration_loss_and_lr_of_real_lines():
+    got = [parse_train_line(line) for line in SEGNET.splitlines()]
+    assert got == [("loss", 0, 2.9133e7), ("lr", 0, 2e-8), ("loss", 1, 9.3824e7), ("loss", 10, 458177.0), None,
+                   ("lr", 10, 1e-3), None, ("loss", 3, 56905.9), ("done", None, None)]
+    got = [parse_train_line(line) for line in GOOGLENET.splitlines()]
+    assert got == [("loss", 5, 3.68641), None, ("lr", 0, 1e-3)]
+
+
+def test_parser_ignores_other_lines_and_sees_the_end():
+    assert parse_train_line("I20261126 14:12:01.000000 19735 solver.cpp:464] Snapshotting to binary proto file "
+                            "models/segnet/segnet_smoke_iter_8.caffemodel") is None
+    assert parse_train_line("I20261126 14:12:02.000000 19735 solver.cpp:327] Optimization Done.") == \
+        ("done", None, None)
+    assert parse_train_line("") is None
+    assert parse_train_line("Iteration 3 of something else, lr = high") is None
+
+
+def test_info_pattern_matches_glog_info_lines_only():
+    for line in (SEGNET + GOOGLENET).splitlines():
+        assert INFO_LINE.match(line), line
+    assert INFO_LINE.match("I1126 14:07:23.530210 19225 caffe.cpp:197] Use CPU.")   # glog without the year
+    assert not INFO_LINE.match("W1126 14:07:23.530210 19225 net.cpp:10] a warning")
+    assert not INFO_LINE.match("infer segnet: 100%|##########| 2/2 [00:01<00:00,  1.9frame/s]")
