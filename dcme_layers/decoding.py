@@ -37,6 +37,7 @@ squared distance of the cluster's votes to its CM; in (0, 1). More and tighter v
 ground-truth map the spread is ~0 (> 0 only for merged instances) and larger instances rank first.
 """
 from collections import namedtuple
+from functools import partial
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -213,15 +214,39 @@ def assign_votes(vx, vy, centers, et, cells=None):
     if len(vx) == 0 or len(centers) == 0:
         return out
     cells, cell = vote_cells(vx, vy) if cells is None else cells
-    k1, d1, d2 = _two_nearest(cells.astype(np.float64), centers)
-    sure_in = (d1 + _HALF_DIAGONAL < et) & (d2 - d1 > 2 * _HALF_DIAGONAL)
+    nearest = _two_nearest if len(centers) <= _BRUTE_FORCE_CENTERS else partial(_two_nearest_tree, bound=et)
+    k1, d1, d2 = nearest(cells.astype(np.float64), centers)
+    with np.errstate(invalid="ignore"):             # inf - inf where no center is near: not sure_in either way
+        sure_in = (d1 + _HALF_DIAGONAL < et) & (d2 - d1 > 2 * _HALF_DIAGONAL)
     sure_out = d1 - _HALF_DIAGONAL >= et
     out[:] = np.where(sure_in, k1, -1)[cell]
     unsure = np.flatnonzero(~(sure_in | sure_out)[cell])
     if len(unsure):
-        k, d, _ = _two_nearest(np.stack([vx[unsure], vy[unsure]], 1), centers)
+        k, d, _ = nearest(np.stack([vx[unsure], vy[unsure]], 1), centers)
         out[unsure] = np.where(d < et, k, -1)
     return out
+
+
+# Up to this many kept centers, step 4 measures every (cell, center) distance; beyond (a poorly trained net's output
+# has hundreds), a KD-tree over the centers finds the two nearest ones.
+_BRUTE_FORCE_CENTERS = 32
+
+
+def _two_nearest_tree(points, centers, bound):
+    """``_two_nearest`` through a KD-tree (three nearest centers within ``bound`` + 1 px, distances then measured
+    with np.hypot as there, ties to the lower index). Exact where it matters to step 4 (``bound`` = ET): a
+    distance beyond ``bound`` + 1 px comes back as inf, and beyond ET + half a cell diagonal both are "outside"."""
+    limit = bound + 1.0
+    _, j = cKDTree(centers).query(points, k=3, distance_upper_bound=limit)
+    found = j < len(centers)
+    j = np.where(found, j, len(centers))              # the tree's "none": sorts after every real index
+    c = np.concatenate([centers, [[np.inf, np.inf]]])
+    d = np.hypot(points[:, None, 0] - c[j, 0], points[:, None, 1] - c[j, 1])
+    d[~found | (d > limit)] = np.inf
+    order = np.lexsort((j, d), axis=1)                # by distance, then index
+    rows = np.arange(len(points))
+    k1, d1, d2 = j[rows, order[:, 0]], d[rows, order[:, 0]], d[rows, order[:, 1]]
+    return np.where(np.isfinite(d1), k1, 0), d1, d2
 
 
 def _two_nearest(points, centers, chunk=1 << 20):

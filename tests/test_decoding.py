@@ -219,6 +219,27 @@ def test_small_and_large_clustering_paths_agree(monkeypatch):
     assert len(small.votes) == 3
 
 
+def test_step4_brute_force_and_kd_tree_agree(monkeypatch):
+    """Step 4 measures every (cell, center) distance for a few kept centers and asks a KD-tree for many (a poorly
+    trained net's output): same labels, centers, votes and scores either way, on a clean, a noisy and a
+    random (hundreds of centers) map."""
+    from dcme_layers import decoding
+
+    rng = np.random.default_rng(5)
+    m = paint([("ellipse", 30, 40, 12, 18), ("rect", 50, 90, 10, 14), ("ellipse", 20, 60, 8, 9)])
+    clean = vector_map(m)
+    noisy = clean + rng.normal(0, 1.5, clean.shape).astype(np.float32) * (m > 0)
+    noise = rng.uniform(-6, 6, (2, 80, 120)).astype(np.float32)
+    for v, th in ((clean, (DT, VT, ET)), (noisy, (DT, VT, ET)), (noise, (2, 3, 3))):
+        monkeypatch.setattr(decoding, "_BRUTE_FORCE_CENTERS", 10 ** 9)
+        brute = decode(v, *th)
+        monkeypatch.setattr(decoding, "_BRUTE_FORCE_CENTERS", 0)
+        tree = decode(v, *th)
+        for x, y in zip(brute, tree):
+            np.testing.assert_array_equal(x, y)
+    assert len(tree.votes) > 100
+
+
 def test_decode_is_deterministic():
     rng = np.random.default_rng(1)
     m = paint([("ellipse", 30, 40, 12, 18), ("rect", 50, 90, 10, 14), ("ellipse", 60, 30, 8, 20)])
