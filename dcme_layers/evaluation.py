@@ -46,7 +46,9 @@ from dcme_layers.encoding import vector_map
 METRICS = ("AP", "AP50%", "AP100m", "AP50m")
 #: The 8 evaluated classes by name, in trainId order (person ... bicycle).
 CLASS_NAMES = tuple(l.name for l in INSTANCE_LABELS)
-UPSAMPLING = ("nearest", "bilinear")
+#: Mask upsampling to the ground truth's resolution: "nearest" (the exact inverse of cityscapes.subsample's
+#: sampling), "bilinear" (per mask, > 0.5), "naive" (cv2.resize INTER_NEAREST, about a pixel off; for comparison).
+UPSAMPLING = ("nearest", "bilinear", "naive")
 PRED_SUFFIX = "_pred.txt"
 
 
@@ -72,6 +74,15 @@ def upsample_labels(labels, size):
     rows = np.minimum(np.rint(_source_coords(size[0], h)).astype(np.int64), h - 1)
     cols = np.minimum(np.rint(_source_coords(size[1], w)).astype(np.int64), w - 1)
     return lab[rows[:, None], cols[None, :]]
+
+
+def upsample_labels_naive(labels, size):
+    """cv2.resize(INTER_NEAREST) of a label map to size (H, W): full pixel x takes low pixel floor(x * n_low /
+    n_full), which is not where cityscapes.subsample sampled it from (low pixel x came from full pixel
+    floor(x * n_full / n_low)): the masks come out shifted by up to a pixel of the low resolution. Kept to measure
+    what the exact inverse (``upsample_labels``) is worth (tools/oracle.py --upsample naive)."""
+    lab = np.ascontiguousarray(labels, dtype=np.int32)
+    return cv2.resize(lab, (int(size[1]), int(size[0])), interpolation=cv2.INTER_NEAREST)
 
 
 def _bilinear_mask(mask, size):
@@ -120,8 +131,8 @@ def export_frame(pred_dir, name, labels, label_ids, scores, size, upsample="near
 
     labels: (h, w) int instance labels at any resolution (0 = background, 1..K); label_ids: (K,) regular
     Cityscapes label ids of the 8 instance classes (car = 26, not the trainId); scores: (K,) finite confidences;
-    size: (H, W) of the ground truth (1024x2048 for Cityscapes); upsample: "nearest" (label map) or "bilinear"
-    (each mask bilinearly, > 0.5). An instance that vanishes at full resolution is left out; a frame without
+    size: (H, W) of the ground truth (1024x2048 for Cityscapes); upsample: "nearest" (label map), "bilinear"
+    (each mask bilinearly, > 0.5) or "naive" (cv2.resize INTER_NEAREST, see ``upsample_labels_naive``). An instance that vanishes at full resolution is left out; a frame without
     instances gets an empty .txt (valid). Masks are written first and the .txt last, each atomically, so a .txt
     on disk is always complete (``export_split`` resumes from it).
     """
@@ -143,7 +154,9 @@ def export_frame(pred_dir, name, labels, label_ids, scores, size, upsample="near
     size = (int(size[0]), int(size[1]))
     pred_dir = Path(pred_dir)
     (pred_dir / "masks").mkdir(parents=True, exist_ok=True)
-    full = upsample_labels(lab, size) if upsample == "nearest" and lab.shape != size else None
+    full = None
+    if lab.shape != size and upsample != "bilinear":
+        full = (upsample_labels if upsample == "nearest" else upsample_labels_naive)(lab, size)
     if lab.shape == size:
         full = lab
     lines = []

@@ -151,6 +151,33 @@ def test_nearest_upsampling_inverts_subsampling(h, w, seed):
     assert np.array_equal(back, lab)
 
 
+def test_naive_upsampling_is_not_the_inverse_of_the_subsampling(tmp_path):
+    """At the 3x of Cityscapes (1024x2048 <-> 340x680): subsampling, then the exact inverse, then subsampling again
+    gives the label map back; cv2.resize(INTER_NEAREST) upwards (the "naive" choice) shifts the masks by about a
+    pixel, so most instance borders move, and its exported masks differ."""
+    from dcme_layers import cityscapes
+
+    rng = np.random.default_rng(0)
+    lab = np.zeros((340, 680), np.int32)
+    for k in range(1, 30):                                   # 29 random rectangles
+        y, x = rng.integers(0, 320), rng.integers(0, 660)
+        lab[y:y + rng.integers(3, 20), x:x + rng.integers(3, 20)] = k
+    size = (1024, 2048)
+    exact, naive = E.upsample_labels(lab, size), E.upsample_labels_naive(lab, size)
+    assert np.array_equal(cityscapes.subsample_ids(exact, lab.shape), lab)
+    back = cityscapes.subsample_ids(naive, lab.shape)
+    assert not np.array_equal(back, lab)
+    assert np.count_nonzero(back != lab) > 0.2 * np.count_nonzero(lab)   # a border row/column of most instances
+    moved = np.count_nonzero(exact != naive)
+    assert moved > 0.1 * np.count_nonzero(exact)
+    # export_frame takes the choice: the masks written differ between the two.
+    one = (lab == 1).astype(np.int32)
+    E.export_frame(tmp_path / "a", "f", one, [26], [1.0], size, upsample="nearest")
+    E.export_frame(tmp_path / "b", "f", one, [26], [1.0], size, upsample="naive")
+    a, b = (cv2.imread(str(tmp_path / d / "masks" / "f_001.png"), cv2.IMREAD_GRAYSCALE) for d in "ab")
+    assert np.array_equal(a > 0, exact == 1) and np.array_equal(b > 0, naive == 1) and not np.array_equal(a, b)
+
+
 def test_bilinear_mask_matches_full_image_interpolation():
     from scipy.ndimage import map_coordinates
 

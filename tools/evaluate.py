@@ -15,6 +15,7 @@ quiet()  # before anything imports caffe: no glog INFO lines from the nets
 
 from dcme_layers.classify import Classifier  # noqa: E402
 from dcme_layers.decoding import METHODS, PAPER_THRESHOLDS  # noqa: E402
+from dcme_layers.evaluation import UPSAMPLING  # noqa: E402
 from dcme_layers.inference import newest_snapshot  # noqa: E402
 from dcme_layers.pipeline import evaluate_model  # noqa: E402
 
@@ -34,7 +35,7 @@ def main():
                     help="no classifier: each instance takes the majority ground-truth class under it")
     ap.add_argument("--thresholds", help="DT,VT,ET (default: the model's paper values)")
     ap.add_argument("--method", choices=METHODS, default="vote", help="step 4: vote (paper) or watershed (ablation)")
-    ap.add_argument("--upsample", choices=["nearest", "bilinear"], default="nearest")
+    ap.add_argument("--upsample", choices=UPSAMPLING, default="nearest")
     ap.add_argument("--oracle", action="store_true", help="add the decoded-ground-truth rows to the report")
     ap.add_argument("--max-instances", type=int, default=100, help="best-scored instances kept per frame")
     ap.add_argument("--figures", type=int, default=3, help="frames drawn as PNG figures")
