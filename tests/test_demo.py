@@ -1,0 +1,40 @@
+"""tools/demo.py's choice of configuration: the CPU one learns in minutes at a reduced size, a CUDA build with a
+working GPU gets the paper's resolution; the thresholds follow the size."""
+import pytest
+
+pytest.importorskip("caffe", reason="run `make setup` first")
+
+from dcme_layers.decoding import PAPER_THRESHOLDS, scale_thresholds  # noqa: E402
+from tools import demo  # noqa: E402
+
+
+def test_cpu_configuration_is_small_with_scaled_thresholds():
+    c = demo.config(gpu=False)
+    assert c["device"] == "cpu" and c["size"] == (85, 170)
+    assert c["thresholds"] == scale_thresholds("segnet", (85, 170)) == (2.5, 3, 3.75)
+    assert "85x170" in c["encoded"] and "85x170" in c["segnet_prefix"] and "85x170" in c["instances"]
+    assert c["min_pixels"] == 3                     # MIN_PIXELS 50 at 340x680, a sixteenth of the pixels
+    assert c["segnet"]["type"] == "Adam" and c["segnet"]["max_iter"] > 8
+
+
+def test_gpu_configuration_is_the_papers_resolution():
+    c = demo.config(gpu=True)
+    assert c["device"] == "gpu" and c["size"] == (340, 680)
+    assert c["thresholds"] == PAPER_THRESHOLDS["segnet"]
+    assert c["encoded"] != demo.config(gpu=False)["encoded"]
+
+
+def test_gpu_is_used_only_by_a_cuda_build_whose_device_query_works(tmp_path):
+    assert demo.cuda_build("CUDA=1\nCUDNN=1\nCUDA_ARCH=90\n")
+    assert not demo.cuda_build("CUDA=0\nCUDNN=0\nCUDA_ARCH=\n")
+    assert not demo.gpu_usable(tmp_path / "missing")
+    cpu = tmp_path / "cpu"
+    cpu.write_text("CUDA=0\nCUDNN=0\n")
+    assert not demo.gpu_usable(cpu, caffe="/nonexistent/caffe")   # a CPU build is never asked
+    claims = tmp_path / "claims_cuda"
+    claims.write_text("CUDA=1\n")
+    # This machine's Caffe is the CPU_ONLY build: its real `caffe device_query -gpu 0` fails, so no GPU.
+    variant = (demo.ROOT / ".venv" / ".caffe_variant")
+    if variant.is_file() and not demo.cuda_build(variant.read_text()):
+        assert not demo.gpu_usable(claims)
+        assert not demo.gpu_usable()
