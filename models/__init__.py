@@ -17,6 +17,8 @@ from caffe.proto import caffe_pb2
 MEAN_BGR = (104.00699, 116.66877, 122.67892)
 # Paper resolution: Cityscapes 1024x2048 subsampled 3x.
 INPUT_SIZE = (340, 680)
+# Frames of the Cityscapes gtFine train split (data/lmdb/train after `make encode-data`): what an epoch is.
+TRAIN_FRAMES = 2975
 # The predicted 2-D vector map (N, 2, H, W) is this blob in every regressor (train and deploy nets).
 OUTPUT_BLOB = "vectors_pred"
 # Where `make encode-data` puts the LMDBs (paths inside the prototxt are relative to the repository root).
@@ -31,6 +33,11 @@ CONV_PARAM = [dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)]
 def paper_batch(paper):
     """The paper's batch of a regressor's PAPER settings: batch_size x iter_size (the solvers split it to fit)."""
     return paper["batch_size"] * paper.get("iter_size", 1)
+
+
+def epochs(paper):
+    """Epochs over the TRAIN_FRAMES training frames that a regressor's PAPER solver settings run through."""
+    return paper["max_iter"] * paper_batch(paper) / TRAIN_FRAMES
 
 
 def header(source, lines=()):

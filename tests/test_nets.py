@@ -173,6 +173,19 @@ def test_paper_solvers(repo, name, lr, batch):
     assert set(data_batch_sizes(repo / smoke.net).values()) == {NETS[name].SMOKE["batch_size"]}
 
 
+def test_fcn8s_solver_runs_as_many_epochs_as_segnet(repo):
+    """FCN-8s's max_iter follows the stated rule: the images per training run (max_iter x data batch x iter_size of
+    the committed solvers) of FCN-8s equal SegNet's to within one of FCN-8s's batches."""
+    images = {}
+    for name in ("segnet", "fcn8s"):
+        s = read_solver(repo / "prototxt" / f"{name}_solver.prototxt")
+        batch = data_batch_sizes(repo / s.net)[(caffe_pb2.TRAIN, "data")] * max(s.iter_size, 1)
+        images[name] = (s.max_iter * batch, batch)
+    assert images["segnet"][0] == segnet.PAPER["max_iter"] * 15
+    assert abs(images["fcn8s"][0] - images["segnet"][0]) <= images["fcn8s"][1] / 2, images
+    assert models.epochs(fcn8s.PAPER) == pytest.approx(images["segnet"][0] / models.TRAIN_FRAMES, rel=1e-4)
+
+
 # --- short trainings on the synthetic LMDBs ---------------------------------------------------------------------
 # Small crops keep the tests fast. EuclideanLoss sums over the pixels, so the gradient grows with H x W: the smoke
 # learning rates (set for 340x680) are scaled by the pixel ratio, the same step per pixel as the demo's.

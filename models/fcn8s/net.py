@@ -20,19 +20,23 @@ import numpy as np
 
 import models
 from models import CONV_PARAM, MSRA, ZERO
+from models.segnet import net as segnet
 
 NAME = "fcn8s"
 VGG16 = [(64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)]
 
 # Paper (DCME Sec. 4): FCN-8s trained with lr 1e-10, batch 14. The rest follows fcn.berkeleyvision.org's solvers:
-# momentum 0.99, weight decay 5e-4, fixed lr, snapshot every 4000, test_interval effectively never. max_iter 100000
-# as voc-fcn32s/16s/8s (the at-once variant's 300000 are batch-1 iterations; 100000 at batch 14 are ~470 epochs of
-# the 2975 Cityscapes training images).
+# momentum 0.99, weight decay 5e-4, fixed lr, snapshot every 4000, test_interval effectively never.
 # Batch 14 is run as 7 images x iter_size 2 (the same update; ~11 GiB instead of ~22 GiB, which would leave
 # nothing else on a 24 GiB machine). With more memory, set batch_size 14 and iter_size 1.
-PAPER = dict(batch_size=7, iter_size=2, base_lr=1e-10, momentum=0.99, weight_decay=0.0005, lr_policy="fixed", max_iter=100000,
+PAPER = dict(batch_size=7, iter_size=2, base_lr=1e-10, momentum=0.99, weight_decay=0.0005, lr_policy="fixed",
              snapshot=4000, test_iter=72, test_interval=999999999, test_initialization=False, display=20,
              average_loss=20)  # test_iter 72 x 7 covers the 500 Cityscapes val images when a test is run
+# max_iter: the paper gives none, and fcn.berkeleyvision.org's counts (100000 for voc-fcn32s/16s/8s, 300000 for
+# at-once) are batch-1 iterations over PASCAL VOC, so they do not carry over to batch 14 on Cityscapes (100000 x 14
+# would be ~470 epochs). Rule: as many epochs over the Cityscapes training frames as the SegNet solver
+# (segnet.PAPER), rounded to whole iterations of the paper's batch; prototxt/fcn8s_solver.prototxt states the numbers.
+PAPER["max_iter"] = round(models.epochs(segnet.PAPER) * models.TRAIN_FRAMES / models.paper_batch(PAPER))
 # Smoke configuration for the tests and the demo: same net at batch 1, momentum 0.9, then one TEST pass on val.
 # From scratch (msra features, zero score layers) FCN-8s is badly conditioned: its ReLU features on 0..255 input are
 # large (~60), so the largest stable lr is small and it shrinks with the pixel count (EuclideanLoss sums over
@@ -112,7 +116,9 @@ def deploy(shape=(1, 3) + models.INPUT_SIZE, loss=False):
 def generate():
     """{file name in prototxt/: text} for FCN-8s."""
     paper = ["FCN-8s DCME regressor, DCME paper settings: lr 1e-10, batch 14 = 7 (fcn8s_train.prototxt) x iter_size 2;",
-             "momentum 0.99, weight decay 5e-4, fixed lr, snapshot 4000 as fcn.berkeleyvision.org; max_iter 100000.",
+             "momentum 0.99, weight decay 5e-4, fixed lr, snapshot 4000 as fcn.berkeleyvision.org;",
+             f"max_iter {PAPER['max_iter']}: {models.epochs(PAPER):.1f} epochs of the {models.TRAIN_FRAMES} Cityscapes "
+             f"training frames, as the SegNet solver ({segnet.PAPER['max_iter']} x {models.paper_batch(segnet.PAPER)}).",
              "Train from the repository root: caffe train -solver prototxt/fcn8s_solver.prototxt",
              "  [-weights models/fcn8s/vgg16-fcn.caffemodel]  (VGG16 converted by models/fcn8s/surgery.py)"]
     smoke = ["Smoke configuration (tests, demo): same net at batch 1, 8 iterations (about 4 min at 340x680",

@@ -106,7 +106,9 @@ def generate(python_unpool=False):
     without dcme-caffe's native layers: `tools/make_prototxt.py --python-unpool`)."""
     paper = ["SegNet DCME regressor, DCME paper settings: lr 1e-8, batch 15 = 5 (segnet_train.prototxt) x iter_size 3,",
              "which fits 24 GiB of CPU memory (batch 15 at once needs ~42 GiB);",
-             "momentum, weight decay, fixed lr, max_iter 40000, snapshot 1000 as SegNet-Tutorial's solver.",
+             f"momentum, weight decay, fixed lr, max_iter {PAPER['max_iter']} ({models.epochs(PAPER):.1f} epochs of the "
+             f"{models.TRAIN_FRAMES} training frames),",
+             "snapshot 1000 as SegNet-Tutorial's solver.",
              "Train from the repository root: caffe train -solver prototxt/segnet_solver.prototxt",
              "  [-weights VGG_ILSVRC_16_layers.caffemodel]  (conv1_1..conv5_3 are VGG16's names)"]
     smoke = ["Smoke configuration (tests, demo): same net at batch 1, lr 2e-8, 8 iterations (about 4 min at 340x680",
