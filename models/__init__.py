@@ -24,6 +24,11 @@ OUTPUT_BLOB = "vectors_pred"
 # Where `make encode-data` puts the LMDBs (paths inside the prototxt are relative to the repository root).
 LMDB_ROOT = "data/lmdb"
 
+# Suffix of the layers whose blobs differ from those of the reference caffemodels (SegNet-Tutorial, FCN-8s VOC):
+# Caffe's `-weights` (Net::CopyTrainedLayersFrom) copies by layer name and aborts on a different number of blobs or
+# shape, so such a layer needs a name of its own, and the copy then skips it (it keeps its filler).
+DCME_SUFFIX = "_dcme"
+
 MSRA = dict(type="msra")
 ZERO = dict(type="constant", value=0)
 # Learned convolutions: weights lr 1 / decay 1, biases lr 2 / decay 0 (VGG16, SegNet, FCN).
