@@ -92,6 +92,8 @@ def compute_bn_stats(weights, out, net_path="prototxt/segnet_train.prototxt", lm
     if not Path(weights).is_file():
         raise BNStatsError(f"{weights}: no such caffemodel; pass --weights the trained SegNet "
                            f"(models/segnet/segnet_iter_N.caffemodel)")
+    if not Path(out).parent.is_dir():
+        raise BNStatsError(f"{out}: its folder does not exist; create it or pass another --out")
     proto, bn, batch = stats_net(net_path, lmdb_dir)
     if batches is None:
         batches = math.ceil(lmdb_entries(Path(lmdb_dir) / "images") / batch)
