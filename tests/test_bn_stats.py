@@ -102,7 +102,8 @@ def test_written_statistics_are_the_batch_averages(repo, trained):
     assert np.isfinite(net.forward()[models.OUTPUT_BLOB]).all()
 
 
-def test_missing_inputs_are_one_line_errors(trained, tmp_path, capsys):
+def test_missing_inputs_are_one_line_errors(trained, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GLOG_minloglevel", "2")  # main() sets it; restored after the test
     missing = tmp_path / "none.caffemodel"
     assert compute_bn_stats.main(["--weights", str(missing), "--net", str(trained["net"]),
                                   "--lmdb", str(trained["lmdb"])]) == 1

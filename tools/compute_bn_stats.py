@@ -19,8 +19,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-os.environ["GLOG_minloglevel"] = "2"  # before caffe is imported: no Caffe INFO/WARNING log on the terminal
-
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -124,6 +122,9 @@ def compute_bn_stats(weights, out, net_path="prototxt/segnet_train.prototxt", lm
 
 
 def main(argv=None):
+    # Before caffe is imported (compute_bn_stats imports it): no Caffe INFO/WARNING log on the terminal. Set here, not
+    # at import, so that importing this module leaves the environment of the importer (and its children) alone.
+    os.environ["GLOG_minloglevel"] = "2"
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", required=True, help="trained SegNet caffemodel")
     ap.add_argument("--net", default="prototxt/segnet_train.prototxt",
