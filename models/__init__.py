@@ -17,10 +17,17 @@ from caffe.proto import caffe_pb2
 MEAN_BGR = (104.00699, 116.66877, 122.67892)
 # Paper resolution: Cityscapes 1024x2048 subsampled 3x.
 INPUT_SIZE = (340, 680)
+# Frames of the Cityscapes gtFine train split (data/lmdb/train after `make encode-data`): what an epoch is.
+TRAIN_FRAMES = 2975
 # The predicted 2-D vector map (N, 2, H, W) is this blob in every regressor (train and deploy nets).
 OUTPUT_BLOB = "vectors_pred"
 # Where `make encode-data` puts the LMDBs (paths inside the prototxt are relative to the repository root).
 LMDB_ROOT = "data/lmdb"
+
+# Suffix of the layers whose blobs differ from those of the reference caffemodels (SegNet-Tutorial, FCN-8s VOC):
+# Caffe's `-weights` (Net::CopyTrainedLayersFrom) copies by layer name and aborts on a different number of blobs or
+# shape, so such a layer needs a name of its own, and the copy then skips it (it keeps its filler).
+DCME_SUFFIX = "_dcme"
 
 MSRA = dict(type="msra")
 ZERO = dict(type="constant", value=0)
@@ -31,6 +38,11 @@ CONV_PARAM = [dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)]
 def paper_batch(paper):
     """The paper's batch of a regressor's PAPER settings: batch_size x iter_size (the solvers split it to fit)."""
     return paper["batch_size"] * paper.get("iter_size", 1)
+
+
+def epochs(paper):
+    """Epochs over the TRAIN_FRAMES training frames that a regressor's PAPER solver settings run through."""
+    return paper["max_iter"] * paper_batch(paper) / TRAIN_FRAMES
 
 
 def header(source, lines=()):

@@ -7,7 +7,9 @@ Only the three 1000-way classifiers are replaced by 8-way ones named `loss{1,2,3
 
 Inputs are 224x224 BGR crops around each instance (dcme_layers/classify.py), minus mean_value 104 117 123
 (BVLC's values); labels are class indices 0..7 in Cityscapes trainId order (dcme_layers.cityscapes.CLASS_INDEX).
-The LMDB crops are already 224x224 (no crop_size, unlike BVLC's 256 -> 224 random crops); TRAIN mirrors them.
+The LMDB crops are already 224x224 (no crop_size, unlike BVLC's 256 -> 224 random crops). No data augmentation, as
+the paper says: BVLC's TRAIN-phase mirroring is off unless asked for (`mirror`, `tools/make_prototxt.py
+--googlenet-mirror`).
 
 `generate()` returns the prototxt files for prototxt/ (tools/make_prototxt.py writes them).
 """
@@ -119,21 +121,23 @@ def googlenet(n, data, label=None, num_classes=NUM_CLASSES, accuracy=True):
         n["loss3/top-1"] = L.Accuracy(scores, label, include=dict(phase=caffe.TEST))
 
 
-def data_spec(source, batch_size, phase):
+def data_spec(source, batch_size, phase, mirror=False):
     """NetSpec holding only an LMDB Data layer (tops data, label) of 3x224x224 uint8 crops + class indices
-    (tools/extract_instances.py); TRAIN mirrors, both subtract BVLC's mean."""
+    (tools/extract_instances.py), minus BVLC's mean; ``mirror``: random horizontal flips (BVLC's TRAIN augmentation,
+    not the paper's recipe)."""
     n = caffe.NetSpec()
+    transform = dict(mirror=True) if mirror else {}
     n.data, n.label = L.Data(source=source, backend=P.Data.LMDB, batch_size=batch_size, ntop=2,
-                             transform_param=dict(mirror=phase == caffe.TRAIN, mean_value=list(MEAN_BGR)),
-                             include=dict(phase=phase))
+                             transform_param=dict(transform, mean_value=list(MEAN_BGR)), include=dict(phase=phase))
     return n
 
 
 def train_net(train_source, val_source=None, batch_size=SOLVER["batch_size"], test_batch_size=SOLVER["test_batch_size"],
-              num_classes=NUM_CLASSES):
+              num_classes=NUM_CLASSES, mirror=False):
     """NetParameter for training: TRAIN Data layer on `train_source` and, when `val_source` is given, a TEST Data
-    layer on it plus top-1 Accuracy of each head (BVLC train_val layout)."""
-    n = data_spec(train_source, batch_size, caffe.TRAIN)
+    layer on it plus top-1 Accuracy of each head (BVLC train_val layout). `mirror`: the TRAIN Data layer flips the
+    crops at random (BVLC's augmentation; the paper uses none, hence the default)."""
+    n = data_spec(train_source, batch_size, caffe.TRAIN, mirror)
     googlenet(n, n.data, n.label, num_classes, accuracy=val_source is not None)
     net = n.to_proto()
     net.name = "GoogLeNet_cityscapes"
@@ -198,12 +202,15 @@ def to_text(message, comment=""):
     return HEADER + comment + text_format.MessageToString(message)
 
 
-def generate(instances="data/instances", prototxt="prototxt", snapshots="models/googlenet"):
+def generate(instances="data/instances", prototxt="prototxt", snapshots="models/googlenet", mirror=False):
     """{file name in prototxt/: text}. Paths are relative to the repository root (run caffe from there); tests pass
-    temporary `instances`/`prototxt`/`snapshots` directories."""
+    temporary `instances`/`prototxt`/`snapshots` directories. `mirror`: the train nets flip the crops at random
+    (`tools/make_prototxt.py --googlenet-mirror`; off by default, as the paper uses no augmentation)."""
     train = "%s/googlenet_train.prototxt" % prototxt
     smoke = "%s/googlenet_smoke_train.prototxt" % prototxt
-    batch = "# Batch %d crops of 3x224x224 from %s/{train,val} (tools/extract_instances.py).\n"
+    batch = "# Batch %d crops of 3x224x224 from %s/{train,val} (tools/extract_instances.py); " + (
+        "random mirroring (tools/make_prototxt.py --googlenet-mirror).\n" if mirror
+        else "no augmentation, as the paper.\n")
     solver_note = (
         "# Paper: lr_policy poly, base_lr 1e-3, batch 64 (batch_size of the train net's Data layer); power,\n"
         "# momentum, weight decay as BVLC's bvlc_googlenet/quick_solver.prototxt. max_iter %d x 64 crops is\n"
@@ -217,11 +224,11 @@ def generate(instances="data/instances", prototxt="prototxt", snapshots="models/
         % (SMOKE["batch_size"], SMOKE["max_iter"], snapshots, SMOKE["max_iter"]))
     return {
         "googlenet_train.prototxt": to_text(
-            train_net(instances + "/train", instances + "/val"), batch % (SOLVER["batch_size"], instances)),
+            train_net(instances + "/train", instances + "/val", mirror=mirror), batch % (SOLVER["batch_size"], instances)),
         "googlenet_deploy.prototxt": to_text(deploy_net()),
         "googlenet_solver.prototxt": to_text(solver(train, snapshots + "/googlenet"), solver_note),
         "googlenet_smoke_train.prototxt": to_text(
-            train_net(instances + "/train", None, batch_size=SMOKE["batch_size"]),
+            train_net(instances + "/train", None, batch_size=SMOKE["batch_size"], mirror=mirror),
             batch % (SMOKE["batch_size"], instances)),
         "googlenet_smoke_solver.prototxt": to_text(
             solver(smoke, snapshots + "/googlenet_smoke", SMOKE, test=False, random_seed=1337), smoke_note),
