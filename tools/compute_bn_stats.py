@@ -23,10 +23,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from dcme_layers.cityscapes import atomic_write  # noqa: E402
+from dcme_layers import cli, netfiles  # noqa: E402
+from dcme_layers.cityscapes import DataError, atomic_write  # noqa: E402
 
 
-class BNStatsError(Exception):
+class BNStatsError(DataError):
     """A missing or unusable input; the message names the file and what to do."""
 
 
@@ -101,10 +102,9 @@ def compute_bn_stats(weights, out, net_path="prototxt/segnet_train.prototxt", lm
     with tempfile.NamedTemporaryFile("w", suffix=".prototxt") as f:
         f.write(str(proto))
         f.flush()
-        try:
-            net = caffe.Net(f.name, caffe.TRAIN, weights=str(weights))
-        except Exception as e:  # a Caffe CHECK aborts instead; a bad protobuf raises
-            raise BNStatsError(f"{weights}: cannot load into {net_path} ({e})") from e
+        net = caffe.Net(f.name, caffe.TRAIN)
+    netfiles.check_weights(net, net_path, weights)  # else Caffe would abort, or skip layers silently
+    net.copy_from(str(weights))
     for name in bn:
         for blob in net.params[name]:
             blob.data[...] = 0
@@ -131,13 +131,13 @@ def main(argv=None):
                     help="train net the weights belong to (default: %(default)s)")
     ap.add_argument("--lmdb", default="data/lmdb/train",
                     help="encoded training split with images/ and vectors/ (default: %(default)s)")
-    ap.add_argument("--batches", type=int, help="training batches to average over (default: one pass over the split)")
+    ap.add_argument("--batches", type=cli.positive, help="training batches to average over (default: one pass over the split)")
     ap.add_argument("--out", help="output caffemodel (default: <weights>_bnstats.caffemodel)")
     args = ap.parse_args(argv)
     out = Path(args.out) if args.out else default_out(args.weights)
     try:
         stats = compute_bn_stats(args.weights, out, args.net, args.lmdb, args.batches)
-    except BNStatsError as e:
+    except DataError as e:
         print(f"compute_bn_stats: {e}", file=sys.stderr)
         return 1
     print(f"wrote {out}: statistics of {len(stats)} BatchNorm layers")
