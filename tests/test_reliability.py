@@ -272,7 +272,7 @@ def test_ctrl_c_on_encode_is_one_line_and_resumable(repo, tiny_cityscapes, tmp_p
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "tools/encode_data.py", "--root", str(tiny_cityscapes), "--out", str(out),
                              "--size", *SIZE, "--splits", "train", "--workers", "2", "--commit-every", "1",
-                             "--test-delay", "1.0", "--quiet"], cwd=repo, stdout=subprocess.PIPE,
+                             "--test-delay", "3.0", "--quiet"], cwd=repo, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     done = out / "train.partial" / "done.txt"
     deadline = time.time() + 60
