@@ -5,12 +5,17 @@ for the files in ``prototxt/``; ``tools/make_prototxt.py`` writes them and ``tes
 that the committed files are current. Snapshots of ``caffe train`` land next to the generator
 (``models/<name>/<name>_iter_N.caffemodel``, ignored by git).
 
-This module holds what the DCME regressors (SegNet, FCN-8s) share: the LMDB data layers written by
-``tools/encode_data.py``, the EuclideanLoss head, the deploy input and the solver text.
+This module holds what the generators share: the header of every generated file, the lr/decay multipliers and
+the solver text (all three networks), and for the DCME regressors (SegNet, FCN-8s) the LMDB data layers written by
+``tools/encode_data.py``, the EuclideanLoss head, the deploy input and the train/deploy/generate functions
+(``Regressor``).
 """
+from functools import partial
+
 import caffe
 from caffe import layers as L, params as P
 from caffe.proto import caffe_pb2
+from google.protobuf import text_format
 
 # BGR pixel mean of ILSVRC (VGG16, FCN's voc_layers.py); subtracted by the Data layer's transform_param in the train
 # nets. The deploy nets take mean-subtracted input: tools/infer.py subtracts MEAN_BGR itself. No scaling (0..255).
@@ -31,7 +36,8 @@ DCME_SUFFIX = "_dcme"
 
 MSRA = dict(type="msra")
 ZERO = dict(type="constant", value=0)
-# Learned convolutions: weights lr 1 / decay 1, biases lr 2 / decay 0 (VGG16, SegNet, FCN).
+# Learned convolutions (and GoogLeNet's fc layers): weights lr 1 / decay 1, biases lr 2 / decay 0 (VGG16, SegNet,
+# FCN, BVLC GoogLeNet).
 CONV_PARAM = [dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)]
 
 
@@ -123,20 +129,40 @@ def set_caffe_engine(net):
             param.engine = type(param).CAFFE
 
 
-def solver(net, snapshot_prefix, settings):
-    """SolverParameter text for the train net file ``net`` with ``settings`` (SolverParameter fields; a
-    ``batch_size`` entry belongs to the net and is skipped). CPU mode: the Debian Caffe is CPU_ONLY (GPU users
-    change solver_mode). test_iter is per TEST pass (None: no TEST net at all), test_interval how often (iterations)."""
+# Entries of the solver settings dicts (PAPER, SMOKE, SOLVER) that belong to the train net's Data layers.
+NET_FIELDS = ("batch_size", "test_batch_size")
+
+
+def solver(net, snapshot_prefix, settings, order=None):
+    """SolverParameter text for the train net file ``net`` with ``settings`` (SolverParameter fields; None leaves
+    a field unset; the NET_FIELDS entries belong to the net and are skipped). CPU mode: the Debian Caffe is CPU_ONLY
+    (GPU users change solver_mode). test_iter is per TEST pass (None: no TEST net at all), test_interval how often
+    (iterations). ``order``: the field names in the order to write them (default: caffe.proto's)."""
     fields = dict(weight_decay=0.0005, lr_policy="fixed", test_iter=1, test_interval=10000000,
                   test_initialization=False, display=20, average_loss=20)
-    fields.update((k, v) for k, v in settings.items() if k != "batch_size")
+    fields.update((k, v) for k, v in settings.items() if k not in NET_FIELDS)
     if fields["test_iter"] is None:
         del fields["test_iter"], fields["test_interval"], fields["test_initialization"]
     else:
         fields["test_iter"] = [fields["test_iter"]]
     s = caffe_pb2.SolverParameter(net=net, snapshot_prefix=snapshot_prefix, solver_mode=caffe_pb2.SolverParameter.CPU,
-                                  **fields)
-    return str(s)
+                                  **{k: v for k, v in fields.items() if v is not None})
+    return str(s) if order is None else ordered_text(s, order)
+
+
+def ordered_text(message, order):
+    """Prototxt text of ``message`` with its fields in ``order`` (names) rather than caffe.proto's."""
+    fields = {f.name: f for f in message.DESCRIPTOR.fields}
+    text = ""
+    for name in order:
+        one = type(message)()
+        if fields[name].label == fields[name].LABEL_REPEATED:
+            getattr(one, name).extend(getattr(message, name))
+        elif message.HasField(name):
+            setattr(one, name, getattr(message, name))
+        text += text_format.MessageToString(one)
+    assert text_format.Parse(text, type(message)()) == message, "the order misses a field"
+    return text
 
 
 def regressor_files(name, title, body, paper, smoke, solver_notes, smoke_notes):

@@ -332,15 +332,15 @@ def test_train_and_deploy_nets(caffe, tmp_path):
 def smoke(caffe, tmp_path_factory):
     """A short SGD run with the generated smoke settings (the paper's solver) at batch 4 for 10 iterations on
     separable crops (about 3 s per iteration on 2 cores)."""
+    import models
     from models.googlenet import net
 
     tmp = tmp_path_factory.mktemp("smoke")
     crops, labels = _separable_crops(16)
     _write_lmdb(tmp / "train", crops, labels)
     (tmp / "train.prototxt").write_text(str(net.train_net(str(tmp / "train"), None, batch_size=4)))
-    cfg = dict(net.SMOKE, max_iter=10)
-    (tmp / "solver.prototxt").write_text(str(net.solver(str(tmp / "train.prototxt"), str(tmp / "snap"), cfg,
-                                                        test=False, random_seed=7)))
+    cfg = dict(net.SMOKE, max_iter=10, random_seed=7)
+    (tmp / "solver.prototxt").write_text(models.solver(str(tmp / "train.prototxt"), str(tmp / "snap"), cfg))
     solver = caffe.get_solver(str(tmp / "solver.prototxt"))
     losses = []
     start = time.time()
