@@ -165,25 +165,67 @@ def ordered_text(message, order):
     return text
 
 
-def regressor_files(name, title, body, paper, smoke, solver_notes, smoke_notes):
-    """{file name in prototxt/: text} of a DCME regressor: ``<name>_{train,deploy,solver,smoke_train,
-    smoke_solver}.prototxt``, the train nets on ``LMDB_ROOT``, snapshots under ``models/<name>/``."""
-    src = f"models/{name}/net.py"
-    b, k = paper["batch_size"], paper.get("iter_size", 1)
-    batch = f"batch {b}" + (f" (x iter_size {k} = the paper's {b * k})" if k > 1 else "")
-    train = f"{title} DCME regressor: TRAIN on {LMDB_ROOT}/train, TEST on {LMDB_ROOT}/val, {batch}."
-    deploy = (f"Input: mean-subtracted BGR (models.MEAN_BGR), {INPUT_SIZE[0]}x{INPUT_SIZE[1]}. "
-              f"Output: {OUTPUT_BLOB} (N, 2, H, W) = (dx, dy) in pixels.")
+def lr_text(lr):
+    """A learning rate as the solver comments write it: 1e-8, not 1e-08."""
+    return f"{lr:g}".replace("e-0", "e-")
 
-    def net(batch_size):
-        return str(train_net(name, body, f"{LMDB_ROOT}/train", f"{LMDB_ROOT}/val", batch_size))
 
-    return {
-        f"{name}_train.prototxt": header(src, [train]) + net(paper["batch_size"]),
-        f"{name}_deploy.prototxt": header(src, [deploy]) + str(deploy_net(name, body)),
-        f"{name}_solver.prototxt": header(src, solver_notes)
-        + solver(f"prototxt/{name}_train.prototxt", f"models/{name}/{name}", paper),
-        f"{name}_smoke_train.prototxt": header(src, smoke_notes) + net(smoke["batch_size"]),
-        f"{name}_smoke_solver.prototxt": header(src, smoke_notes)
-        + solver(f"prototxt/{name}_smoke_train.prototxt", f"models/{name}/{name}_smoke", smoke),
-    }
+class Regressor:
+    """A DCME regressor (SegNet, FCN-8s) and its files in prototxt/: ``<name>_{train,deploy,solver,smoke_train,
+    smoke_solver}.prototxt``, the train nets on LMDB_ROOT, snapshots under ``models/<name>/``.
+
+    ``body(n, **options)`` adds its layers from ``n.data`` to ``n.vectors_pred``; ``paper`` and ``smoke`` are the
+    solver settings of the paper's run and of the smoke run (see ``solver``). The header of the paper solver is the
+    paper's lr and batch (that line ends with ``settings_end``), ``solver_notes``, then how to train (``weights``:
+    the caffemodel to start from, ``weights_note`` what it is); that of the smoke files says ``smoke_detail`` (if
+    any), the iterations and their ``smoke_minutes`` at INPUT_SIZE."""
+
+    def __init__(self, name, title, body, paper, smoke, solver_notes, weights, weights_note, smoke_minutes,
+                 smoke_detail="", settings_end=";"):
+        self.name, self.title, self.body, self.paper, self.smoke = name, title, body, paper, smoke
+        self.solver_notes, self.weights, self.weights_note = solver_notes, weights, weights_note
+        self.smoke_minutes, self.smoke_detail, self.settings_end = smoke_minutes, smoke_detail, settings_end
+
+    def train(self, train_dir=f"{LMDB_ROOT}/train", val_dir=f"{LMDB_ROOT}/val", batch_size=None, **options):
+        """Train/test NetParameter: TRAIN on the LMDBs in ``train_dir``, TEST on ``val_dir``, EuclideanLoss;
+        ``batch_size`` default: the paper solver's; ``options`` go to the body."""
+        batch_size = self.paper["batch_size"] if batch_size is None else batch_size
+        return train_net(self.name, partial(self.body, **options), train_dir, val_dir, batch_size)
+
+    def deploy(self, shape=(1, 3) + INPUT_SIZE, loss=False, **options):
+        """Deploy NetParameter: Input ``data`` (mean-subtracted BGR) -> ``vectors_pred`` (``loss``: plus an Input
+        ``vectors`` and the EuclideanLoss, the train net without LMDBs); ``options`` go to the body."""
+        return deploy_net(self.name, partial(self.body, **options), shape, loss)
+
+    def generate(self, **options):
+        """{file name in prototxt/: text}; ``options`` go to the body."""
+        name, paper, smoke = self.name, self.paper, self.smoke
+        src = f"models/{name}/net.py"
+        b, k = paper["batch_size"], paper.get("iter_size", 1)
+        batch = f"batch {b}" + (f" (x iter_size {k} = the paper's {b * k})" if k > 1 else "")
+        train = f"{self.title} DCME regressor: TRAIN on {LMDB_ROOT}/train, TEST on {LMDB_ROOT}/val, {batch}."
+        deploy = (f"Input: mean-subtracted BGR (models.MEAN_BGR), {INPUT_SIZE[0]}x{INPUT_SIZE[1]}. "
+                  f"Output: {OUTPUT_BLOB} (N, 2, H, W) = (dx, dy) in pixels.")
+        settings = (f"{self.title} DCME regressor, DCME paper settings: lr {lr_text(paper['base_lr'])}, "
+                    f"batch {paper_batch(paper)} = {b} ({name}_train.prototxt) x iter_size {k}{self.settings_end}")
+        solver_notes = [settings] + list(self.solver_notes) + [
+            f"Train from the repository root: caffe train -solver prototxt/{name}_solver.prototxt",
+            f"  [-weights {self.weights}]  ({self.weights_note})"]
+        smoke_notes = [
+            f"Smoke configuration (tests, demo): same net at batch {smoke['batch_size']}, {self.smoke_detail}"
+            f"{smoke['max_iter']} iterations (about {self.smoke_minutes} min at {INPUT_SIZE[0]}x{INPUT_SIZE[1]}",
+            f"on 2 CPU cores), then one TEST pass on val. Snapshot: models/{name}/{name}_smoke_iter_{smoke['max_iter']}"
+            ".caffemodel"]
+
+        def net(batch_size):
+            return str(self.train(batch_size=batch_size, **options))
+
+        return {
+            f"{name}_train.prototxt": header(src, [train]) + net(paper["batch_size"]),
+            f"{name}_deploy.prototxt": header(src, [deploy]) + str(self.deploy(**options)),
+            f"{name}_solver.prototxt": header(src, solver_notes)
+            + solver(f"prototxt/{name}_train.prototxt", f"models/{name}/{name}", paper),
+            f"{name}_smoke_train.prototxt": header(src, smoke_notes) + net(smoke["batch_size"]),
+            f"{name}_smoke_solver.prototxt": header(src, smoke_notes)
+            + solver(f"prototxt/{name}_smoke_train.prototxt", f"models/{name}/{name}_smoke", smoke),
+        }

@@ -116,25 +116,11 @@ def body(n, outputs=2, suffix=models.DCME_SUFFIX, slim=1):
     return n[models.OUTPUT_BLOB]
 
 
-def train(train_dir=f"{models.LMDB_ROOT}/train", val_dir=f"{models.LMDB_ROOT}/val", batch_size=PAPER["batch_size"]):
-    """Train/test NetParameter: TRAIN on the LMDBs in ``train_dir``, TEST on ``val_dir``, EuclideanLoss."""
-    return models.train_net(NAME, body, train_dir, val_dir, batch_size)
-
-
-def deploy(shape=(1, 3) + models.INPUT_SIZE, loss=False):
-    """Deploy NetParameter: Input ``data`` (mean-subtracted BGR) -> ``vectors_pred`` (``loss``: plus an Input
-    ``vectors`` and the EuclideanLoss, the train net without LMDBs)."""
-    return models.deploy_net(NAME, body, shape, loss)
-
-
-def generate():
-    """{file name in prototxt/: text} for FCN-8s."""
-    paper = ["FCN-8s DCME regressor, DCME paper settings: lr 1e-10, batch 14 = 7 (fcn8s_train.prototxt) x iter_size 2;",
-             "momentum 0.99, weight decay 5e-4, fixed lr, snapshot 4000 as fcn.berkeleyvision.org;",
-             f"max_iter {PAPER['max_iter']}: {models.epochs(PAPER):.1f} epochs of the {models.TRAIN_FRAMES} Cityscapes "
-             f"training frames, as the SegNet solver ({segnet.PAPER['max_iter']} x {models.paper_batch(segnet.PAPER)}).",
-             "Train from the repository root: caffe train -solver prototxt/fcn8s_solver.prototxt",
-             "  [-weights models/fcn8s/vgg16-fcn.caffemodel]  (VGG16 converted by models/fcn8s/surgery.py)"]
-    smoke = ["Smoke configuration (tests, demo): same net at batch 1, 8 iterations (about 4 min at 340x680",
-             "on 2 CPU cores), then one TEST pass on val. Snapshot: models/fcn8s/fcn8s_smoke_iter_8.caffemodel"]
-    return models.regressor_files(NAME, "FCN-8s", body, PAPER, SMOKE, paper, smoke)
+REGRESSOR = models.Regressor(
+    NAME, "FCN-8s", body, PAPER, SMOKE,
+    [f"momentum {PAPER['momentum']}, weight decay 5e-4, fixed lr, snapshot {PAPER['snapshot']} as "
+     "fcn.berkeleyvision.org;",
+     f"max_iter {PAPER['max_iter']}: {models.epochs(PAPER):.1f} epochs of the {models.TRAIN_FRAMES} Cityscapes "
+     f"training frames, as the SegNet solver ({segnet.PAPER['max_iter']} x {models.paper_batch(segnet.PAPER)})."],
+    "models/fcn8s/vgg16-fcn.caffemodel", "VGG16 converted by models/fcn8s/surgery.py", smoke_minutes=4)
+train, deploy, generate = REGRESSOR.train, REGRESSOR.deploy, REGRESSOR.generate

@@ -17,8 +17,6 @@ separate ``conv*_scale`` layers; BVLC's BatchNorm has three, the statistics). Th
 
 No pretrained weights are downloaded: every convolution has an msra filler (as SegNet-Tutorial), biases 0.
 """
-from functools import partial
-
 from caffe import layers as L, params as P
 
 import models
@@ -36,9 +34,12 @@ DECODER = [[(3, 512), (2, 512), (1, 512)], [(3, 512), (2, 512), (1, 256)], [(3, 
 # max_iter 40000, snapshot every 1000, test_interval effectively never, no test at start.
 # (1e-8 fits the unnormalised EuclideanLoss: sum over 2 x 340 x 680 squared errors per image / 2N.)
 # Batch 15 is run as 5 images x iter_size 3 (Caffe sums the three passes' gradients and divides by 3, so the update
-# equals one of batch 15; only BatchNorm sees 5 images at a time): batch 15 at once needs ~42 GiB on the CPU,
+# equals one of batch 15; only BatchNorm sees 5 images at a time, in training and in its moving averages:
+# tools/compute_bn_stats.py): batch 15 at once needs ~42 GiB on the CPU (BVLC's BatchNorm keeps extra copies),
 # 5 needs ~15 GiB and fits this project's 24 GiB machines (tools/bench_nets.py). With more memory (or a GPU), set
-# batch_size 15 and iter_size 1.
+# batch_size 15 and iter_size 1, then run tools/make_prototxt.py. The solver's header states these numbers from
+# PAPER and CPU_GIB.
+CPU_GIB = dict(machine=24, paper_batch=42)  # this project's machines; the paper's batch in one pass
 PAPER = dict(batch_size=5, iter_size=3, base_lr=1e-8, momentum=0.9, weight_decay=0.0005, lr_policy="fixed", max_iter=40000,
              snapshot=1000, test_iter=100, test_interval=10000000, test_initialization=False, display=20,
              average_loss=20)  # test_iter 100 x 5 covers the 500 Cityscapes val images when a test is run
@@ -98,29 +99,19 @@ def body(n, python_unpool=False, outputs=2, suffix=models.DCME_SUFFIX, slim=1):
     return n[models.OUTPUT_BLOB]
 
 
-def train(train_dir=f"{models.LMDB_ROOT}/train", val_dir=f"{models.LMDB_ROOT}/val", batch_size=PAPER["batch_size"],
-          python_unpool=False):
-    """Train/test NetParameter: TRAIN on the LMDBs in ``train_dir``, TEST on ``val_dir``, EuclideanLoss."""
-    return models.train_net(NAME, partial(body, python_unpool=python_unpool), train_dir, val_dir, batch_size)
-
-
-def deploy(shape=(1, 3) + models.INPUT_SIZE, loss=False, python_unpool=False):
-    """Deploy NetParameter: Input ``data`` (mean-subtracted BGR) -> ``vectors_pred`` (``loss``: plus an Input
-    ``vectors`` and the EuclideanLoss, the train net without LMDBs)."""
-    return models.deploy_net(NAME, partial(body, python_unpool=python_unpool), shape, loss)
+REGRESSOR = models.Regressor(
+    NAME, "SegNet", body, PAPER, SMOKE,
+    [f"which fits {CPU_GIB['machine']} GiB of CPU memory (batch {models.paper_batch(PAPER)} at once needs "
+     f"~{CPU_GIB['paper_batch']} GiB);",
+     f"momentum, weight decay, fixed lr, max_iter {PAPER['max_iter']} ({models.epochs(PAPER):.1f} epochs of the "
+     f"{models.TRAIN_FRAMES} training frames),",
+     f"snapshot {PAPER['snapshot']} as SegNet-Tutorial's solver."],
+    "VGG_ILSVRC_16_layers.caffemodel", "conv1_1..conv5_3 are VGG16's names",
+    smoke_minutes=4, smoke_detail=f"lr {models.lr_text(SMOKE['base_lr'])}, ", settings_end=",")
+train, deploy = REGRESSOR.train, REGRESSOR.deploy  # options: python_unpool (see unpool)
 
 
 def generate(python_unpool=False):
     """{file name in prototxt/: text} for SegNet (``python_unpool``: with the Python Unpool layer, for a Caffe built
     without dcme-caffe's native layers: `tools/make_prototxt.py --python-unpool`)."""
-    paper = ["SegNet DCME regressor, DCME paper settings: lr 1e-8, batch 15 = 5 (segnet_train.prototxt) x iter_size 3,",
-             "which fits 24 GiB of CPU memory (batch 15 at once needs ~42 GiB);",
-             f"momentum, weight decay, fixed lr, max_iter {PAPER['max_iter']} ({models.epochs(PAPER):.1f} epochs of the "
-             f"{models.TRAIN_FRAMES} training frames),",
-             "snapshot 1000 as SegNet-Tutorial's solver.",
-             "Train from the repository root: caffe train -solver prototxt/segnet_solver.prototxt",
-             "  [-weights VGG_ILSVRC_16_layers.caffemodel]  (conv1_1..conv5_3 are VGG16's names)"]
-    smoke = ["Smoke configuration (tests, demo): same net at batch 1, lr 2e-8, 8 iterations (about 4 min at 340x680",
-             "on 2 CPU cores), then one TEST pass on val. Snapshot: models/segnet/segnet_smoke_iter_8.caffemodel"]
-    return models.regressor_files(NAME, "SegNet", partial(body, python_unpool=python_unpool), PAPER, SMOKE, paper,
-                                  smoke)
+    return REGRESSOR.generate(python_unpool=python_unpool)
