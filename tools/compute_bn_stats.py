@@ -3,11 +3,12 @@
 
 caffe-segnet computes SegNet's inference statistics after training with its compute_bn_statistics.py; BVLC's
 BatchNorm instead uses the moving averages it kept during training (use_global_stats in TEST), which came from
-batches of 5 images (the solver's batch 15 is 5 x iter_size 3). This tool follows the caffe-segnet recipe: it runs
-the train-phase net with BatchNorm in batch-statistics mode over N batches of the encoded training LMDBs, averages
-each BatchNorm layer's per-batch mean and variance (the variance with Caffe's unbiased correction m / (m - 1), m the
-values per channel in a batch) and writes a caffemodel whose BatchNorm blobs hold those averages as the global
-statistics (scale factor 1); every other blob is copied from the input weights.
+the solver's forward batches (the paper's batch split by iter_size: PAPER in models/segnet/net.py). This tool
+follows the caffe-segnet recipe: it runs the train-phase net with BatchNorm in batch-statistics mode over N batches
+of the encoded training LMDBs, averages each BatchNorm layer's per-batch mean and variance (the variance with
+Caffe's unbiased correction m / (m - 1), m the values per channel in a batch) and writes a caffemodel whose
+BatchNorm blobs hold those averages as the global statistics (scale factor 1); every other blob is copied from the
+input weights.
 
     .venv/bin/python tools/compute_bn_stats.py --weights models/segnet/segnet_iter_40000.caffemodel
     # -> models/segnet/segnet_iter_40000_bnstats.caffemodel; use it with prototxt/segnet_deploy.prototxt
