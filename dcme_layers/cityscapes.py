@@ -210,21 +210,43 @@ def subsample_ids(instance_ids, size=SIZE):
     return ids.astype(np.int32, copy=False)
 
 
-def load_frame(frame, size=SIZE, expect_shape=None):
-    """Read, validate and subsample one frame: (image (h, w, 3) uint8 BGR, instance ids (h, w) int32).
+def read_ground_truth(frame, image_shape=None):
+    """A frame's validated gtFine instanceIds, (H, W) int32; the one check every reader of ground truth uses.
 
-    Raises DataError naming the file for corrupt files, unknown ids, an image and label of different sizes, or
-    a full-resolution size other than `expect_shape` (H, W) when given.
+    Raises DataError naming the file for: a corrupt PNG, an id unknown to cityscapesscripts (e.g. 45, or 23005:
+    sky has no instances), a size other than `image_shape` (the image's (H, W), when given), and a labelIds PNG
+    that is not 8-bit, of another size, or not the class of every pixel of the instanceIds (labelIds =
+    instanceIds // 1000 on instances, = instanceIds elsewhere, as in every Cityscapes frame).
+    """
+    ids = _read_gray(frame.instance_ids, "instanceIds")
+    if image_shape is not None and tuple(ids.shape) != tuple(image_shape[:2]):
+        raise DataError(f"{frame.instance_ids}: size {ids.shape[1]}x{ids.shape[0]} differs from its image "
+                        f"{frame.image} ({image_shape[1]}x{image_shape[0]})")
+    check_ids(ids, frame.instance_ids)
+    labels = read_label_ids(frame.label_ids)
+    if labels.shape != ids.shape:
+        raise DataError(f"{frame.label_ids}: size {labels.shape[1]}x{labels.shape[0]} differs from its instanceIds "
+                        f"({ids.shape[1]}x{ids.shape[0]})")
+    bad = np.flatnonzero((class_map(ids) != labels).ravel())
+    if len(bad):
+        y, x = divmod(int(bad[0]), ids.shape[1])
+        raise DataError(f"{frame.label_ids}: label {labels[y, x]} at x={x}, y={y} contradicts its instanceIds "
+                        f"({ids[y, x]}); {len(bad)} pixels differ")
+    return ids.astype(np.int32)
+
+
+def load_frame(frame, size=SIZE, expect_shape=None):
+    """Read, validate (read_ground_truth) and subsample one frame: (image (h, w, 3) uint8 BGR, instance ids (h, w)
+    int32).
+
+    Raises DataError naming the file for a corrupt or inconsistent frame (read_ground_truth), or a full-resolution
+    size other than `expect_shape` (H, W) when given.
     """
     image = read_image(frame.image)
-    ids = _read_gray(frame.instance_ids, "instanceIds")  # raw 8/16-bit: checked and resized before widening
-    if image.shape[:2] != ids.shape:
-        raise DataError(f"{frame.instance_ids}: size {ids.shape[1]}x{ids.shape[0]} differs from its image "
-                        f"{frame.image} ({image.shape[1]}x{image.shape[0]})")
+    ids = read_ground_truth(frame, image.shape)
     if expect_shape is not None and tuple(ids.shape) != tuple(expect_shape):
         raise DataError(f"{frame.image}: size {ids.shape[1]}x{ids.shape[0]}, expected "
                         f"{expect_shape[1]}x{expect_shape[0]} like the other frames")
-    check_ids(ids, frame.instance_ids)
     return subsample(image, ids, size)
 
 

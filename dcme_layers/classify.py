@@ -15,8 +15,6 @@ holding the split in memory. `<out>/<split>/manifest.json` holds the counts per 
 """
 import hashlib
 import json
-import os
-import shutil
 from pathlib import Path
 
 import cv2
@@ -24,7 +22,8 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
-from dcme_layers import cityscapes, lmdb_io
+from dcme_layers import cityscapes, lmdb_io, netfiles, resumable
+from dcme_layers.cityscapes import atomic_write
 
 MEAN_BGR = np.array([104, 117, 123], dtype=np.float32)  # mean_value of the GoogLeNet Data layers (BVLC)
 CROP = 224
@@ -100,43 +99,15 @@ def instance_crops(image_bgr, labels, crop=CROP, margin=MARGIN):
     return out
 
 
-def check_weights(deploy_prototxt, weights, classifier="loss3/classifier_cs"):
-    """Raise ClassifyError naming the file unless `deploy_prototxt` parses and outputs "prob", and `weights` is a
-    caffemodel holding the 8-way `classifier` (e.g. not ImageNet's bvlc_googlenet.caffemodel, whose 1000-way
-    classifiers Caffe would silently skip). Caffe itself aborts the process on such files."""
-    from caffe.proto import caffe_pb2
-    from google.protobuf import message, text_format
-
-    for path in (deploy_prototxt, weights):
-        if not Path(path).is_file():
-            raise ClassifyError(f"{path}: no such file")
-    net = caffe_pb2.NetParameter()
-    try:
-        text_format.Parse(Path(deploy_prototxt).read_text(), net)
-    except (text_format.ParseError, UnicodeDecodeError) as e:
-        raise ClassifyError(f"{deploy_prototxt}: not a net prototxt ({str(e).splitlines()[0]})") from None
-    if not any("prob" in layer.top for layer in net.layer):
-        raise ClassifyError(f"{deploy_prototxt}: no 'prob' output (not prototxt/googlenet_deploy.prototxt)")
-    model = caffe_pb2.NetParameter()
-    try:
-        model.ParseFromString(Path(weights).read_bytes())
-    except message.DecodeError:
-        raise ClassifyError(f"{weights}: not a caffemodel (cannot parse)") from None
-    shapes = {layer.name: [tuple(b.shape.dim) for b in layer.blobs] for layer in model.layer}
-    n = len(cityscapes.INSTANCE_LABELS)
-    if not shapes.get(classifier) or shapes[classifier][0][:1] != (n,):
-        raise ClassifyError(f"{weights}: no trained {n}-way '{classifier}' layer (train prototxt/"
-                            "googlenet_solver.prototxt first)")
-
-
 class Classifier:
     """GoogLeNet deploy net (prototxt/googlenet_deploy.prototxt + trained weights) over decoded instances."""
 
     def __init__(self, deploy_prototxt, weights, batch_size=16, crop=CROP, margin=MARGIN):
-        import caffe
-
-        check_weights(deploy_prototxt, weights)
-        self.net = caffe.Net(str(deploy_prototxt), caffe.TEST, weights=str(weights))
+        # checked first: e.g. ImageNet's bvlc_googlenet.caffemodel has no 8-way 'loss3/classifier_cs', which Caffe
+        # would silently leave at its filler and classify at random
+        self.net = netfiles.load_net(deploy_prototxt, weights)
+        if "prob" not in self.net.outputs:
+            raise ClassifyError(f"{deploy_prototxt}: no 'prob' output (not prototxt/googlenet_deploy.prototxt)")
         self.weights, self.batch_size, self.crop, self.margin = weights, batch_size, crop, margin
         self.class_ids = np.array(cityscapes.INSTANCE_LABEL_IDS, dtype=np.int64)
 
@@ -196,104 +167,57 @@ def _frame_job(args):
     return frame.name, frame_instances(frame, size, crop, margin, min_pixels)
 
 
-def _done_frames(path):
-    """{frame: (skipped, per-class counts)} from done.txt, whose lines are "<frame> <skipped> <n0> .. <n7>";
-    only complete, newline-terminated lines count (a kill may cut the last one)."""
-    if not path.is_file():
-        return {}
-    rows = [line.split(" ") for line in path.read_text().split("\n")[:-1]]
-    n = 2 + len(cityscapes.INSTANCE_LABELS)
-    return {r[0]: (int(r[1]), [int(v) for v in r[2:]]) for r in rows
-            if len(r) == n and all(v.isdigit() for v in r[1:])}
-
-
 def extract_instances(root, split, out, size=(340, 680), crop=CROP, margin=MARGIN, min_pixels=MIN_PIXELS,
-                      workers=1, force=False):
+                      workers=1, force=False, log=print):
     """Write `<out>/<split>`: LMDB of the instance crops of `split` of the Cityscapes root `root`, + manifest.json.
 
-    Written in `<out>/<split>.partial` (one LMDB transaction per frame, then a line in done.txt) and renamed when
-    complete, so `<out>/<split>` is always a finished LMDB. An interrupted run resumes from the frames it
-    finished (same settings); a finished one with the same settings is returned as is; one with other settings
-    raises DataError unless `force` (then it is replaced once the new one is complete). Returns the manifest."""
+    A resumable.Job: written in `<out>/<split>.partial` (one synced LMDB transaction per frame, then its line in
+    done.txt: "<skipped> <n0> .. <n7>") and renamed when complete, so `<out>/<split>` is always a finished LMDB.
+    An interrupted run resumes from the frames it finished (a frame committed but not yet marked done is
+    extracted again under the same keys); a finished one of the same settings and inputs is returned as is, one
+    whose inputs changed is redone, one of other settings raises DataError unless `force`. Returns the manifest."""
     import lmdb
 
     frames = cityscapes.list_frames(root, split)
     if not frames:
         raise ClassifyError(f"{Path(root) / 'gtFine' / split}: no frames")
-    names = hashlib.sha1("\n".join(f.name for f in frames).encode()).hexdigest()[:16]
     settings = dict(root=str(Path(root).resolve()), split=split, size=[int(size[0]), int(size[1])], crop=crop,
-                    margin=margin, min_pixels=min_pixels, frames=len(frames), frame_names_sha1=names)
-    final, partial = Path(out) / split, Path(out) / f"{split}.partial"
-    if final.exists():
+                    margin=margin, min_pixels=min_pixels, frames=[f.name for f in frames])
+    inputs = {f.name: [f.image, f.instance_ids, f.label_ids] for f in frames}
+    with resumable.Job(Path(out) / split, settings, inputs, force, what="instance LMDB", log=log) as job:
+        if job.up_to_date():
+            return json.loads((job.final / "manifest.json").read_text())
+        done = job.start()
+        todo = [f for f in frames if f.name not in done]
+        env = lmdb.open(str(job.partial), map_size=MAP_SIZE, subdir=True)
         try:
-            manifest = json.loads((final / "manifest.json").read_text())
-        except (OSError, ValueError):
-            manifest = {}
-        if manifest.get("settings") == settings:
-            return manifest
-        if not force:
-            raise ClassifyError(f"{final}: exists with other settings ({manifest.get('settings')}); use --force "
-                                "to replace it or another --out")
-    try:
-        resumable = json.loads((partial / "settings.json").read_text()) == settings
-    except (OSError, ValueError):
-        resumable = False
-    if partial.exists() and not resumable:
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True, exist_ok=True)
-    (partial / "settings.json").write_text(json.dumps(settings, indent=1))
-    done_path = partial / "done.txt"
-    done = _done_frames(done_path)
-    todo = [f for f in frames if f.name not in done]
-
-    env = lmdb.open(str(partial), map_size=MAP_SIZE, subdir=True)
-    try:
-        jobs = [(f, tuple(size), crop, margin, min_pixels) for f in todo]
-        results = lmdb_io.jobs_results(_frame_job, jobs, workers, serial_single_thread=False)
-        with open(done_path, "a") as done_file:
-            for name, (records, skipped) in tqdm(results, total=len(frames),
-                                                 initial=len(frames) - len(todo), desc=f"instances {split}",
-                                                 unit="frame"):
+            jobs = [(f, tuple(size), crop, margin, min_pixels) for f in todo]
+            results = lmdb_io.jobs_results(_frame_job, jobs, workers, serial_single_thread=False)
+            for name, (records, skipped) in tqdm(results, total=len(frames), initial=len(frames) - len(todo),
+                                                 desc=f"instances {split}", unit="frame"):
                 counts = np.zeros(len(cityscapes.INSTANCE_LABELS), dtype=np.int64)
-                with env.begin(write=True) as txn:  # one transaction per frame: a frame is in the LMDB or not
-                    for key, label, c in records:
-                        txn.put(key.encode(), lmdb_io.image_datum(c.transpose(2, 0, 1), label))
+                values = [lmdb_io.image_datum(c.transpose(2, 0, 1), label) for _, label, c in records]
+                job.ensure_space(sum(map(len, values)))
+                with job.writing(job.partial / "data.mdb"), env.begin(write=True) as txn:
+                    for (key, label, _), value in zip(records, values):  # one transaction: all of a frame or none
+                        txn.put(key.encode(), value)
                         counts[label] += 1
-                done_file.write(" ".join(map(str, [name, skipped, *counts])) + "\n")
-                done_file.flush()
-    finally:
-        env.close()
-    return _finish(partial, final, settings)
-
-
-def _finish(partial, final, settings):
-    """Write manifest.json (counts per class from done.txt), then swap `partial` into the place of `final`."""
-    import lmdb
-
-    done = _done_frames(partial / "done.txt")
-    counts = np.sum([c for _, c in done.values()], axis=0, dtype=np.int64).reshape(-1)
-    skipped = sum(k for k, _ in done.values())
-    env = lmdb.open(str(partial), readonly=True, lock=False)
-    entries = env.stat()["entries"]
-    env.close()
-    if len(done) != settings["frames"] or entries != counts.sum():
-        raise ClassifyError(f"{partial}: {len(done)} of {settings['frames']} frames done, {entries} LMDB entries "
-                            f"for {counts.sum()} counted; delete it and run again")
-    manifest = dict(
-        count=int(entries), skipped_small=int(skipped),
-        per_class={label.name: int(n) for label, n in zip(cityscapes.INSTANCE_LABELS, counts)},
-        label_index={label.name: i for i, label in enumerate(cityscapes.INSTANCE_LABELS)},
-        datum="uint8 3x{0}x{0} BGR crop, label = class index".format(settings["crop"]),
-        mean_bgr=MEAN_BGR.tolist(), settings=settings)
-    (partial / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    for name in ("settings.json", "done.txt"):
-        (partial / name).unlink()
-    old = final.with_name(final.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(partial, final)
-    if old.exists():
-        shutil.rmtree(old)
+                job.done((name, " ".join(map(str, [skipped, *counts]))))
+                done[name] = " ".join(map(str, [skipped, *counts]))
+            entries = env.stat()["entries"]
+        finally:
+            env.close()
+        rows = np.array([[int(v) for v in done[f.name].split()] for f in frames], dtype=np.int64).reshape(len(frames), -1)
+        counts, skipped = rows[:, 1:].sum(axis=0), int(rows[:, 0].sum())
+        if entries != counts.sum():
+            raise ClassifyError(f"{job.partial}: {entries} LMDB entries for {counts.sum()} counted crops; delete it "
+                                f"and run again")
+        manifest = dict(
+            count=int(entries), skipped_small=skipped,
+            per_class={label.name: int(n) for label, n in zip(cityscapes.INSTANCE_LABELS, counts)},
+            label_index={label.name: i for i, label in enumerate(cityscapes.INSTANCE_LABELS)},
+            datum="uint8 3x{0}x{0} BGR crop, label = class index".format(crop),
+            mean_bgr=MEAN_BGR.tolist(), settings=settings)
+        atomic_write(job.partial / "manifest.json", lambda t: t.write_text(json.dumps(manifest, indent=1)))
+        job.finish()
     return manifest

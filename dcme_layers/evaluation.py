@@ -37,7 +37,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dcme_layers import cityscapes
+from dcme_layers import cityscapes, resumable
 from dcme_layers.cityscapes import INSTANCE_LABEL_IDS, INSTANCE_LABELS, DataError, atomic_write
 from dcme_layers.decoding import FG_THRESHOLD, decode, parse_thresholds
 from dcme_layers.encoding import vector_map
@@ -192,7 +192,7 @@ def ground_truth_instances(instance_ids):
 def full_resolution_gt(frame):
     """A frame's own ground truth as a prediction (every instance of the 8 classes at full resolution,
     confidence 1): (labels, label ids, scores, size), the form ``export_split`` takes."""
-    ids = cityscapes.read_instance_ids(frame.instance_ids)
+    ids = cityscapes.read_ground_truth(frame, _png_size(frame.image))
     labels, label_ids = ground_truth_instances(ids)
     return labels, label_ids, np.ones(len(label_ids)), ids.shape
 
@@ -203,22 +203,50 @@ def export_ground_truth(pred_dir, frame):
     return export_frame(pred_dir, frame.name, labels, label_ids, scores, size)
 
 
-def export_split(frames, pred_dir, predict, upsample="nearest", progress=True, desc="export"):
+def export_split(frames, pred_dir, predict, upsample="nearest", progress=True, desc="export", settings=None,
+                 inputs=(), force=False, log=print):
     """Export every frame of a split: ``predict(frame) -> (labels, label_ids, scores, full size (H, W))``.
 
-    Resumable: a frame whose .txt already exists is skipped (the .txt is written last, atomically).
-    Returns the list of .txt paths in frame order.
+    A resumable.Job on ``pred_dir``: ``settings`` (JSON-ready, plus ``upsample`` and the frame names) and the files
+    ``inputs`` (besides each frame's ground truth) say what the predictions are made from. Unchanged: skipped;
+    changed inputs: redone; other settings: DataError unless ``force``; a killed run resumes from the frames
+    whose .txt and masks are intact. Returns the list of .txt paths in frame order.
     """
     from tqdm import tqdm
 
-    out = []
-    for f in tqdm(frames, desc=desc, unit="frame", disable=not progress):
-        txt = prediction_file(pred_dir, f.name)
-        if not txt.is_file():
-            labels, label_ids, scores, size = predict(f)
-            export_frame(pred_dir, f.name, labels, label_ids, scores, size, upsample)
-        out.append(txt)
-    return out
+    frames = list(frames)
+    settings = dict(settings or {}, upsample=upsample, frames=[f.name for f in frames])
+    inputs = dict({f.name: [f.instance_ids, f.label_ids] for f in frames}, **{"": list(inputs)})
+    with resumable.Job(pred_dir, settings, inputs, force, what="prediction folder", log=log) as job:
+        if not job.up_to_date():
+            done = job.start()
+            intact = {k: v for k, v in done.items() if _intact(job.partial, k, v)}
+            if len(intact) < len(done):
+                log(f"{job.partial}: {len(done) - len(intact)} exported frames damaged, exporting them again")
+                job.keep(intact)
+            for f in tqdm(frames, desc=desc, unit="frame", disable=not progress):
+                if f.name in intact:
+                    continue
+                labels, label_ids, scores, size = predict(f)
+                with job.writing(job.partial):
+                    txt = export_frame(job.partial, f.name, labels, label_ids, scores, size, upsample)
+                job.done((f.name, _digest(txt)))
+            job.finish()
+    return [prediction_file(pred_dir, f.name) for f in frames]
+
+
+def _digest(path):
+    import hashlib
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def _intact(pred_dir, name, digest):
+    """Whether a frame's exported .txt still has its recorded digest and every mask it names is a PNG."""
+    txt = prediction_file(pred_dir, name)
+    if not txt.is_file() or _digest(txt) != digest:
+        return False
+    masks = [Path(pred_dir) / line.split(" ")[0] for line in txt.read_text().splitlines() if line]
+    return all(m.is_file() and _png_size(m) for m in masks)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -232,10 +260,7 @@ BGR, vmap (2, h, w) ground-truth vector map, centers (K, 2) decoded CMs (None fo
 
 def _load_small(frame, size):
     image = cityscapes.read_image(frame.image)
-    ids = cityscapes.read_instance_ids(frame.instance_ids)
-    if image.shape[:2] != ids.shape:
-        raise DataError(f"{frame.instance_ids}: size {ids.shape[1]}x{ids.shape[0]} differs from its image "
-                        f"{frame.image} ({image.shape[1]}x{image.shape[0]})")
+    ids = cityscapes.read_ground_truth(frame, image.shape)
     small_image, small_ids = cityscapes.subsample(image, ids, size)
     return small_image, cityscapes.instance_map(small_ids), ids.shape
 
@@ -479,6 +504,7 @@ def evaluate(frames, pred_dir, name="", distance="auto", workers=1):
             raise EvaluationError(f"{p}: missing prediction file for frame {f.name}")
         if not os.path.isfile(f.instance_ids):
             raise EvaluationError(f"{f.instance_ids}: missing ground truth for prediction {p}")
+        cityscapes.read_ground_truth(f, _png_size(f.image))  # one line for bad ground truth, not the evaluator's
     sides = [_side_files(f.instance_ids) for f in frames]
     have = all(a.is_file() and b.is_file() for a, b in sides)
     if distance == "auto":
@@ -577,13 +603,14 @@ def oracle_config_name(anchor, method, thresholds, size, upsample):
 
 def run_oracle(frames, out, size=cityscapes.SIZE, anchors=("cm", "bbox"), methods=("vote", "watershed"),
                thresholds="segnet", upsample="nearest", full_res=True, gt_subsampled=True, figures=3, workers=1,
-               progress=True, title=None):
+               progress=True, title=None, force=False):
     """The paper's ground-truth ceilings on one split, one report: the full-resolution ground truth (AP = 1 by
     construction), the ground truth subsampled to ``size`` without decoding, and the decoded ground-truth vector
     maps for every anchor x method (CM or bbox centroid; vote or watershed decoding).
 
-    Writes predictions under ``out/<config>/`` (resumable per frame), figures (input | magnitude | instances)
-    for the first ``figures`` frames under ``out/figures/``, and ``out/report.md`` + ``out/report.json``.
+    Writes predictions under ``out/<config>/`` (export_split: resumable, redone when the ground truth changed,
+    ``force`` redoes them), figures (input | magnitude | instances) for the first ``figures`` frames under
+    ``out/figures/``, and ``out/report.md`` + ``out/report.json``.
     Returns the list of evaluate() results.
     """
     from dcme_layers.visualize import side_by_side, write_png
@@ -595,12 +622,12 @@ def run_oracle(frames, out, size=cityscapes.SIZE, anchors=("cm", "bbox"), method
     results = []
     if full_res:
         pred = out / "gt-full-res"
-        export_split(frames, pred, full_resolution_gt, progress=progress, desc="gt full res")
+        export_split(frames, pred, full_resolution_gt, progress=progress, desc="gt full res", force=force)
         results.append(evaluate(frames, pred, name="GT, full resolution", workers=workers))
     if gt_subsampled:
         pred = out / f"gt-{h}x{w}-{upsample}"
         export_split(frames, pred, lambda f: _as_pred(subsampled_gt_predictions(f, size)), upsample, progress,
-                     desc=f"gt {h}x{w}")
+                     desc=f"gt {h}x{w}", settings={"size": [h, w]}, force=force)
         results.append(evaluate(frames, pred, name=f"GT at {h}x{w}, no decoding ({upsample})", workers=workers))
     for anchor in anchors:
         for method in methods:
@@ -609,14 +636,13 @@ def run_oracle(frames, out, size=cityscapes.SIZE, anchors=("cm", "bbox"), method
             def predict(f, anchor=anchor, method=method):
                 return _as_pred(oracle_predictions(f, size, anchor, method, (dt, vt, et)))
 
-            export_split(frames, out / cfg, predict, upsample, progress, desc=cfg)
+            export_split(frames, out / cfg, predict, upsample, progress, desc=cfg, force=force,
+                         settings={"anchor": anchor, "method": method, "thresholds": [dt, vt, et], "size": [h, w]})
             results.append(evaluate(frames, out / cfg, workers=workers,
                                     name=f"GT at {h}x{w}, {anchor.upper()} anchor, {method} decoding"))
             for f in frames[:figures]:
-                png = out / "figures" / f"{f.name}_{cfg}.png"
-                if not png.is_file():
-                    o = oracle_predictions(f, size, anchor, method, (dt, vt, et))
-                    write_png(png, side_by_side(o.image, o.vmap, o.labels, o.centers))
+                o = oracle_predictions(f, size, anchor, method, (dt, vt, et))  # drawn anew: never a stale figure
+                write_png(out / "figures" / f"{f.name}_{cfg}.png", side_by_side(o.image, o.vmap, o.labels, o.centers))
     notes = [f"Oracle: decoding the ground-truth vector maps at {h}x{w} (thresholds DT={dt:g}, VT={vt}, ET={et:g}) "
              f"instead of network output; each decoded instance takes the majority ground-truth class under it "
              f"and its decoding score; masks upsampled to full resolution ({upsample}).",

@@ -1,11 +1,12 @@
 """Run a trained deploy net (SegNet or FCN-8s) over an encoded split and save its 2-D vector maps to HDF5 (Caffe).
 
-The HDF5 file holds ``vectors`` (N, 2, H, W) float32 in LMDB order, ``frames`` (N,) names, ``done`` (N,) bool, and
-attributes ``model``, ``deploy``, ``weights``, ``images_lmdb``, ``height``, ``width``. It is written as
-``<out>.partial`` and renamed when every frame is done; a killed run resumes from the frames already done (same
-deploy, weights and LMDB, else a clear error).
+The HDF5 file holds ``vectors`` (N, 2, H, W) float32 in LMDB order, ``frames`` (N,) names, and attributes
+``model``, ``deploy``, ``weights``, ``images_lmdb``, ``height``, ``width``; ``<out>.job.json`` beside it records
+what it was made from (dcme_layers.resumable). A killed run resumes from the frames already done.
 """
 import glob
+import hashlib
+import json
 import os
 import re
 from pathlib import Path
@@ -16,8 +17,9 @@ from tqdm import tqdm
 
 import models
 
+from dcme_layers import netfiles, resumable
 from dcme_layers.cityscapes import DataError
-from dcme_layers.lmdb_io import read_datum_lmdb
+from dcme_layers.lmdb_io import check_encoded, read_datum_lmdb
 
 # BGR mean that the train nets' Data layers subtract; the deploy nets take mean-subtracted input.
 MEAN_BGR = np.array(models.MEAN_BGR, dtype=np.float32)
@@ -35,13 +37,12 @@ def newest_snapshot(prefix):
 
 
 def load_net(deploy, weights):
+    """The deploy net with `weights`, both checked first (netfiles: one line naming the file, never Caffe's
+    abort, never a net with layers silently left at their fillers)."""
     import caffe
 
-    for path in (deploy, weights):
-        if not Path(path).is_file():
-            raise InferenceError(f"{path}: no such file")
     caffe.set_mode_cpu()
-    return caffe.Net(str(deploy), str(weights), caffe.TEST)
+    return netfiles.load_net(deploy, weights)
 
 
 def predict(net, image_chw):
@@ -58,62 +59,87 @@ def predict(net, image_chw):
 
 
 def read_frames(encoded_split):
+    """The frame names of a finished encoded split, in LMDB order, after checking that its LMDBs are intact
+    (lmdb_io.check_encoded)."""
     path = Path(encoded_split) / "frames.txt"
     if not path.is_file():
         raise InferenceError(f"{path}: missing; run `make encode-data` first")
+    check_encoded(encoded_split)
     return path.read_text().split()
 
 
-def infer_split(deploy, weights, encoded_split, out, model=""):
-    """Predict every frame of ``encoded_split`` (a folder with images/, frames.txt) into the HDF5 file ``out``."""
+def _digest(array):
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
+
+
+def infer_split(deploy, weights, encoded_split, out, model="", force=False, log=print):
+    """Predict every frame of ``encoded_split`` (a folder with images/, frames.txt) into the HDF5 file ``out``.
+
+    A resumable.Job: ``out`` is built in ``<out>.partial/vectors.h5``; a frame is marked done (with a digest of
+    its vectors) only after the HDF5 file was flushed and fsynced, and a resumed run re-checks every done frame
+    against its digest (a frame lost to a crash or a full disk is predicted again). An ``out`` of the same deploy,
+    weights and images is returned as is; other weights or deploy: DataError unless ``force``.
+    """
     out, encoded_split = Path(out), Path(encoded_split)
-    images = encoded_split / "images"
     frames = read_frames(encoded_split)
-    attrs = dict(model=model, deploy=str(deploy), weights=str(weights), images_lmdb=str(images))
-    entries = read_datum_lmdb(images)
-    first = next(entries, None)
-    entries.close()  # lmdb allows one open environment per path and process
-    if first is None:
-        raise InferenceError(f"{images}: empty LMDB")
-    h, w = first[1].shape[1:]
-    if out.exists():
-        _, made = check_blobs(out, frames, (h, w))
-        other = {k: made.get(k) for k, v in attrs.items() if made.get(k, v) != v}
-        if other:
-            raise InferenceError(f"{out}: made with other inputs ({other}); delete it or choose another --out")
-        return out
-    partial = out.with_name(out.name + ".partial")
-    net = load_net(deploy, weights)
-    if partial.exists():
-        with h5py.File(partial, "r") as f:
-            same = all(f.attrs.get(k) == v for k, v in attrs.items()) and f["vectors"].shape == (len(frames), 2, h, w)
-        if not same:
-            raise InferenceError(f"{partial}: left by a run with other inputs; delete it or choose another --out")
-    else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with h5py.File(partial, "w") as f:
-            f.create_dataset("vectors", (len(frames), 2, h, w), np.float32, chunks=(1, 2, h, w))
-            f["frames"] = np.array(frames, dtype=h5py.string_dtype())
-            f["done"] = np.zeros(len(frames), bool)
-            f.attrs.update(attrs, height=h, width=w)
-    with h5py.File(partial, "r+") as f:
-        done = f["done"]
-        todo = int(len(frames) - done[...].sum())
-        bar = tqdm(total=todo, desc=f"infer {model or Path(deploy).stem}", unit="frame")
-        for i, (key, image) in enumerate(read_datum_lmdb(images)):
-            if i >= len(frames) or not key.endswith(frames[i]):
-                raise InferenceError(f"{images}: key {key} does not match frames.txt line {i + 1}")
-            if done[i]:
-                continue
-            f["vectors"][i] = predict(net, image)
-            done[i] = True
-            f.flush()
-            bar.update()
-        bar.close()
-        if not done[...].all():
+    h, w = json.loads((encoded_split / "manifest.json").read_text())["size"]
+    images = encoded_split / "images"
+    settings = dict(model=model, deploy=str(Path(deploy).resolve()), weights=str(Path(weights).resolve()),
+                    images_lmdb=str(images.resolve()), frames=frames, height=h, width=w)
+    inputs = [deploy, weights, images / "data.mdb"]
+    with resumable.Job(out, settings, inputs, force, payload="vectors.h5", what="blob file", log=log) as job:
+        if job.up_to_date():
+            return out
+        net = load_net(deploy, weights)
+        done = job.start()
+        path = job.partial / "vectors.h5"
+        try:
+            f = _open_partial(path, frames, h, w, settings)
+        except OSError as e:
+            done = job.restart(f"{path.name} unreadable ({str(e).splitlines()[0]}), it is redone")
+            f = _open_partial(path, frames, h, w, settings)
+        with f:
+            index = {n: i for i, n in enumerate(frames)}
+            intact = {k: v for k, v in done.items() if k in index and _digest(f["vectors"][index[k]]) == v}
+            if len(intact) < len(done):
+                log(f"{path}: {len(done) - len(intact)} frames marked done are not on disk; predicting them again")
+                job.keep(intact)
+            bar = tqdm(total=len(frames), initial=len(intact), desc=f"infer {model or Path(deploy).stem}",
+                       unit="frame")
+            fd = f.id.get_vfd_handle()
+            for i, (key, image) in enumerate(read_datum_lmdb(images)):
+                if i >= len(frames) or not key.endswith(frames[i]):
+                    raise InferenceError(f"{images}: key {key} does not match frames.txt line {i + 1}")
+                if frames[i] in intact:
+                    continue
+                vectors = predict(net, image)
+                job.ensure_space(vectors.nbytes + (64 << 10))
+                with job.writing(path):
+                    f["vectors"][i] = vectors
+                    f.flush()
+                    os.fsync(fd)
+                job.done((frames[i], _digest(vectors)))
+                intact[frames[i]] = True
+                bar.update()
+            bar.close()
+        if len(intact) < len(frames):
             raise InferenceError(f"{images}: fewer entries than {encoded_split / 'frames.txt'}")
-    os.replace(partial, out)
+        job.finish()
     return out
+
+
+def _open_partial(path, frames, h, w, attrs):
+    """The partial HDF5 file, created on first use (vectors (N, 2, H, W) float32, frames (N,), attrs)."""
+    if not path.exists():
+        with h5py.File(path, "w") as f:
+            f.create_dataset("vectors", (len(frames), 2, h, w), np.float32, chunks=(1, 2, h, w), fillvalue=0)
+            f["frames"] = np.array(frames, dtype=h5py.string_dtype())
+            f.attrs.update({k: v for k, v in attrs.items() if k != "frames"})
+    f = h5py.File(path, "r+")
+    if f["vectors"].shape != (len(frames), 2, h, w):
+        f.close()
+        raise OSError(f"vectors of shape {f['vectors'].shape}")
+    return f
 
 
 def check_blobs(path, frames, size=None):

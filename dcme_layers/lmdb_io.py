@@ -4,30 +4,33 @@ Per split, `encode_split` writes under `out/{split}/`:
   images/        LMDB of Datum (channels 3, height, width, data = CHW BGR uint8 bytes)
   vectors/       LMDB of Datum (channels 2, height, width, float_data = CHW float32: dx, dy)
   frames.txt     one frame name per line, in LMDB order
-  manifest.json  resolution, anchor, counts, source root and files, versions
-with identical keys `{index:08d}_{frame name}` in identical (sorted) order, so two Caffe `Data` layers (which
-never shuffle) deliver matching pairs.
+  manifest.json  resolution, anchor, order, counts, source root and files, versions
+  job.json       settings and input fingerprint (dcme_layers.resumable)
+with identical keys `{index:08d}_{frame name}` in identical order, so two Caffe `Data` layers deliver matching
+pairs. Caffe's Data layer never shuffles, so the train split is written in a seeded random permutation of its
+frames (`frame_order`): a batch then mixes cities, like SegNet-Tutorial's `shuffle: true` and FCN's random draws,
+and the order is reproducible (one fixed permutation for every epoch, as an LMDB allows). Other splits stay sorted.
 
-Atomic and resumable: everything is written into `out/{split}.partial/`, committed every few frames together
-with a progress file; a killed run resumes there with the same configuration. Only a finished directory is
-renamed to `out/{split}/`, so a directory of that name is always complete (old or new, never half-written).
+Atomic and resumable through dcme_layers.resumable: written into `out/{split}.partial/`, committed every few frames
+(LMDB commits are synced, then the frames are marked done); a killed run resumes there, and only a finished
+directory is renamed to `out/{split}/`.
 caffe_pb2 is imported inside the functions; the pure modules never import Caffe.
 """
-import fcntl
-import hashlib
 import json
 import os
-import shutil
+import signal
 import time
 from pathlib import Path
 
 import lmdb
 import numpy as np
 
-from dcme_layers import cityscapes
+from dcme_layers import cityscapes, resumable
 from dcme_layers.cityscapes import DataError, atomic_write
 
 FORMAT = 1  # bump when the content of the LMDBs changes
+#: Seed of the train split's LMDB order (the seed of FCN's voc_layers.py, 1337).
+TRAIN_SEED = 1337
 
 
 def _pb2():
@@ -132,6 +135,7 @@ def _versions():
 def _init_worker():
     import cv2
     cv2.setNumThreads(1)  # one frame per process; OpenCV's own threads would only oversubscribe
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: no worker tracebacks
 
 
 def _encode_one(job):
@@ -157,185 +161,155 @@ def jobs_results(job, jobs, workers, serial_single_thread=True):
         yield from pool.imap(job, jobs, chunksize=1)
 
 
-# --- atomic, resumable writing ----------------------------------------------------------------------------
+# --- atomic, resumable writing (dcme_layers.resumable) ------------------------------------------------------
 
-def _config(root, split, frames, size, anchor):
-    return {"format": FORMAT, "split": split, "size": [int(size[0]), int(size[1])], "anchor": anchor,
-            "root": str(Path(root).resolve()), "frames": [f.name for f in frames]}
-
-
-def _config_id(config):
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _describe(m):
-    root = m.get("config", {}).get("root")
-    return f"anchor {m.get('anchor')}, size {m.get('size')}, {m.get('frames')} frames of {root}"
+def frame_order(n, split, seed=TRAIN_SEED):
+    """LMDB position -> index into the sorted frames: a permutation seeded with `seed` for the train split (Caffe's
+    Data layer reads an LMDB in key order and never shuffles), the sorted order for every other split or when
+    `seed` is None."""
+    if split != "train" or seed is None:
+        return list(range(n))
+    return [int(i) for i in np.random.RandomState(seed).permutation(n)]
 
 
-def _open_env(path, frames, size):
+def _open_env(path, n, size):
     h, w = size
     per_frame = h * w * (3 + 2 * 4) + 4096
-    map_size = max(64 << 20, 2 * per_frame * len(frames))
+    map_size = max(64 << 20, 2 * per_frame * n)
     return lmdb.open(str(path), map_size=map_size, subdir=True, meminit=False)
 
 
-def _count(env):
-    return env.stat()["entries"]
-
-
-def _prefix_ok(env, keys):
+def _keys(env):
     with env.begin() as txn:
-        got = [k.decode() for k in txn.cursor().iternext(keys=True, values=False)]
-    return got[:len(keys)] == keys
+        return [k.decode() for k in txn.cursor().iternext(keys=True, values=False)]
+
+
+def check_encoded(split_dir):
+    """Raise DataError naming the file unless `split_dir` is a finished encoded split whose LMDBs have the sizes
+    and the entry count recorded when it was written (e.g. not truncated since); returns its manifest."""
+    split_dir = Path(split_dir)
+    resumable.verify(split_dir, "encoded split (make encode-data)")
+    manifest = json.loads((split_dir / "manifest.json").read_text())
+    for name in ("images", "vectors"):
+        env = lmdb.open(str(split_dir / name), readonly=True, lock=False)
+        try:
+            n = env.stat()["entries"]
+        finally:
+            env.close()
+        if n != manifest["frames"]:
+            raise DataError(f"{split_dir / name}: {n} entries, manifest.json says {manifest['frames']}; re-run "
+                            f"make encode-data with --force")
+    return manifest
 
 
 def encode_split(root, split, out, size=cityscapes.SIZE, anchor="cm", workers=None, force=False,
-                 commit_every=16, delay=0.0, progress=True, log=print):
+                 commit_every=16, seed=TRAIN_SEED, delay=0.0, progress=True, log=print):
     """Encode one split of a Cityscapes root into out/{split}/ (see the module docstring); return its manifest.
 
-    An existing complete output with the same configuration is left as is (returned). One with another
-    configuration raises DataError unless force=True, in which case it is replaced only once the new one is
-    complete. A `{split}.partial` left by a killed run with the same configuration is resumed; bad input raises
-    DataError naming the file and keeps what was committed. `delay` (seconds per frame) is for tests only.
+    A resumable.Job: an output of the same configuration and unchanged input files is left as is (returned);
+    one whose inputs changed is redone; one of another configuration raises DataError unless force=True (which
+    always redoes). A `{split}.partial` of a killed run is resumed. Bad input raises DataError naming the file and
+    keeps what was committed. `seed`: the train split's LMDB order (frame_order). `delay` (seconds per frame) is
+    for tests only.
     """
-    out = Path(out)
-    frames = cityscapes.list_frames(root, split)
-    if not frames:
-        raise DataError(f"{Path(root) / 'gtFine' / split}: no *_gtFine_instanceIds.png frames")
     if anchor not in ("cm", "bbox"):
         raise ValueError(f"unknown anchor {anchor!r}")
     size = (int(size[0]), int(size[1]))
-    config = _config(root, split, frames, size, anchor)
-    cid = _config_id(config)
-    final, partial = out / split, out / f"{split}.partial"
-
-    if final.exists():
-        manifest_path = final / "manifest.json"
-        try:
-            old = json.loads(manifest_path.read_text())
-        except (OSError, ValueError):
-            old = None
-        if old is not None and old.get("config_id") == cid:
-            log(f"{final}: up to date ({len(frames)} frames), skipped")
-            return old
-        if not force:
-            what = f"another configuration ({_describe(old)})" if old else "no valid manifest.json"
-            raise DataError(f"{final}: exists with {what}; use --force to replace it or another --out")
-
-    out.mkdir(parents=True, exist_ok=True)
-    lock = open(out / f".{split}.lock", "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
-        raise DataError(f"{out / split}: another encoder is writing it (lock {lock.name})") from None
-    try:
-        return _encode_locked(frames, config, cid, final, partial, size, anchor, workers, commit_every, delay,
-                              progress, log)
-    finally:
-        lock.close()
+    if min(size) < 1:
+        raise DataError(f"size {size[0]}x{size[1]}: height and width must be positive")
+    frames = cityscapes.list_frames(root, split)
+    if not frames:
+        raise DataError(f"{Path(root) / 'gtFine' / split}: no *_gtFine_instanceIds.png frames")
+    order = frame_order(len(frames), split, seed)
+    settings = {"format": FORMAT, "split": split, "size": list(size), "anchor": anchor,
+                "root": str(Path(root).resolve()), "frames": [f.name for f in frames],
+                "seed": seed if order != sorted(order) else None}
+    frames = [frames[i] for i in order]
+    keys = [frame_key(i, f.name) for i, f in enumerate(frames)]
+    inputs = {k: [f.image, f.instance_ids, f.label_ids] for k, f in zip(keys, frames)}
+    with resumable.Job(Path(out) / split, settings, inputs, force, what="encoded split", log=log) as job:
+        if job.up_to_date():
+            log(f"{job.final}: up to date ({len(frames)} frames), skipped")
+            return json.loads((job.final / "manifest.json").read_text())
+        return _encode(job, frames, keys, size, anchor, workers, commit_every, delay, progress, log)
 
 
-def _encode_locked(frames, config, cid, final, partial, size, anchor, workers, commit_every, delay, progress,
-                   log):
+def _encode(job, frames, keys, size, anchor, workers, commit_every, delay, progress, log):
     from tqdm import tqdm
 
     _pb2()  # import pycaffe once here, before forking workers, rather than in every worker
-    keys = [frame_key(i, f.name) for i, f in enumerate(frames)]
-    cfg_path, prog_path = partial / "config.json", partial / "progress.tsv"
-    if partial.exists():
-        try:
-            resumable = json.loads(cfg_path.read_text()).get("config_id") == cid
-        except (OSError, ValueError):
-            resumable = False
-        if not resumable:
-            log(f"{partial}: left by a run with another configuration, removed")
-            shutil.rmtree(partial)
-    if not partial.exists():
-        tmp = partial.with_name(partial.name + f".tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        (tmp / "config.json").write_text(json.dumps({"config_id": cid, "config": config}) + "\n")
-        (tmp / "progress.tsv").write_text("")
-        os.replace(tmp, partial)
-
-    img_env = _open_env(partial / "images", frames, size)
-    vec_env = _open_env(partial / "vectors", frames, size)
+    done = job.start()
+    n = next((i for i, k in enumerate(keys) if k not in done), len(keys))
+    if n < len(done):  # LMDB order: only a prefix of the keys counts (a frame in the middle changed)
+        done = {k: done[k] for k in keys[:n]}
+        job.keep(done)
+    img_env = _open_env(job.partial / "images", len(frames), size)
+    vec_env = _open_env(job.partial / "vectors", len(frames), size)
     try:
-        # only newline-terminated lines are complete (a kill may cut the last one)
-        rows = [l.split("\t") for l in prog_path.read_text().split("\n")[:-1]]
-        rows = rows[:next((k for k, r in enumerate(rows) if len(r) != 2), len(rows))]
-        done = min(_count(img_env), _count(vec_env), len(rows))
-        rows = rows[:done]
-        if [r[0] for r in rows] != keys[:done] or not (_prefix_ok(img_env, keys[:done]) and
-                                                          _prefix_ok(vec_env, keys[:done])):
-            log(f"{partial}: inconsistent, starting over")
-            done, rows = 0, []
-            for env in (img_env, vec_env):
-                with env.begin(write=True) as txn:
-                    txn.drop(txn.cursor().db, delete=False)
-        atomic_write(prog_path, lambda tmp: tmp.write_text("".join("\t".join(r) + "\n" for r in rows)))
-        if done:
-            log(f"{partial}: resuming after {done} of {len(frames)} frames")
-
+        # done.txt lists a prefix of the keys; the LMDBs hold at least those (a kill between an LMDB commit and
+        # its done lines leaves a few more, which the resumed run writes again with the same keys and values)
+        if _keys(img_env)[:n] != keys[:n] or _keys(vec_env)[:n] != keys[:n]:
+            done, n = job.restart("done.txt and the LMDBs disagree"), 0
+            img_env.close(), vec_env.close()
+            img_env = _open_env(job.partial / "images", len(frames), size)
+            vec_env = _open_env(job.partial / "vectors", len(frames), size)
         workers = max(1, int(workers or os.cpu_count() or 1))
         # every frame must have the full-resolution size of the first one (1024x2048 in Cityscapes)
         input_shape = cityscapes.read_instance_ids(frames[0].instance_ids).shape
-        jobs = [(i, frames[i], size, anchor, input_shape, delay) for i in range(done, len(frames))]
-        bar = tqdm(total=len(frames), initial=done, desc=f"encode {config['split']}", unit="frame",
+        jobs = [(i, frames[i], size, anchor, input_shape, delay) for i in range(n, len(frames))]
+        bar = tqdm(total=len(frames), initial=n, desc=f"encode {frames[0].split}", unit="frame",
                    disable=not progress)
         pending = []
 
         def commit():
-            with img_env.begin(write=True) as ti, vec_env.begin(write=True) as tv:
-                for i, img, vec, n in pending:
-                    ti.put(keys[i].encode(), img)
-                    tv.put(keys[i].encode(), vec)
-            with open(prog_path, "a") as f:
-                f.write("".join(f"{keys[i]}\t{n}\n" for i, _, _, n in pending))
-            rows.extend([keys[i], str(n)] for i, _, _, n in pending)
+            job.ensure_space(sum(len(img) + len(vec) for _, img, vec, _ in pending))
+            with job.writing(job.partial / "images"):
+                with img_env.begin(write=True) as ti, vec_env.begin(write=True) as tv:
+                    for i, img, vec, _ in pending:
+                        ti.put(keys[i].encode(), img)
+                        tv.put(keys[i].encode(), vec)
+            job.done(*((keys[i], k) for i, _, _, k in pending))  # the commits above were synced to disk
+            done.update((keys[i], str(k)) for i, _, _, k in pending)
             pending.clear()
 
         try:
-            for i, img, vec, n in jobs_results(_encode_one, jobs, workers):
-                pending.append((i, img, vec, n))
+            for result in jobs_results(_encode_one, jobs, workers):
+                pending.append(result)
                 if len(pending) >= commit_every:
                     commit()
                 bar.update(1)
+        except resumable.DiskFullError:
+            pending.clear()  # they cannot be written; the rerun encodes them again
+            raise
         finally:
-            if pending:  # keep the frames finished before an error or interrupt
-                commit()
+            if pending:
+                commit()  # keep the frames finished before an error or interrupt
             bar.close()
     finally:
         img_env.close()
         vec_env.close()
 
+    root = job.record["settings"]["root"]
     manifest = {
-        "config_id": cid, "config": {k: v for k, v in config.items() if k != "frames"},
-        "split": config["split"], "size": list(size), "input_size": list(input_shape), "anchor": anchor,
-        "frames": len(frames), "instances": int(sum(int(r[1]) for r in rows)),
-        "instances_per_frame": {r[0]: int(r[1]) for r in rows},
+        "split": frames[0].split, "size": list(size), "input_size": list(input_shape), "anchor": anchor,
+        "frames": len(frames), "instances": int(sum(int(v) for v in done.values())),
+        "instances_per_frame": {k: int(v) for k, v in done.items()},
         "key_format": "{index:08d}_{frame name}",
+        "order": f"seeded permutation (numpy RandomState({job.record['settings']['seed']})) of the sorted frames"
+                 if job.record["settings"]["seed"] is not None else "sorted frame names",
         "images": {"lmdb": "images", "datum": "uint8 data, channels 3 (BGR), height, width"},
         "vectors": {"lmdb": "vectors", "datum": "float_data float32, channels 2 (dx, dy), height, width",
                     "encoding": f"dcme_layers.encoding.vector_map(anchor={anchor!r}) at the encoded resolution"},
-        "source": {"root": config["root"],
-                   "files": [[os.path.relpath(f.image, config["root"]), os.path.relpath(f.instance_ids, config["root"])]
-                             for f in frames]},
+        "source": {"root": root, "files": [[os.path.relpath(f.image, root), os.path.relpath(f.instance_ids, root)]
+                                           for f in frames]},
         "versions": _versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    atomic_write(partial / "frames.txt", lambda tmp: tmp.write_text("".join(f.name + "\n" for f in frames)))
-    atomic_write(partial / "manifest.json", lambda tmp: tmp.write_text(json.dumps(manifest, indent=1) + "\n"))
-    old = final.with_name(final.name + f".old-{os.getpid()}")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(partial, final)
-    for p in (final / "config.json", final / "progress.tsv"):
-        p.unlink(missing_ok=True)
-    shutil.rmtree(old, ignore_errors=True)
-    log(f"{final}: {len(frames)} frames, {manifest['instances']} instances")
+    with job.writing(job.partial / "manifest.json"):
+        atomic_write(job.partial / "frames.txt", lambda t: t.write_text("".join(f.name + "\n" for f in frames)))
+        atomic_write(job.partial / "manifest.json", lambda t: t.write_text(json.dumps(manifest, indent=1) + "\n"))
+    job.finish()
+    log(f"{job.final}: {len(frames)} frames, {manifest['instances']} instances")
     return manifest
 
 

@@ -11,18 +11,16 @@
 Confidence of an instance = classifier probability x decoding score (``Decoded.scores``), so that the evaluator's
 precision-recall ranking sees both how sure the class is and how consistent the votes were.
 """
-import json
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from dcme_layers import cityscapes
-from dcme_layers.cityscapes import atomic_write
 from dcme_layers.decoding import PAPER_THRESHOLDS, decode, parse_thresholds
 from dcme_layers.evaluation import (EvaluationError, evaluate, export_split, keep_instances, majority_label_ids,
                                     run_oracle, write_report)
-from dcme_layers.inference import infer_split, read_blob, read_frames
+from dcme_layers.inference import check_blobs, infer_split, read_blob, read_frames
 from dcme_layers.lmdb_io import read_datum_lmdb
 
 
@@ -36,12 +34,12 @@ def frames_of(root, split, names, where):
 
 
 def evaluate_model(model, split, root, encoded, out, weights, classifier=None, thresholds=None, method="vote",
-                   upsample="nearest", oracle=False, figures=3, workers=1, max_instances=100):
+                   upsample="nearest", oracle=False, figures=3, workers=1, max_instances=100, force=False):
     """Run the whole test pipeline; returns the list of evaluate() results (model first, oracle rows after).
 
     classifier: a ``classify.Classifier`` or None for oracle classes. thresholds: (DT, VT, ET), "segnet" or
     "fcn8s" (default: the model's paper values). max_instances: per frame, the best-scored decoded instances
-    kept (like COCO's 100 detections).
+    kept (like COCO's 100 detections). force: redo the inference and the export even if up to date.
     """
     from dcme_layers.visualize import side_by_side, write_png
 
@@ -49,22 +47,20 @@ def evaluate_model(model, split, root, encoded, out, weights, classifier=None, t
     dt, vt, et = parse_thresholds(thresholds or PAPER_THRESHOLDS[model])
     names = read_frames(split_dir)
     frames = frames_of(root, split, names, split_dir / "frames.txt")
-    blobs = infer_split(f"prototxt/{model}_deploy.prototxt", weights, split_dir, out / "pred_vectors.h5", model)
+    blobs = infer_split(f"prototxt/{model}_deploy.prototxt", weights, split_dir, out / "pred_vectors.h5", model,
+                        force=force)
     images = read_datum_lmdb(split_dir / "images")
     index = {n: i for i, n in enumerate(names)}
     cfg = f"dt{dt:g}-vt{vt}-et{et:g}-{method}-{'googlenet' if classifier else 'oracle-classes'}"
     pred_dir = out / f"pred-{cfg}"
-    settings = dict(weights=str(weights), classifier=str(classifier.weights) if classifier else None,
-                    max_instances=max_instances, upsample=upsample)
-    made = pred_dir / "settings.json"
-    if made.is_file() and json.loads(made.read_text()) != settings:  # export_split resumes: never mix two runs
-        raise EvaluationError(f"{made}: predictions of other settings ({made.read_text().strip()}); delete "
-                              f"{pred_dir} or choose another --out")
-    pred_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(made, lambda tmp: tmp.write_text(json.dumps(settings)))
+    settings = dict(weights=str(Path(weights).resolve()),
+                    classifier=str(Path(classifier.weights).resolve()) if classifier else None,
+                    max_instances=max_instances)
+    inputs = [blobs, split_dir / "images" / "data.mdb"] + ([classifier.weights] if classifier else [])
 
-    with h5py.File(blobs, "r") as h5:  # checked by infer_split against frames.txt and the LMDB's resolution
-        size = h5["vectors"].shape[2:]
+    shape, _ = check_blobs(blobs, names)
+    size = shape[2:]
+    with h5py.File(blobs, "r") as h5:
 
         def predict(frame):
             i = index[frame.name]
@@ -77,7 +73,7 @@ def evaluate_model(model, split, root, encoded, out, weights, classifier=None, t
                 keep = np.zeros(len(scores), bool)
                 keep[np.argsort(-scores, kind="stable")[:max_instances]] = True
                 labels, scores = keep_instances(labels, keep), scores[keep]
-            gt_ids = cityscapes.read_instance_ids(frame.instance_ids)
+            gt_ids = cityscapes.read_ground_truth(frame)
             if classifier is not None:
                 label_ids, conf = classifier.classify(np.ascontiguousarray(image.transpose(1, 2, 0)), labels)
                 return labels, label_ids, conf * scores, gt_ids.shape
@@ -86,7 +82,8 @@ def evaluate_model(model, split, root, encoded, out, weights, classifier=None, t
             keep = label_ids > 0
             return keep_instances(labels, keep), label_ids[keep], scores[keep], gt_ids.shape
 
-        export_split(frames, pred_dir, predict, upsample, desc=f"decode+export {model}")
+        export_split(frames, pred_dir, predict, upsample, desc=f"decode+export {model}", settings=settings,
+                     inputs=inputs, force=force)
         images.close()  # lmdb allows one open environment per path and process
         for (key, image), frame in zip(read_datum_lmdb(split_dir / "images"), frames[:figures]):
             vmap = read_blob(h5, index[frame.name], blobs)
@@ -102,7 +99,7 @@ def evaluate_model(model, split, root, encoded, out, weights, classifier=None, t
     notes.append(f"At most the {max_instances} best-scored decoded instances of a frame are kept.")
     if oracle:
         results += run_oracle(frames, out / "oracle", size=size, thresholds=(dt, vt, et), upsample=upsample,
-                              figures=0, workers=workers, progress=True)
+                              figures=0, workers=workers, progress=True, force=force)
         notes.append("Oracle rows decode the ground-truth vector maps instead of network output (tools/oracle.py).")
     write_report(results, out, title=f"DCME {model} on {split}", notes=notes)
     return results

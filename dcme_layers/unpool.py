@@ -49,15 +49,15 @@ class Unpool(caffe.Layer):
         self.idx = None
 
     def reshape(self, bottom, top):
-        feat, mask, ref = bottom[0], bottom[1], bottom[2]  # (a Caffe blob vector cannot be unpacked)
-        if feat.data.ndim != 4 or ref.data.ndim != 4:
-            fail(f"Unpool expects 4-D blobs, got features {feat.data.shape} and reference {ref.data.shape}")
-        if feat.data.shape != mask.data.shape:
-            fail(f"Unpool: features {feat.data.shape} and pooling mask {mask.data.shape} differ in shape")
-        if ref.data.shape[0] != feat.data.shape[0]:
-            fail(f"Unpool: reference batch {ref.data.shape[0]} != features batch {feat.data.shape[0]}")
-        n, c = feat.data.shape[:2]
-        top[0].reshape(n, c, ref.data.shape[2], ref.data.shape[3])
+        # Shapes only: reading a blob's .data here would copy it to the host (a GPU-resident blob) on every pass.
+        feat, mask, ref = (tuple(bottom[i].shape) for i in range(3))  # (a Caffe blob vector cannot be unpacked)
+        if len(feat) != 4 or len(ref) != 4:
+            fail(f"Unpool expects 4-D blobs, got features {feat} and reference {ref}")
+        if feat != mask:
+            fail(f"Unpool: features {feat} and pooling mask {mask} differ in shape")
+        if ref[0] != feat[0]:
+            fail(f"Unpool: reference batch {ref[0]} != features batch {feat[0]}")
+        top[0].reshape(feat[0], feat[1], ref[2], ref[3])
 
     def forward(self, bottom, top):
         feat, mask = bottom[0].data, bottom[1].data

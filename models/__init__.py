@@ -5,32 +5,50 @@ for the files in ``prototxt/``; ``tools/make_prototxt.py`` writes them and ``tes
 that the committed files are current. Snapshots of ``caffe train`` land next to the generator
 (``models/<name>/<name>_iter_N.caffemodel``, ignored by git).
 
-This module holds what the DCME regressors (SegNet, FCN-8s) share: the LMDB data layers written by
-``tools/encode_data.py``, the EuclideanLoss head, the deploy input and the solver text.
+This module holds what the generators share: the header of every generated file, the lr/decay multipliers and
+the solver text (all three networks), and for the DCME regressors (SegNet, FCN-8s) the LMDB data layers written by
+``tools/encode_data.py``, the EuclideanLoss head, the deploy input and the train/deploy/generate functions
+(``Regressor``).
 """
+from functools import partial
+
 import caffe
 from caffe import layers as L, params as P
 from caffe.proto import caffe_pb2
+from google.protobuf import text_format
 
 # BGR pixel mean of ILSVRC (VGG16, FCN's voc_layers.py); subtracted by the Data layer's transform_param in the train
 # nets. The deploy nets take mean-subtracted input: tools/infer.py subtracts MEAN_BGR itself. No scaling (0..255).
 MEAN_BGR = (104.00699, 116.66877, 122.67892)
 # Paper resolution: Cityscapes 1024x2048 subsampled 3x.
 INPUT_SIZE = (340, 680)
+# Frames of the Cityscapes gtFine train split (data/lmdb/train after `make encode-data`): what an epoch is.
+TRAIN_FRAMES = 2975
 # The predicted 2-D vector map (N, 2, H, W) is this blob in every regressor (train and deploy nets).
 OUTPUT_BLOB = "vectors_pred"
 # Where `make encode-data` puts the LMDBs (paths inside the prototxt are relative to the repository root).
 LMDB_ROOT = "data/lmdb"
 
+# Suffix of the layers whose blobs differ from those of the reference caffemodels (SegNet-Tutorial, FCN-8s VOC):
+# Caffe's `-weights` (Net::CopyTrainedLayersFrom) copies by layer name and aborts on a different number of blobs or
+# shape, so such a layer needs a name of its own, and the copy then skips it (it keeps its filler).
+DCME_SUFFIX = "_dcme"
+
 MSRA = dict(type="msra")
 ZERO = dict(type="constant", value=0)
-# Learned convolutions: weights lr 1 / decay 1, biases lr 2 / decay 0 (VGG16, SegNet, FCN).
+# Learned convolutions (and GoogLeNet's fc layers): weights lr 1 / decay 1, biases lr 2 / decay 0 (VGG16, SegNet,
+# FCN, BVLC GoogLeNet).
 CONV_PARAM = [dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)]
 
 
 def paper_batch(paper):
     """The paper's batch of a regressor's PAPER settings: batch_size x iter_size (the solvers split it to fit)."""
     return paper["batch_size"] * paper.get("iter_size", 1)
+
+
+def epochs(paper):
+    """Epochs over the TRAIN_FRAMES training frames that a regressor's PAPER solver settings run through."""
+    return paper["max_iter"] * paper_batch(paper) / TRAIN_FRAMES
 
 
 def header(source, lines=()):
@@ -111,41 +129,103 @@ def set_caffe_engine(net):
             param.engine = type(param).CAFFE
 
 
-def solver(net, snapshot_prefix, settings):
-    """SolverParameter text for the train net file ``net`` with ``settings`` (SolverParameter fields; a
-    ``batch_size`` entry belongs to the net and is skipped). CPU mode: the Debian Caffe is CPU_ONLY (GPU users
-    change solver_mode). test_iter is per TEST pass (None: no TEST net at all), test_interval how often (iterations)."""
+# Entries of the solver settings dicts (PAPER, SMOKE, SOLVER) that belong to the train net's Data layers.
+NET_FIELDS = ("batch_size", "test_batch_size")
+
+
+def solver(net, snapshot_prefix, settings, order=None):
+    """SolverParameter text for the train net file ``net`` with ``settings`` (SolverParameter fields; None leaves
+    a field unset; the NET_FIELDS entries belong to the net and are skipped). CPU mode: the Debian Caffe is CPU_ONLY
+    (GPU users change solver_mode). test_iter is per TEST pass (None: no TEST net at all), test_interval how often
+    (iterations). ``order``: the field names in the order to write them (default: caffe.proto's)."""
     fields = dict(weight_decay=0.0005, lr_policy="fixed", test_iter=1, test_interval=10000000,
                   test_initialization=False, display=20, average_loss=20)
-    fields.update((k, v) for k, v in settings.items() if k != "batch_size")
+    fields.update((k, v) for k, v in settings.items() if k not in NET_FIELDS)
     if fields["test_iter"] is None:
         del fields["test_iter"], fields["test_interval"], fields["test_initialization"]
     else:
         fields["test_iter"] = [fields["test_iter"]]
     s = caffe_pb2.SolverParameter(net=net, snapshot_prefix=snapshot_prefix, solver_mode=caffe_pb2.SolverParameter.CPU,
-                                  **fields)
-    return str(s)
+                                  **{k: v for k, v in fields.items() if v is not None})
+    return str(s) if order is None else ordered_text(s, order)
 
 
-def regressor_files(name, title, body, paper, smoke, solver_notes, smoke_notes):
-    """{file name in prototxt/: text} of a DCME regressor: ``<name>_{train,deploy,solver,smoke_train,
-    smoke_solver}.prototxt``, the train nets on ``LMDB_ROOT``, snapshots under ``models/<name>/``."""
-    src = f"models/{name}/net.py"
-    b, k = paper["batch_size"], paper.get("iter_size", 1)
-    batch = f"batch {b}" + (f" (x iter_size {k} = the paper's {b * k})" if k > 1 else "")
-    train = f"{title} DCME regressor: TRAIN on {LMDB_ROOT}/train, TEST on {LMDB_ROOT}/val, {batch}."
-    deploy = (f"Input: mean-subtracted BGR (models.MEAN_BGR), {INPUT_SIZE[0]}x{INPUT_SIZE[1]}. "
-              f"Output: {OUTPUT_BLOB} (N, 2, H, W) = (dx, dy) in pixels.")
+def ordered_text(message, order):
+    """Prototxt text of ``message`` with its fields in ``order`` (names) rather than caffe.proto's."""
+    fields = {f.name: f for f in message.DESCRIPTOR.fields}
+    text = ""
+    for name in order:
+        one = type(message)()
+        if fields[name].label == fields[name].LABEL_REPEATED:
+            getattr(one, name).extend(getattr(message, name))
+        elif message.HasField(name):
+            setattr(one, name, getattr(message, name))
+        text += text_format.MessageToString(one)
+    assert text_format.Parse(text, type(message)()) == message, "the order misses a field"
+    return text
 
-    def net(batch_size):
-        return str(train_net(name, body, f"{LMDB_ROOT}/train", f"{LMDB_ROOT}/val", batch_size))
 
-    return {
-        f"{name}_train.prototxt": header(src, [train]) + net(paper["batch_size"]),
-        f"{name}_deploy.prototxt": header(src, [deploy]) + str(deploy_net(name, body)),
-        f"{name}_solver.prototxt": header(src, solver_notes)
-        + solver(f"prototxt/{name}_train.prototxt", f"models/{name}/{name}", paper),
-        f"{name}_smoke_train.prototxt": header(src, smoke_notes) + net(smoke["batch_size"]),
-        f"{name}_smoke_solver.prototxt": header(src, smoke_notes)
-        + solver(f"prototxt/{name}_smoke_train.prototxt", f"models/{name}/{name}_smoke", smoke),
-    }
+def lr_text(lr):
+    """A learning rate as the solver comments write it: 1e-8, not 1e-08."""
+    return f"{lr:g}".replace("e-0", "e-")
+
+
+class Regressor:
+    """A DCME regressor (SegNet, FCN-8s) and its files in prototxt/: ``<name>_{train,deploy,solver,smoke_train,
+    smoke_solver}.prototxt``, the train nets on LMDB_ROOT, snapshots under ``models/<name>/``.
+
+    ``body(n, **options)`` adds its layers from ``n.data`` to ``n.vectors_pred``; ``paper`` and ``smoke`` are the
+    solver settings of the paper's run and of the smoke run (see ``solver``). The header of the paper solver is the
+    paper's lr and batch (that line ends with ``settings_end``), ``solver_notes``, then how to train (``weights``:
+    the caffemodel to start from, ``weights_note`` what it is); that of the smoke files says ``smoke_detail`` (if
+    any), the iterations and their ``smoke_minutes`` at INPUT_SIZE."""
+
+    def __init__(self, name, title, body, paper, smoke, solver_notes, weights, weights_note, smoke_minutes,
+                 smoke_detail="", settings_end=";"):
+        self.name, self.title, self.body, self.paper, self.smoke = name, title, body, paper, smoke
+        self.solver_notes, self.weights, self.weights_note = solver_notes, weights, weights_note
+        self.smoke_minutes, self.smoke_detail, self.settings_end = smoke_minutes, smoke_detail, settings_end
+
+    def train(self, train_dir=f"{LMDB_ROOT}/train", val_dir=f"{LMDB_ROOT}/val", batch_size=None, **options):
+        """Train/test NetParameter: TRAIN on the LMDBs in ``train_dir``, TEST on ``val_dir``, EuclideanLoss;
+        ``batch_size`` default: the paper solver's; ``options`` go to the body."""
+        batch_size = self.paper["batch_size"] if batch_size is None else batch_size
+        return train_net(self.name, partial(self.body, **options), train_dir, val_dir, batch_size)
+
+    def deploy(self, shape=(1, 3) + INPUT_SIZE, loss=False, **options):
+        """Deploy NetParameter: Input ``data`` (mean-subtracted BGR) -> ``vectors_pred`` (``loss``: plus an Input
+        ``vectors`` and the EuclideanLoss, the train net without LMDBs); ``options`` go to the body."""
+        return deploy_net(self.name, partial(self.body, **options), shape, loss)
+
+    def generate(self, **options):
+        """{file name in prototxt/: text}; ``options`` go to the body."""
+        name, paper, smoke = self.name, self.paper, self.smoke
+        src = f"models/{name}/net.py"
+        b, k = paper["batch_size"], paper.get("iter_size", 1)
+        batch = f"batch {b}" + (f" (x iter_size {k} = the paper's {b * k})" if k > 1 else "")
+        train = f"{self.title} DCME regressor: TRAIN on {LMDB_ROOT}/train, TEST on {LMDB_ROOT}/val, {batch}."
+        deploy = (f"Input: mean-subtracted BGR (models.MEAN_BGR), {INPUT_SIZE[0]}x{INPUT_SIZE[1]}. "
+                  f"Output: {OUTPUT_BLOB} (N, 2, H, W) = (dx, dy) in pixels.")
+        settings = (f"{self.title} DCME regressor, DCME paper settings: lr {lr_text(paper['base_lr'])}, "
+                    f"batch {paper_batch(paper)} = {b} ({name}_train.prototxt) x iter_size {k}{self.settings_end}")
+        solver_notes = [settings] + list(self.solver_notes) + [
+            f"Train from the repository root: caffe train -solver prototxt/{name}_solver.prototxt",
+            f"  [-weights {self.weights}]  ({self.weights_note})"]
+        smoke_notes = [
+            f"Smoke configuration (tests, demo): same net at batch {smoke['batch_size']}, {self.smoke_detail}"
+            f"{smoke['max_iter']} iterations (about {self.smoke_minutes} min at {INPUT_SIZE[0]}x{INPUT_SIZE[1]}",
+            f"on 2 CPU cores), then one TEST pass on val. Snapshot: models/{name}/{name}_smoke_iter_{smoke['max_iter']}"
+            ".caffemodel"]
+
+        def net(batch_size):
+            return str(self.train(batch_size=batch_size, **options))
+
+        return {
+            f"{name}_train.prototxt": header(src, [train]) + net(paper["batch_size"]),
+            f"{name}_deploy.prototxt": header(src, [deploy]) + str(self.deploy(**options)),
+            f"{name}_solver.prototxt": header(src, solver_notes)
+            + solver(f"prototxt/{name}_train.prototxt", f"models/{name}/{name}", paper),
+            f"{name}_smoke_train.prototxt": header(src, smoke_notes) + net(smoke["batch_size"]),
+            f"{name}_smoke_solver.prototxt": header(src, smoke_notes)
+            + solver(f"prototxt/{name}_smoke_train.prototxt", f"models/{name}/{name}_smoke", smoke),
+        }

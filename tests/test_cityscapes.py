@@ -137,6 +137,7 @@ def test_corrupt_wrong_size_unknown_id_empty(root_copy):
         cs.encode_frame(frames[2], (86, 171))
     # a frame without instances is valid: all-zero vector map
     cv2.imwrite(frames[2].instance_ids, np.full(ids.shape, name2label["road"].id, np.uint16))
+    cv2.imwrite(frames[2].label_ids, np.full(ids.shape, name2label["road"].id, np.uint8))  # its labelIds agree
     image, vmap, n = cs.encode_frame(frames[2], (86, 171))
     assert n == 0 and vmap.shape == (2, 86, 171) and not vmap.any() and image.any()
     # expected full-resolution size

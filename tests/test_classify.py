@@ -182,8 +182,9 @@ def test_extract_crop_is_the_instance_box(sample_instances):
 
 
 def test_extract_resumes_after_an_error(sample_instances, tmp_path):
-    """A corrupt frame stops the run with an error naming it; the frames before stay done, and the rerun does
-    not read them again (frame 0 is made unreadable in between) and ends with the same LMDB as a clean run."""
+    """A corrupt frame stops the run with an error naming it; the frames before stay done. The rerun extracts only
+    the frames not done, and those whose files changed since (frame 0 is replaced in between), and ends with the
+    same LMDB as a clean run."""
     root, clean, manifest = sample_instances
     mirror = tmp_path / "root"
     for f in root.rglob("*.png"):
@@ -201,8 +202,11 @@ def test_extract_resumes_after_an_error(sample_instances, tmp_path):
     last.unlink()
     last.symlink_to(root / last.relative_to(mirror))
     first.unlink()
-    first.write_bytes(b"not a png either")
-    resumed = classify.extract_instances(mirror, "train", out, size=(340, 680), min_pixels=50)
+    first.write_bytes((root / first.relative_to(mirror)).read_bytes())  # same pixels, a new file
+    lines = []
+    resumed = classify.extract_instances(mirror, "train", out, size=(340, 680), min_pixels=50, log=lines.append)
+    assert f"the inputs of 1 done items changed (first: {frames[0].name}); redoing them" in lines[0]
+    assert lines[1].endswith("resuming after 6 done")
     assert resumed["count"] == manifest["count"] and resumed["per_class"] == manifest["per_class"]
     assert resumed["skipped_small"] == manifest["skipped_small"]
     assert [e[:2] for e in _read_lmdb(out / "train")] == [e[:2] for e in _read_lmdb(clean / "train")]
@@ -328,15 +332,15 @@ def test_train_and_deploy_nets(caffe, tmp_path):
 def smoke(caffe, tmp_path_factory):
     """A short SGD run with the generated smoke settings (the paper's solver) at batch 4 for 10 iterations on
     separable crops (about 3 s per iteration on 2 cores)."""
+    import models
     from models.googlenet import net
 
     tmp = tmp_path_factory.mktemp("smoke")
     crops, labels = _separable_crops(16)
     _write_lmdb(tmp / "train", crops, labels)
     (tmp / "train.prototxt").write_text(str(net.train_net(str(tmp / "train"), None, batch_size=4)))
-    cfg = dict(net.SMOKE, max_iter=10)
-    (tmp / "solver.prototxt").write_text(str(net.solver(str(tmp / "train.prototxt"), str(tmp / "snap"), cfg,
-                                                        test=False, random_seed=7)))
+    cfg = dict(net.SMOKE, max_iter=10, random_seed=7)
+    (tmp / "solver.prototxt").write_text(models.solver(str(tmp / "train.prototxt"), str(tmp / "snap"), cfg))
     solver = caffe.get_solver(str(tmp / "solver.prototxt"))
     losses = []
     start = time.time()
@@ -377,9 +381,9 @@ def test_classifier(smoke, sample_instances):
     np.testing.assert_array_equal(ids, np.array(cityscapes.INSTANCE_LABEL_IDS)[probs.argmax(axis=1)])
     ids, conf = clf.classify(image, np.zeros((60, 100), np.int32))
     assert ids.shape == conf.shape == (0,)
-    with pytest.raises(classify.ClassifyError, match="nope.caffemodel: no such file"):
+    with pytest.raises(cityscapes.DataError, match="nope.caffemodel: no such file"):
         classify.Classifier(smoke["deploy"], smoke["deploy"].parent / "nope.caffemodel")
-    with pytest.raises(classify.ClassifyError, match="deploy.prototxt: not a caffemodel"):
+    with pytest.raises(cityscapes.DataError, match="deploy.prototxt: not a caffemodel"):
         classify.Classifier(smoke["deploy"], smoke["deploy"])
 
 
@@ -389,7 +393,8 @@ def test_classifier_rejects_weights_without_the_8_way_classifier(caffe, smoke, t
 
     (tmp_path / "five.prototxt").write_text(str(net.deploy_net(num_classes=5)))
     caffe.Net(str(tmp_path / "five.prototxt"), caffe.TEST).save(str(tmp_path / "five.caffemodel"))
-    with pytest.raises(classify.ClassifyError, match="five.caffemodel: no trained 8-way 'loss3/classifier_cs'"):
+    with pytest.raises(cityscapes.DataError, match=r"five.caffemodel: layer 'loss3/classifier_cs' has blobs "
+                                                   r"\[\(5, 1024\), \(5,\)\], .* needs \[\(8, 1024\), \(8,\)\]"):
         classify.Classifier(smoke["deploy"], tmp_path / "five.caffemodel")
 
 

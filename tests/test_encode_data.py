@@ -43,6 +43,7 @@ def test_round_trip(encoded, tiny_cityscapes):
     for split in ("train", "val"):
         d = encoded / split
         frames = cs.list_frames(tiny_cityscapes, split)
+        frames = [frames[i] for i in lmdb_io.frame_order(len(frames), split)]  # train: a seeded permutation
         names = (d / "frames.txt").read_text().split()
         assert names == [f.name for f in frames]
         images = list(lmdb_io.read_datum_lmdb(d / "images"))
@@ -62,7 +63,7 @@ def test_round_trip(encoded, tiny_cityscapes):
         assert m["frames"] == len(frames) and m["instances"] == total > 0
         assert m["source"]["root"] == str(tiny_cityscapes.resolve())
         assert m["source"]["files"][0][0] == os.path.relpath(frames[0].image, tiny_cityscapes)
-        assert sorted(p.name for p in d.iterdir()) == ["frames.txt", "images", "manifest.json", "vectors"]
+        assert sorted(p.name for p in d.iterdir()) == ["frames.txt", "images", "job.json", "manifest.json", "vectors"]
 
 
 def test_caffe_data_layers_read_aligned_pairs(encoded, tiny_cityscapes, tmp_path):
@@ -77,7 +78,7 @@ layer {{ name: "target" type: "Data" top: "target" data_param {{ source: "{d / '
     caffe.set_mode_cpu()
     net = caffe.Net(str(net_file), caffe.TEST)
     net.forward()
-    frames = cs.list_frames(tiny_cityscapes, "train")
+    frames = [cs.list_frames(tiny_cityscapes, "train")[i] for i in lmdb_io.frame_order(3, "train")]
     for i in range(2):
         img, vec, _ = cs.encode_frame(frames[i], (86, 171))
         np.testing.assert_array_equal(net.blobs["data"].data[i], img.astype(np.float32))
@@ -92,7 +93,7 @@ def test_up_to_date_other_config_and_force(repo, encoded, tiny_cityscapes, tmp_p
     assert r.returncode == 0 and "up to date" in r.stdout
     r = _encode(repo, tiny_cityscapes, out, "--splits", "train", "--anchor", "bbox")
     assert r.returncode == 1
-    assert r.stderr.count("\n") == 1 and r.stderr.startswith(f"encode_data: error: {out / 'train'}: exists with another")
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith(f"encode_data: error: {out / 'train'}: exists with other settings")
     assert "--force" in r.stderr
     assert _content(out / "train") == before  # untouched
     r = _encode(repo, tiny_cityscapes, out, "--splits", "train", "--anchor", "bbox", "--force", "--workers", "1")
@@ -108,7 +109,7 @@ def test_kill_and_resume(repo, encoded, tiny_cityscapes, tmp_path):
     cmd = [sys.executable, "tools/encode_data.py", "--root", str(tiny_cityscapes), "--out", str(out), "--size", *SIZE,
            "--splits", "train", "--workers", "1", "--commit-every", "1", "--test-delay", "1.0", "--quiet"]
     proc = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    progress = out / "train.partial" / "progress.tsv"
+    progress = out / "train.partial" / "done.txt"
     deadline = time.time() + 60
     while time.time() < deadline and not (progress.exists() and progress.read_text().count("\n") >= 1):
         time.sleep(0.05)
@@ -117,11 +118,10 @@ def test_kill_and_resume(repo, encoded, tiny_cityscapes, tmp_path):
     done = progress.read_text().count("\n")
     assert 1 <= done < 3, "the encoder was not killed mid-way"
     assert not (out / "train").exists()  # nothing that looks complete
-    assert sorted(p.name for p in (out / "train.partial").iterdir()) == ["config.json", "images", "progress.tsv",
-                                                                         "vectors"]
+    assert sorted(p.name for p in (out / "train.partial").iterdir()) == ["done.txt", "images", "job.json", "vectors"]
     r = _encode(repo, tiny_cityscapes, out, "--splits", "train", "--workers", "1")
     assert r.returncode == 0, r.stderr
-    assert f"resuming after {done} of 3 frames" in r.stdout
+    assert f"resuming after {done} done" in r.stdout
     assert not (out / "train.partial").exists()
     assert _content(out / "train") == _content(encoded / "train")  # identical to an uninterrupted run
     m, ref = (json.loads((d / "train" / "manifest.json").read_text()) for d in (out, encoded))
@@ -132,19 +132,20 @@ def test_bad_input_keeps_committed_frames(repo, tiny_cityscapes, tmp_path):
     root, out = tmp_path / "root", tmp_path / "out"
     for sub in ("leftImg8bit", "gtFine"):
         shutil.copytree(tiny_cityscapes / sub / "train", root / sub / "train")
-    frames = cs.list_frames(root, "train")
+    frames = [cs.list_frames(root, "train")[i] for i in lmdb_io.frame_order(3, "train")]  # in LMDB order
     # frame 0 has no instances (valid), frame 2 is a corrupt PNG
     cv2.imwrite(frames[0].instance_ids, np.full((256, 512), 7, np.uint16))
+    cv2.imwrite(frames[0].label_ids, np.full((256, 512), 7, np.uint8))
     data = open(frames[2].image, "rb").read()
     open(frames[2].image, "wb").write(data[:len(data) // 2])
     r = _encode(repo, root, out, "--workers", "1", "--commit-every", "1")
     assert r.returncode == 1
     assert r.stderr.splitlines()[-1] == f"encode_data: error: {frames[2].image}: cannot decode image (corrupt or not an image)"
     assert not (out / "train").exists()
-    assert (out / "train.partial" / "progress.tsv").read_text().count("\n") == 2  # frames 0 and 1 kept
+    assert (out / "train.partial" / "done.txt").read_text().count("\n") == 2  # frames 0 and 1 kept
     shutil.copy(tiny_cityscapes / os.path.relpath(frames[2].image, root), frames[2].image)  # fix it, resume
     r = _encode(repo, root, out, "--workers", "1")
-    assert r.returncode == 0 and "resuming after 2 of 3 frames" in r.stdout
+    assert r.returncode == 0 and "resuming after 2 done" in r.stdout
     (_, vec0), = [kv for kv in lmdb_io.read_datum_lmdb(out / "train" / "vectors") if kv[0].endswith(frames[0].name)]
     assert vec0.shape == (2, 86, 171) and not vec0.any()
     # a label without its image: one line naming the label, the complete output is kept

@@ -1,9 +1,11 @@
 """SegNet and FCN-8s DCME regressors (models/*/net.py, prototxt/): the train nets initialise on LMDBs from
 tools/encode_data.py at the paper's 340x680 and at small odd sizes with a 2-channel output of the input's size, the
 solvers carry the paper's settings, VGG16 weights fit, and a short smoke training lowers the training loss."""
+import functools
 import os
 import re
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -69,7 +71,7 @@ def test_train_net_initialises_at_paper_size(tmp_path, lmdb_paper, name):
 
 
 # first learned layer that receives a gradient at initialisation (FCN's score layers start at zero, blocking it below)
-@pytest.mark.parametrize("name,batch,learned", [("segnet", 2, "conv1_1"), ("fcn8s", 1, "score_fr")])
+@pytest.mark.parametrize("name,batch,learned", [("segnet", 2, "conv1_1"), ("fcn8s", 1, "score_fr_dcme")])
 def test_train_net_runs_on_small_odd_input(tmp_path, lmdb_odd, name, batch, learned):
     net = train_net(tmp_path, name, lmdb_odd, batch_size=batch)
     loss = float(net.forward()["loss"])
@@ -132,7 +134,7 @@ def test_surgery_transplant_turns_inner_product_into_equivalent_convolution(tmp_
 def test_fcn_upsampling_is_fixed_bilinear(repo):
     """The group-2 bilinear filler equals FCN's upsample_filt kernel on each channel and is not learned."""
     net = caffe.Net(str(repo / "prototxt" / "fcn8s_deploy.prototxt"), caffe.TEST)
-    for layer, k in (("upscore2", 4), ("upscore_pool4", 4), ("upscore8", 16)):
+    for layer, k in (("upscore2_dcme", 4), ("upscore_pool4_dcme", 4), ("upscore8_dcme", 16)):
         w = net.params[layer][0].data
         assert w.shape == (2, 1, k, k)
         np.testing.assert_allclose(w[:, 0], np.stack([surgery.upsample_filt(k)] * 2), atol=1e-6)
@@ -145,6 +147,97 @@ def test_fcn_upsampling_is_fixed_bilinear(repo):
     assert len(deconvs) == 3 and all(lay.param[0].lr_mult == 0 for lay in deconvs)
     crops = {lay.name: list(lay.crop_param.offset) for lay in proto.layer if lay.type == "Crop"}
     assert crops == {"score_pool4c": [5], "score_pool3c": [9], "score": [31]}
+
+
+# --- reference caffemodels -------------------------------------------------------------------------------------
+# Classes of the reference nets' classifiers: SegNet-Tutorial's CamVid segnet_train.prototxt (conv1_1_D) and
+# fcn.berkeleyvision.org's voc-fcn8s (score_fr, score_pool4, score_pool3, upscore*).
+REFERENCE_CLASSES = {"segnet": 11, "fcn8s": 21}
+SLIM = 16  # the weight tests use 1/16 of the channels (the layer names and the reshaped layers are the same)
+TINY = (1, 3, 32, 32)
+
+
+def tiny_deploy(tmp_path, name, file, **body):
+    """Write the deploy net of ``name``'s body(**body) at 1/SLIM of the channels on a TINY input to
+    ``tmp_path/file``; returns the path."""
+    proto = models.deploy_net(name, functools.partial(NETS[name].body, slim=SLIM, **body), TINY)
+    return write(tmp_path / file, str(proto))
+
+
+def tiny_net(tmp_path, name, file, **body):
+    """caffe.Net (TEST) of ``tiny_deploy``."""
+    return caffe.Net(tiny_deploy(tmp_path, name, file, **body), caffe.TEST)
+
+
+def reference_caffemodel(tmp_path, name):
+    """A caffemodel with the layer names and blobs of the reference net (at 1/SLIM of the channels) and random
+    weights: the generator with the reference classes and names; for SegNet, caffe-segnet's form of batch
+    normalisation as in a SegNet-Tutorial caffemodel: a ``BN`` layer ``conv*_bn`` with two blobs (scale and shift,
+    (1, C, 1, 1)) and no Scale layer. Returns {layer: [blob arrays]} and the file."""
+    ref = tiny_net(tmp_path, name, "reference.prototxt", outputs=REFERENCE_CLASSES[name], suffix="")
+    rng = np.random.default_rng(0)
+    for blobs in ref.params.values():
+        for b in blobs:
+            b.data[...] = rng.normal(size=b.data.shape)
+    path = tmp_path / "reference.caffemodel"
+    ref.save(str(path))
+    proto = caffe_pb2.NetParameter()
+    proto.ParseFromString(path.read_bytes())
+    layers = []
+    for layer in proto.layer:
+        if layer.type == "Scale" and layer.name.endswith("_scale"):
+            continue
+        if layer.type == "BatchNorm":
+            channels = layer.blobs[0].shape.dim[0]
+            layer.type = "BN"
+            del layer.blobs[:]
+            for _ in range(2):
+                layer.blobs.add().CopyFrom(caffe.io.array_to_blobproto(rng.normal(size=(1, channels, 1, 1))))
+        layers.append(layer)
+    del proto.layer[:]
+    proto.layer.extend(layers)
+    path.write_bytes(proto.SerializeToString())
+    weights = {layer.name: [caffe.io.blobproto_to_array(b) for b in layer.blobs] for layer in proto.layer if layer.blobs}
+    return weights, path
+
+
+@pytest.mark.parametrize("name", ["segnet", "fcn8s"])
+def test_reference_caffemodel_loads_and_skips_the_reshaped_layers(tmp_path, name):
+    """`-weights` with a SegNet-Tutorial / FCN-8s VOC caffemodel (Net::CopyTrainedLayersFrom, here copy_from) copies
+    every layer whose name and blobs match and skips exactly the DCME_SUFFIX layers and those the reference lacks."""
+    weights, path = reference_caffemodel(tmp_path, name)
+    net = tiny_net(tmp_path, name, "dcme.prototxt")
+    before = {layer: [b.data.copy() for b in blobs] for layer, blobs in net.params.items()}
+    net.copy_from(str(path))
+    copied = set()
+    for layer, blobs in net.params.items():
+        after = [b.data for b in blobs]
+        if layer in weights and [w.shape for w in weights[layer]] == [a.shape for a in after]:
+            copied.add(layer)
+            for a, w in zip(after, weights[layer]):
+                np.testing.assert_array_equal(a, w.astype(np.float32))
+        else:
+            for a, b in zip(after, before[layer]):
+                np.testing.assert_array_equal(a, b)
+            # a layer that is not copied has a name of its own: suffixed or absent from the reference
+            assert layer.endswith(models.DCME_SUFFIX) or layer not in weights, layer
+    assert set(VGG16_CONV) <= copied
+    suffixed = {layer[:-len(models.DCME_SUFFIX)] for layer in net.params if layer.endswith(models.DCME_SUFFIX)}
+    for layer in suffixed:  # each renamed layer needs it: the reference's layer of that name has other blobs
+        assert [w.shape for w in weights[layer]] != [b.data.shape for b in net.params[layer + models.DCME_SUFFIX]]
+    if name == "fcn8s":
+        assert suffixed == {"score_fr", "upscore2", "score_pool4", "upscore_pool4", "score_pool3", "upscore8"}
+        assert copied == set(net.params) - {s + models.DCME_SUFFIX for s in suffixed}  # fc6, fc7, scale_pool*
+    else:
+        bn = {f"{layer}_bn" for layer in VGG16_CONV} | {f"conv{b}_{i}_D_bn" for b, c in zip(range(5, 0, -1),
+                                                                                         segnet.DECODER) for i, _ in c}
+        assert suffixed == {"conv1_1_D"} | bn
+    # the same weights abort Caffe on a net with the reference names (what the suffix prevents)
+    unsuffixed = tiny_deploy(tmp_path, name, "unsuffixed.prototxt", suffix="")
+    run = subprocess.run([sys.executable, "-c", "import sys, caffe; caffe.Net(sys.argv[1], sys.argv[2], caffe.TEST)",
+                          unsuffixed, str(path)], capture_output=True, text=True)
+    assert run.returncode != 0
+    assert ("Incompatible number of blobs" if name == "segnet" else "shape mismatch") in run.stderr, run.stderr[-2000:]
 
 
 def read_solver(path):
@@ -171,6 +264,19 @@ def test_paper_solvers(repo, name, lr, batch):
     smoke = read_solver(repo / "prototxt" / f"{name}_smoke_solver.prototxt")
     assert (repo / smoke.net).is_file() and (repo / os.path.dirname(smoke.snapshot_prefix)).is_dir()
     assert set(data_batch_sizes(repo / smoke.net).values()) == {NETS[name].SMOKE["batch_size"]}
+
+
+def test_fcn8s_solver_runs_as_many_epochs_as_segnet(repo):
+    """FCN-8s's max_iter follows the stated rule: the images per training run (max_iter x data batch x iter_size of
+    the committed solvers) of FCN-8s equal SegNet's to within one of FCN-8s's batches."""
+    images = {}
+    for name in ("segnet", "fcn8s"):
+        s = read_solver(repo / "prototxt" / f"{name}_solver.prototxt")
+        batch = data_batch_sizes(repo / s.net)[(caffe_pb2.TRAIN, "data")] * max(s.iter_size, 1)
+        images[name] = (s.max_iter * batch, batch)
+    assert images["segnet"][0] == segnet.PAPER["max_iter"] * 15
+    assert abs(images["fcn8s"][0] - images["segnet"][0]) <= images["fcn8s"][1] / 2, images
+    assert models.epochs(fcn8s.PAPER) == pytest.approx(images["segnet"][0] / models.TRAIN_FRAMES, rel=1e-4)
 
 
 # --- short trainings on the synthetic LMDBs ---------------------------------------------------------------------

@@ -47,3 +47,29 @@ def test_cli_check_passes_on_the_repository_and_names_stale_files(repo, tmp_path
     assert again.returncode == 0, again.stderr
     repaired = (tmp_path / "segnet_solver.prototxt").read_text()
     assert repaired == (repo / "prototxt" / "segnet_solver.prototxt").read_text()
+
+
+def _train_data_layers(text):
+    """{phase: Data layer} of a generated train net's text."""
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+
+    net = text_format.Parse(text, caffe_pb2.NetParameter())  # (the header is a text-format comment)
+    return {layer.include[0].phase: layer for layer in net.layer if layer.type == "Data"}
+
+
+def test_googlenet_mirrors_only_on_request(repo):
+    """The paper trains GoogLeNet without data augmentation: the committed train nets do not mirror;
+    --googlenet-mirror (generate(mirror=True)) turns on BVLC's random flips in the TRAIN phase only."""
+    from caffe.proto import caffe_pb2
+
+    default = make_prototxt.generate_all(["googlenet"])
+    mirrored = make_prototxt.generate_all(["googlenet"], mirror=True)
+    for fname in ("googlenet_train.prototxt", "googlenet_smoke_train.prototxt"):
+        assert not any(d.transform_param.mirror for d in _train_data_layers(default[fname]).values())
+        layers = _train_data_layers(mirrored[fname])
+        assert layers[caffe_pb2.TRAIN].transform_param.mirror
+        assert caffe_pb2.TEST not in layers or not layers[caffe_pb2.TEST].transform_param.mirror
+        assert (repo / "prototxt" / fname).read_text() == default[fname]
+    run = subprocess.run([sys.executable, "tools/make_prototxt.py", "--help"], cwd=repo, capture_output=True, text=True)
+    assert "--googlenet-mirror" in run.stdout

@@ -17,7 +17,7 @@ from dcme_layers.caffe_log import quiet
 
 quiet()  # before anything imports caffe: no glog INFO lines from the nets
 
-from dcme_layers import cityscapes, lmdb_io  # noqa: E402
+from dcme_layers import cityscapes, cli, lmdb_io  # noqa: E402
 from dcme_layers.cityscapes import DataError  # noqa: E402
 
 SYNTHETIC = "data/cityscapes_synthetic"
@@ -29,13 +29,17 @@ def main(argv=None):
                    help="Cityscapes root (default: $CITYSCAPES_DATASET, else %(default)s)")
     p.add_argument("--out", default="data/lmdb", help="output folder (default: %(default)s)")
     p.add_argument("--splits", nargs="+", help="splits to encode (default: those of --root with gtFine)")
-    p.add_argument("--size", nargs=2, type=int, default=list(cityscapes.SIZE), metavar=("H", "W"),
+    p.add_argument("--size", nargs=2, type=cli.positive, default=list(cityscapes.SIZE), metavar=("H", "W"),
                    help="encoded resolution (default: %(default)s, Cityscapes subsampled 3x)")
     p.add_argument("--anchor", choices=("cm", "bbox"), default="cm",
                    help="center of mass (the paper) or bounding-box centroid (ablation)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: %(default)s)")
-    p.add_argument("--force", action="store_true", help="replace an output written with another configuration")
-    p.add_argument("--commit-every", type=int, default=16, help="frames per LMDB transaction (default: %(default)s)")
+    p.add_argument("--workers", type=cli.positive, default=os.cpu_count() or 1, help="processes (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=lmdb_io.TRAIN_SEED,
+                   help="seed of the train split's random LMDB order (default: %(default)s)")
+    p.add_argument("--force", action="store_true",
+                   help="encode again, even an up-to-date output or one written with another configuration")
+    p.add_argument("--commit-every", type=cli.positive, default=16,
+                   help="frames per LMDB transaction (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--test-delay", type=float, default=0.0, help=argparse.SUPPRESS)  # seconds per frame, tests only
     a = p.parse_args(argv)
@@ -43,7 +47,7 @@ def main(argv=None):
         if a.root == SYNTHETIC and not os.path.isdir(a.root):
             raise DataError(f"{a.root}: not found; run `make synthetic` or set --root / CITYSCAPES_DATASET")
         lmdb_io.encode_dataset(a.root, a.out, a.splits, size=a.size, anchor=a.anchor, workers=a.workers,
-                               force=a.force, commit_every=max(1, a.commit_every), delay=a.test_delay,
+                               force=a.force, commit_every=a.commit_every, seed=a.seed, delay=a.test_delay,
                                progress=not a.quiet)
     except (DataError, OSError, lmdb.Error) as e:
         print(f"encode_data: error: {e}", file=sys.stderr)
@@ -52,7 +56,7 @@ def main(argv=None):
         print(f"encode_data: error: pycaffe is needed for the Datum LMDBs ({e}); run `make setup`", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"encode_data: interrupted; committed frames are kept, re-run to resume", file=sys.stderr)
+        print("encode_data: interrupted; committed frames are kept, re-run to resume", file=sys.stderr)
         return 130
     return 0
 

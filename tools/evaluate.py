@@ -13,6 +13,7 @@ from dcme_layers.caffe_log import quiet
 
 quiet()  # before anything imports caffe: no glog INFO lines from the nets
 
+from dcme_layers import cli  # noqa: E402
 from dcme_layers.classify import Classifier  # noqa: E402
 from dcme_layers.decoding import METHODS, PAPER_THRESHOLDS  # noqa: E402
 from dcme_layers.evaluation import UPSAMPLING  # noqa: E402
@@ -37,9 +38,10 @@ def main():
     ap.add_argument("--method", choices=METHODS, default="vote", help="step 4: vote (paper) or watershed (ablation)")
     ap.add_argument("--upsample", choices=UPSAMPLING, default="nearest")
     ap.add_argument("--oracle", action="store_true", help="add the decoded-ground-truth rows to the report")
-    ap.add_argument("--max-instances", type=int, default=100, help="best-scored instances kept per frame")
-    ap.add_argument("--figures", type=int, default=3, help="frames drawn as PNG figures")
-    ap.add_argument("--workers", type=int, default=2, help="processes for the evaluator's matching")
+    ap.add_argument("--max-instances", type=cli.count, default=100, help="best-scored instances kept per frame")
+    ap.add_argument("--figures", type=cli.count, default=3, help="frames drawn as PNG figures")
+    ap.add_argument("--workers", type=cli.positive, default=2, help="processes for the evaluator's matching")
+    ap.add_argument("--force", action="store_true", help="redo the inference and the export even if up to date")
     args = ap.parse_args()
 
     def need(path, what, solver):
@@ -60,7 +62,7 @@ def main():
             classifier = Classifier("prototxt/googlenet_deploy.prototxt", cw)
         evaluate_model(args.model, args.split, args.root, args.encoded, out, weights, classifier, args.thresholds,
                        args.method, args.upsample, args.oracle, args.figures, args.workers,
-                       args.max_instances)
+                       args.max_instances, args.force)
     except ValueError as e:  # DataError and the decoder's threshold checks: one line naming the file
         sys.exit(f"evaluate: {e}")
     print(f"report: {out}/report.md")

@@ -16,7 +16,7 @@ from dcme_layers.caffe_log import quiet
 
 quiet()  # before anything imports caffe: no glog INFO lines from the nets
 
-from dcme_layers import classify  # noqa: E402
+from dcme_layers import classify, cli  # noqa: E402
 from dcme_layers.cityscapes import DataError, available_splits  # noqa: E402
 
 
@@ -26,14 +26,14 @@ def main(argv=None):
     p.add_argument("--split", "--splits", dest="splits", nargs="+", choices=["train", "val", "test"],
                    help="splits to extract (default: train and val, those of them that --root has)")
     p.add_argument("--out", default="data/instances", help="output folder; LMDBs at <out>/<split>")
-    p.add_argument("--size", nargs=2, type=int, default=[340, 680], metavar=("H", "W"),
+    p.add_argument("--size", nargs=2, type=cli.positive, default=[340, 680], metavar=("H", "W"),
                    help="resolution the frames are subsampled to before cropping (default 340 680)")
-    p.add_argument("--crop", type=int, default=classify.CROP, help="crop side in pixels (default 224)")
+    p.add_argument("--crop", type=cli.positive, default=classify.CROP, help="crop side in pixels (default 224)")
     p.add_argument("--margin", type=float, default=classify.MARGIN,
                    help="box enlargement per side, as a fraction of the box's width/height (default 0.1)")
-    p.add_argument("--min-pixels", type=int, default=classify.MIN_PIXELS,
+    p.add_argument("--min-pixels", type=cli.count, default=classify.MIN_PIXELS,
                    help="skip instances with fewer pixels at --size (default %d)" % classify.MIN_PIXELS)
-    p.add_argument("--workers", type=int, default=1, help="processes reading frames (default 1)")
+    p.add_argument("--workers", type=cli.positive, default=1, help="processes reading frames (default 1)")
     p.add_argument("--force", action="store_true", help="re-extract even if an up-to-date LMDB exists")
     args = p.parse_args(argv)
     if args.crop < 1 or args.margin < 0 or min(args.size) < 1:

@@ -2,7 +2,7 @@
 """Run a trained SegNet or FCN-8s deploy net over an encoded split; save the predicted vector maps to HDF5.
 
 Example: tools/infer.py --model segnet --split val   (weights: newest models/segnet/segnet_iter_*.caffemodel)
-Resumable: a killed run continues from <out>.partial.
+Resumable: a killed run (or one stopped by a full disk) continues from <out>.partial/ when re-run.
 """
 import argparse
 import sys
@@ -12,7 +12,8 @@ from dcme_layers.caffe_log import quiet
 
 quiet()  # before anything imports caffe: no glog INFO lines from the nets
 
-from dcme_layers.inference import InferenceError, infer_split, newest_snapshot  # noqa: E402
+from dcme_layers.cityscapes import DataError  # noqa: E402
+from dcme_layers.inference import infer_split, newest_snapshot  # noqa: E402
 
 
 def main():
@@ -23,6 +24,7 @@ def main():
     ap.add_argument("--deploy", help="default: prototxt/<model>_deploy.prototxt")
     ap.add_argument("--weights", help="default: the newest models/<model>/<model>_iter_*.caffemodel")
     ap.add_argument("--out", help="default: out/<model>_<split>/pred_vectors.h5")
+    ap.add_argument("--force", action="store_true", help="redo it even if up to date, or made with other weights")
     args = ap.parse_args()
     deploy = args.deploy or f"prototxt/{args.model}_deploy.prototxt"
     weights = args.weights or newest_snapshot(f"models/{args.model}/{args.model}")
@@ -31,9 +33,11 @@ def main():
                  f"train first (caffe train -solver prototxt/{args.model}_solver.prototxt) or pass --weights")
     out = Path(args.out or f"out/{args.model}_{args.split}/pred_vectors.h5")
     try:
-        infer_split(deploy, weights, Path(args.encoded) / args.split, out, model=args.model)
-    except InferenceError as e:
-        sys.exit(f"infer: {e}")
+        infer_split(deploy, weights, Path(args.encoded) / args.split, out, model=args.model, force=args.force)
+    except DataError as e:  # every bad input, a full disk, a second run on the same --out: one line
+        sys.exit(f"infer: error: {e}")
+    except KeyboardInterrupt:
+        sys.exit("infer: interrupted; the frames done are kept, re-run to resume")
     print(out)
 
 

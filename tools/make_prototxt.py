@@ -5,6 +5,7 @@
     .venv/bin/python tools/make_prototxt.py --check   # exit 1 listing the files that are stale or missing
     .venv/bin/python tools/make_prototxt.py segnet    # only the files of models/segnet/net.py
     .venv/bin/python tools/make_prototxt.py --python-unpool   # SegNet with the Python Unpool layer (a stock Caffe)
+    .venv/bin/python tools/make_prototxt.py --googlenet-mirror   # GoogLeNet trains on randomly mirrored crops
 """
 import argparse
 import importlib
@@ -28,7 +29,7 @@ def generators(repo=REPO):
 
 def generate_all(names=None, repo=REPO, **options):
     """{file name in prototxt/: text} from models/<name>/net.py for each of ``names`` (default: every one);
-    ``options`` go to the generators that take them (``python_unpool``: SegNet)."""
+    ``options`` go to the generators that take them (``python_unpool``: SegNet; ``mirror``: GoogLeNet)."""
     files = {}
     for name in names or generators(repo):
         try:
@@ -58,6 +59,9 @@ def main(argv=None):
     ap.add_argument("--python-unpool", action="store_true",
                     help="SegNet with the Python Unpool layer (dcme_layers.unpool) instead of the native one, for a "
                          "Caffe built without dcme-caffe's native layers (conda-forge's, a system one)")
+    ap.add_argument("--googlenet-mirror", action="store_true",
+                    help="GoogLeNet's train nets mirror the crops at random (BVLC's augmentation); the default "
+                         "follows the paper, which uses no data augmentation")
     args = ap.parse_args(argv)
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
@@ -67,7 +71,7 @@ def main(argv=None):
               file=sys.stderr)
         return 1
     try:
-        files = generate_all(args.names, python_unpool=args.python_unpool)
+        files = generate_all(args.names, python_unpool=args.python_unpool, mirror=args.googlenet_mirror)
     except RuntimeError as e:
         print(f"make_prototxt: {e}", file=sys.stderr)
         return 1

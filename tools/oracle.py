@@ -4,7 +4,7 @@
 For one split: the full-resolution ground truth (AP = 1), the ground truth subsampled to --size, and the decoded
 ground-truth vector maps for every --anchor x --method, with the cityscapesscripts instance evaluator; one
 report (out/report.md, out/report.json) and figures (input | magnitude map | instances) in out/figures/.
-Resumable: predictions already exported are kept.
+Resumable: predictions already exported are kept, and redone when the ground truth changed (--force: always).
 
   .venv/bin/python tools/oracle.py --root $CITYSCAPES_DATASET --split val --out out/oracle
 """
@@ -16,7 +16,7 @@ from dcme_layers.caffe_log import quiet
 
 quiet()  # before anything imports caffe: no glog INFO lines from the nets
 
-from dcme_layers import cityscapes  # noqa: E402
+from dcme_layers import cityscapes, cli  # noqa: E402
 from dcme_layers.cityscapes import DataError  # noqa: E402
 from dcme_layers.decoding import METHODS, parse_thresholds, scale_thresholds  # noqa: E402
 from dcme_layers.encoding import ANCHORS  # noqa: E402
@@ -28,7 +28,7 @@ def main(argv=None):
     p.add_argument("--root", default=os.environ.get("CITYSCAPES_DATASET") or "data/cityscapes_synthetic",
                    help="Cityscapes root (default: $CITYSCAPES_DATASET, else %(default)s)")
     p.add_argument("--split", default="val")
-    p.add_argument("--size", nargs=2, type=int, default=list(cityscapes.SIZE), metavar=("H", "W"),
+    p.add_argument("--size", nargs=2, type=cli.positive, default=list(cityscapes.SIZE), metavar=("H", "W"),
                    help="encoded resolution (default: %(default)s)")
     p.add_argument("--anchor", nargs="+", choices=ANCHORS, default=list(ANCHORS))
     p.add_argument("--method", nargs="+", choices=METHODS, default=list(METHODS))
@@ -41,19 +41,18 @@ def main(argv=None):
     p.add_argument("--no-full-res", dest="full_res", action="store_false", help="skip the full-resolution GT row")
     p.add_argument("--no-gt-subsampled", dest="gt_subsampled", action="store_false",
                    help="skip the subsampled-GT row")
-    p.add_argument("--figures", type=int, default=3, help="frames to draw per configuration (default: 3)")
-    p.add_argument("--limit", type=int, help="only the first N frames")
-    p.add_argument("--workers", type=int, default=1, help="processes for the evaluator's matching")
+    p.add_argument("--figures", type=cli.count, default=3, help="frames to draw per configuration (default: 3)")
+    p.add_argument("--limit", type=cli.count, help="only the first N frames")
+    p.add_argument("--workers", type=cli.positive, default=1, help="processes for the evaluator's matching")
+    p.add_argument("--force", action="store_true", help="export every configuration again")
     a = p.parse_args(argv)
     try:
-        if min(a.size) < 1:
-            raise ValueError(f"--size {a.size}: must be positive")
         th = scale_thresholds(a.thresholds, a.size) if a.scale_thresholds else parse_thresholds(a.thresholds)
         frames = cityscapes.list_frames(a.root, a.split)[:a.limit]
         if not frames:
             raise DataError(f"{a.root}: no frames in split {a.split}")
         results = run_oracle(frames, a.out, a.size, a.anchor, a.method, th, a.upsample, a.full_res,
-                             a.gt_subsampled, a.figures, a.workers)
+                             a.gt_subsampled, a.figures, a.workers, force=a.force)
     except (ValueError, OSError) as e:           # DataError and EvaluationError are ValueErrors
         sys.exit(f"oracle: {e}")
     for r in results:

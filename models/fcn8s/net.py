@@ -6,6 +6,11 @@ Deconvolutions (x2, x2, x8; 2 channels, group 2 so each channel is upsampled on 
 whose offsets come from ``caffe.coord_map`` (5, 9 and 31, the same for every input size). The final Crop layer is
 called ``score`` as in FCN; its top is ``vectors_pred``. EuclideanLoss replaces SoftmaxWithLoss (DCME paper Sec. 3).
 
+Layer names: FCN's, except that the layers whose blobs have 2 channels here instead of VOC's 21 carry
+``models.DCME_SUFFIX`` (``score_fr_dcme``, ``upscore2_dcme``, ``score_pool4_dcme``, ``upscore_pool4_dcme``,
+``score_pool3_dcme``, ``upscore8_dcme``), so ``-weights`` with an FCN-8s VOC caffemodel copies VGG16's layers, fc6,
+fc7 and the skip scalings and skips these instead of aborting on their shapes.
+
 Skip scaling as in FCN-8s at-once (trained all at once, which is what the paper's single lr 1e-10 corresponds to):
 pool4 is multiplied by a fixed 0.01 and pool3 by 0.0001 before their score layers ("to better condition
 optimization", FCN README).
@@ -20,19 +25,24 @@ import numpy as np
 
 import models
 from models import CONV_PARAM, MSRA, ZERO
+from models.segnet import net as segnet
 
 NAME = "fcn8s"
 VGG16 = [(64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)]
+FC = 4096  # channels of fc6 and fc7
 
 # Paper (DCME Sec. 4): FCN-8s trained with lr 1e-10, batch 14. The rest follows fcn.berkeleyvision.org's solvers:
-# momentum 0.99, weight decay 5e-4, fixed lr, snapshot every 4000, test_interval effectively never. max_iter 100000
-# as voc-fcn32s/16s/8s (the at-once variant's 300000 are batch-1 iterations; 100000 at batch 14 are ~470 epochs of
-# the 2975 Cityscapes training images).
+# momentum 0.99, weight decay 5e-4, fixed lr, snapshot every 4000, test_interval effectively never.
 # Batch 14 is run as 7 images x iter_size 2 (the same update; ~11 GiB instead of ~22 GiB, which would leave
 # nothing else on a 24 GiB machine). With more memory, set batch_size 14 and iter_size 1.
-PAPER = dict(batch_size=7, iter_size=2, base_lr=1e-10, momentum=0.99, weight_decay=0.0005, lr_policy="fixed", max_iter=100000,
+PAPER = dict(batch_size=7, iter_size=2, base_lr=1e-10, momentum=0.99, weight_decay=0.0005, lr_policy="fixed",
              snapshot=4000, test_iter=72, test_interval=999999999, test_initialization=False, display=20,
              average_loss=20)  # test_iter 72 x 7 covers the 500 Cityscapes val images when a test is run
+# max_iter: the paper gives none, and fcn.berkeleyvision.org's counts (100000 for voc-fcn32s/16s/8s, 300000 for
+# at-once) are batch-1 iterations over PASCAL VOC, so they do not carry over to batch 14 on Cityscapes (100000 x 14
+# would be ~470 epochs). Rule: as many epochs over the Cityscapes training frames as the SegNet solver
+# (segnet.PAPER), rounded to whole iterations of the paper's batch; prototxt/fcn8s_solver.prototxt states the numbers.
+PAPER["max_iter"] = round(models.epochs(segnet.PAPER) * models.TRAIN_FRAMES / models.paper_batch(PAPER))
 # Smoke configuration for the tests and the demo: same net at batch 1, momentum 0.9, then one TEST pass on val.
 # From scratch (msra features, zero score layers) FCN-8s is badly conditioned: its ReLU features on 0..255 input are
 # large (~60), so the largest stable lr is small and it shrinks with the pixel count (EuclideanLoss sums over
@@ -43,22 +53,23 @@ SMOKE = dict(batch_size=1, base_lr=2e-12, momentum=0.9, weight_decay=0.0005, lr_
 
 
 def conv_relu(n, bottom, name, nout, relu, ks=3, pad=1):
+    """Convolution (msra weights, zero biases) + in-place ReLU."""
     n[name] = L.Convolution(bottom, kernel_size=ks, pad=pad, num_output=nout, weight_filler=MSRA, bias_filler=ZERO,
                             param=CONV_PARAM)
     n[relu] = L.ReLU(n[name], in_place=True)
     return n[relu]
 
 
-def score(bottom):
-    """1x1 convolution to the 2 DCME channels, zero-initialised as FCN's score layers (the prediction starts at the
+def score(bottom, outputs):
+    """1x1 convolution to the ``outputs`` (2 DCME) channels, zero-initialised as FCN's score layers (the prediction starts at the
     all-background map (0, 0); the msra-initialised features below still receive gradients after one update)."""
-    return L.Convolution(bottom, kernel_size=1, pad=0, num_output=2, weight_filler=ZERO, bias_filler=ZERO,
+    return L.Convolution(bottom, kernel_size=1, pad=0, num_output=outputs, weight_filler=ZERO, bias_filler=ZERO,
                          param=CONV_PARAM)
 
 
-def upsample(bottom, ks, stride):
-    """Fixed bilinear upsampling of the 2 channels (group 2: each channel on its own)."""
-    return L.Deconvolution(bottom, convolution_param=dict(num_output=2, group=2, kernel_size=ks, stride=stride,
+def upsample(bottom, ks, stride, outputs):
+    """Fixed bilinear upsampling of the ``outputs`` channels (group ``outputs``: each channel on its own)."""
+    return L.Deconvolution(bottom, convolution_param=dict(num_output=outputs, group=outputs, kernel_size=ks, stride=stride,
                                                           bias_term=False, weight_filler=dict(type="bilinear")),
                            param=[dict(lr_mult=0)])
 
@@ -70,51 +81,46 @@ def crop(top_from, top_to, **kwargs):
     return L.Crop(top_from, top_to, crop_param=dict(axis=ax + 1, offset=[int(-o) for o in np.round(b)]), **kwargs)
 
 
-def body(n):
-    """Add FCN-8s from ``n.data`` to ``n.vectors_pred`` (N, 2, H, W)."""
+def body(n, outputs=2, suffix=models.DCME_SUFFIX, slim=1):
+    """Add FCN-8s from ``n.data`` to ``n.vectors_pred`` (N, 2, H, W). The tests also build the layout of an FCN-8s
+    VOC caffemodel (``outputs`` 21, ``suffix`` "") and small variants (``slim``: 1/slim of the channels of VGG16 and
+    fc6/fc7)."""
     top = n.data
     for b, widths in enumerate(VGG16, 1):
         for i, nout in enumerate(widths, 1):
-            top = conv_relu(n, top, f"conv{b}_{i}", nout, f"relu{b}_{i}", pad=100 if (b, i) == (1, 1) else 1)
+            top = conv_relu(n, top, f"conv{b}_{i}", nout // slim, f"relu{b}_{i}", pad=100 if (b, i) == (1, 1) else 1)
         n[f"pool{b}"] = L.Pooling(top, pool=P.Pooling.MAX, kernel_size=2, stride=2)
         top = n[f"pool{b}"]
-    n.drop6 = L.Dropout(conv_relu(n, top, "fc6", 4096, "relu6", ks=7, pad=0), dropout_ratio=0.5, in_place=True)
-    n.drop7 = L.Dropout(conv_relu(n, n.drop6, "fc7", 4096, "relu7", ks=1, pad=0), dropout_ratio=0.5, in_place=True)
-    n.score_fr = score(n.drop7)
-    n.upscore2 = upsample(n.score_fr, 4, 2)
+    n.drop6 = L.Dropout(conv_relu(n, top, "fc6", FC // slim, "relu6", ks=7, pad=0), dropout_ratio=0.5, in_place=True)
+    n.drop7 = L.Dropout(conv_relu(n, n.drop6, "fc7", FC // slim, "relu7", ks=1, pad=0), dropout_ratio=0.5,
+                        in_place=True)
+    # the score and upscore layers have `outputs` channels: named with `suffix` (models.DCME_SUFFIX)
+    score_fr, upscore2 = "score_fr" + suffix, "upscore2" + suffix
+    score_pool4, upscore_pool4 = "score_pool4" + suffix, "upscore_pool4" + suffix
+    score_pool3, upscore8 = "score_pool3" + suffix, "upscore8" + suffix
+    n[score_fr] = score(n.drop7, outputs)
+    n[upscore2] = upsample(n[score_fr], 4, 2, outputs)
 
     n.scale_pool4 = L.Scale(n.pool4, filler=dict(type="constant", value=0.01), param=[dict(lr_mult=0)])
-    n.score_pool4 = score(n.scale_pool4)
-    n.score_pool4c = crop(n.score_pool4, n.upscore2)
-    n.fuse_pool4 = L.Eltwise(n.upscore2, n.score_pool4c, operation=P.Eltwise.SUM)
-    n.upscore_pool4 = upsample(n.fuse_pool4, 4, 2)
+    n[score_pool4] = score(n.scale_pool4, outputs)
+    n.score_pool4c = crop(n[score_pool4], n[upscore2])
+    n.fuse_pool4 = L.Eltwise(n[upscore2], n.score_pool4c, operation=P.Eltwise.SUM)
+    n[upscore_pool4] = upsample(n.fuse_pool4, 4, 2, outputs)
 
     n.scale_pool3 = L.Scale(n.pool3, filler=dict(type="constant", value=0.0001), param=[dict(lr_mult=0)])
-    n.score_pool3 = score(n.scale_pool3)
-    n.score_pool3c = crop(n.score_pool3, n.upscore_pool4)
-    n.fuse_pool3 = L.Eltwise(n.upscore_pool4, n.score_pool3c, operation=P.Eltwise.SUM)
-    n.upscore8 = upsample(n.fuse_pool3, 16, 8)
-    n[models.OUTPUT_BLOB] = crop(n.upscore8, n.data, name="score")
+    n[score_pool3] = score(n.scale_pool3, outputs)
+    n.score_pool3c = crop(n[score_pool3], n[upscore_pool4])
+    n.fuse_pool3 = L.Eltwise(n[upscore_pool4], n.score_pool3c, operation=P.Eltwise.SUM)
+    n[upscore8] = upsample(n.fuse_pool3, 16, 8, outputs)
+    n[models.OUTPUT_BLOB] = crop(n[upscore8], n.data, name="score")
     return n[models.OUTPUT_BLOB]
 
 
-def train(train_dir=f"{models.LMDB_ROOT}/train", val_dir=f"{models.LMDB_ROOT}/val", batch_size=PAPER["batch_size"]):
-    """Train/test NetParameter: TRAIN on the LMDBs in ``train_dir``, TEST on ``val_dir``, EuclideanLoss."""
-    return models.train_net(NAME, body, train_dir, val_dir, batch_size)
-
-
-def deploy(shape=(1, 3) + models.INPUT_SIZE, loss=False):
-    """Deploy NetParameter: Input ``data`` (mean-subtracted BGR) -> ``vectors_pred`` (``loss``: plus an Input
-    ``vectors`` and the EuclideanLoss, the train net without LMDBs)."""
-    return models.deploy_net(NAME, body, shape, loss)
-
-
-def generate():
-    """{file name in prototxt/: text} for FCN-8s."""
-    paper = ["FCN-8s DCME regressor, DCME paper settings: lr 1e-10, batch 14 = 7 (fcn8s_train.prototxt) x iter_size 2;",
-             "momentum 0.99, weight decay 5e-4, fixed lr, snapshot 4000 as fcn.berkeleyvision.org; max_iter 100000.",
-             "Train from the repository root: caffe train -solver prototxt/fcn8s_solver.prototxt",
-             "  [-weights models/fcn8s/vgg16-fcn.caffemodel]  (VGG16 converted by models/fcn8s/surgery.py)"]
-    smoke = ["Smoke configuration (tests, demo): same net at batch 1, 8 iterations (about 4 min at 340x680",
-             "on 2 CPU cores), then one TEST pass on val. Snapshot: models/fcn8s/fcn8s_smoke_iter_8.caffemodel"]
-    return models.regressor_files(NAME, "FCN-8s", body, PAPER, SMOKE, paper, smoke)
+REGRESSOR = models.Regressor(
+    NAME, "FCN-8s", body, PAPER, SMOKE,
+    [f"momentum {PAPER['momentum']}, weight decay 5e-4, fixed lr, snapshot {PAPER['snapshot']} as "
+     "fcn.berkeleyvision.org;",
+     f"max_iter {PAPER['max_iter']}: {models.epochs(PAPER):.1f} epochs of the {models.TRAIN_FRAMES} Cityscapes "
+     f"training frames, as the SegNet solver ({segnet.PAPER['max_iter']} x {models.paper_batch(segnet.PAPER)})."],
+    "models/fcn8s/vgg16-fcn.caffemodel", "VGG16 converted by models/fcn8s/surgery.py", smoke_minutes=4)
+train, deploy, generate = REGRESSOR.train, REGRESSOR.deploy, REGRESSOR.generate

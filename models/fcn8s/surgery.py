@@ -9,7 +9,9 @@ the InnerProduct -> convolution correspondence is). Users who have the VGG16 ILS
         --vgg-weights VGG_ILSVRC_16_layers.caffemodel --out models/fcn8s/vgg16-fcn.caffemodel
     caffe train -solver prototxt/fcn8s_solver.prototxt -weights models/fcn8s/vgg16-fcn.caffemodel
 
-(SegNet needs no surgery: its conv1_1..conv5_3 have VGG16's names and shapes and Caffe skips fc6..fc8.)
+(SegNet needs no surgery: its conv1_1..conv5_3 have VGG16's names and shapes and Caffe skips fc6..fc8. Neither does
+an FCN-8s VOC caffemodel, whose fc6/fc7 are convolutions already: ``-weights`` copies it and skips the 2-channel
+``*_dcme`` score and upscore layers, see models/fcn8s/net.py.)
 The fixed upsampling deconvolutions are initialised by BVLC's ``bilinear`` filler in the prototxt; ``interp`` sets
 the same kernels explicitly (FCN's way), e.g. on a net from an older caffemodel.
 """
