@@ -1,7 +1,8 @@
 """dcme-caffe: Distance to Center of Mass Encoding (DCME) for instance segmentation, in BVLC Caffe.
 
-Pure numpy (no Caffe import): ``encoding`` (Eqs. 1-2), ``decoding``, ``cityscapes``, ``synthetic``, ``evaluation``,
-``visualize``. Caffe-side: ``caffe/`` (C++/CUDA compiled into Caffe by `make setup`: SegNet's native ``Unpool``
+Pure Python: ``paper`` (the paper's constants: sizes, thresholds, means, crops) and ``errors`` (``DcmeError``, the
+base of every input error). Pure numpy (no Caffe import): ``encoding`` (Eqs. 1-2), ``decoding``, ``cityscapes``,
+``synthetic``, ``evaluation``, ``visualize``. Caffe-side: ``caffe/`` (C++/CUDA compiled into Caffe by `make setup`: SegNet's native ``Unpool``
 layer, and the patches for protobuf 3.21, CUDA 13 and cuDNN 9), ``unpool`` (the same unpooling as a Python layer,
 its tested reference), ``lmdb_io`` (Datum LMDBs), ``inference`` (deploy nets to HDF5), ``classify`` (GoogLeNet),
 ``pipeline`` (infer, decode, classify, score).
