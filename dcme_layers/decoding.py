@@ -4,7 +4,9 @@ KD-tree for noisy maps, and scikit-image for the watershed ablation).
 A vector map ``V`` has shape (2, H, W): channel 0 = dx (columns), channel 1 = dy (rows), in pixels of the encoded
 resolution (``encoding.vector_map``, Eq. 2). Every instance pixel p stores V(p) = CM - p, so p + V(p) is that
 pixel's vote for its instance's center of mass (CM, Eq. 1). Decoding follows the paper's four steps; thresholds
-are in pixels (DT, ET) and votes (VT) of the encoded resolution (``PAPER_THRESHOLDS``, ``scale_thresholds``):
+are in pixels (DT, ET) and votes (VT) of the encoded resolution (``Thresholds``; the paper's in ``paper.THRESHOLDS``,
+``scale_thresholds`` for other sizes). Steps 1-3 are ``find_centers``, step 4 ``assign_pixels`` (its watershed
+ablation ``watershed_pixels``), and ``decode`` calls them:
 
 1. **CM proposals.** A pixel is *foreground* when |V| > ``fg_threshold`` (default 0.5 px): the ground-truth
    background is exactly 0, and a ground-truth instance pixel with |V| <= 0.5 lies within half a pixel of its CM.
@@ -42,10 +44,22 @@ from functools import partial
 import numpy as np
 from scipy.spatial import cKDTree
 
-# (DT, VT, ET) per network, in pixels / votes of the 340x680 encoded resolution (paper, Section 4).
-PAPER_THRESHOLDS = {"segnet": (10, 50, 15), "fcn8s": (15, 30, 20)}
+from dcme_layers import paper
+from dcme_layers.errors import DcmeError
+from dcme_layers.paper import Thresholds
+
+#: (DT, VT, ET) per network at the paper's 340x680 (an alias of ``paper.THRESHOLDS``; ``Thresholds`` tuples).
+PAPER_THRESHOLDS = paper.THRESHOLDS
 METHODS = ("vote", "watershed")
 FG_THRESHOLD = 0.5
+
+_FAR = 1 << 20       # votes are binned into cells with coordinates clipped to +-_FAR (far votes stay far)
+_BRUTE_FORCE = 256   # up to this many occupied cells, step 2 compares each seed with every cell (no KD-tree)
+# Up to this many kept centers, step 4 measures every (cell, center) distance; beyond (a poorly trained net's output
+# has hundreds), a KD-tree over the centers finds the two nearest ones.
+_BRUTE_FORCE_CENTERS = 32
+_HALF_DIAGONAL = 0.5 * np.sqrt(2.0) + 1e-9
+_RING = np.array([(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx])   # the 8 neighbours (dy, dx)
 
 Decoded = namedtuple("Decoded", "labels centers votes scores")
 Decoded.__doc__ = """Decoded instances of one vector map.
@@ -55,9 +69,47 @@ centers: (K, 2) float64 CM of each instance as (x, y) = (column, row);
 votes: (K,) int64 votes of the instance's cluster (steps 2-3), plus its zero-vector CM pixels (step 4);
 scores: (K,) float32 confidence in (0, 1] for ranking (see the module docstring)."""
 
+Votes = namedtuple("Votes", "idx x y cells mag2 fg")
+Votes.__doc__ = """Step 1's votes of one vector map of shape (2, H, W), M foreground pixels.
+
+idx: (M,) int64 flat (row-major) index of each foreground pixel, ascending;
+x, y: (M,) float64 where each one votes, p + V(p) as (column, row);
+cells: ``vote_cells(x, y, (H, W))``, the votes binned on the pixel grid;
+mag2: (H, W) float32 squared magnitude |V|^2 of every pixel;
+fg: (H, W) bool, the foreground (|V| > fg_threshold)."""
+
+Centers = namedtuple("Centers", "centers votes spread voters")
+Centers.__doc__ = """The kept CMs of steps 1-3, K of them, in the order their clusters were seeded.
+
+centers: (K, 2) float64 CM as (x, y) = (column, row), the mean of the cluster's votes;
+votes: (K,) int64 votes of the cluster (its zero-vector CM pixels not counted yet);
+spread: (K,) float64 mean squared distance of the cluster's votes to its CM;
+voters: the ``Votes`` of step 1 (step 4 reuses them)."""
+
+Assignment = namedtuple("Assignment", "labels order votes")
+Assignment.__doc__ = """Step 4's instances: the kept CMs (``Centers``) that got pixels, numbered by votes (most first).
+
+labels: (H, W) int32, 0 = background, 1..N = instances;
+order: (N,) int64 index of instance 1..N into the K kept CMs (a kept CM left without pixels is dropped);
+votes: (K,) int64 votes of each kept CM: those of steps 2-3 plus the zero-vector CM pixels that joined it."""
+
+
+class DecodingError(DcmeError):
+    """A malformed vector map (shape, NaN/inf), thresholds out of range or an unknown method; a DcmeError (so a
+    ValueError)."""
+
 
 def parse_thresholds(spec):
-    """(DT, VT, ET) from a network name ("segnet", "fcn8s"), a "DT,VT,ET" string or a 3-sequence; validated."""
+    """Validated decoding thresholds.
+
+    Arguments:
+        spec: a network name ("segnet", "fcn8s": the paper's values, ``PAPER_THRESHOLDS``), a "DT,VT,ET" string
+            or a 3-sequence.
+    Returns:
+        A ``Thresholds(dt, vt, et)``: DT and ET as given (float unless a network name), VT an int.
+    Raises:
+        DecodingError: an unknown name, not three numbers, or a value out of range.
+    """
     if isinstance(spec, str):
         if spec.lower() in PAPER_THRESHOLDS:
             return PAPER_THRESHOLDS[spec.lower()]
@@ -65,18 +117,26 @@ def parse_thresholds(spec):
     try:
         values = [float(x) for x in spec]
     except (TypeError, ValueError):
-        raise ValueError(f"thresholds {spec!r}: expected segnet, fcn8s or DT,VT,ET") from None
+        raise DecodingError(f"thresholds {spec!r}: expected segnet, fcn8s or DT,VT,ET") from None
     if len(values) != 3:
-        raise ValueError(f"thresholds {spec!r}: expected three values DT,VT,ET")
+        raise DecodingError(f"thresholds {spec!r}: expected three values DT,VT,ET")
     dt, vt, et = values
     _check_thresholds(dt, vt, et, FG_THRESHOLD)
-    return (dt, int(vt), et)
+    return Thresholds(dt, int(vt), et)
 
 
-def scale_thresholds(thresholds, size, reference=(340, 680)):
-    """Thresholds given at the paper's encoded resolution ``reference`` (H, W) carried over to an encoded
-    ``size`` (H, W): DT and ET scale with the image height, VT (a pixel count) with its square (at least 1).
-    ``thresholds`` as in ``parse_thresholds``. Returns (DT, VT, ET)."""
+def scale_thresholds(thresholds, size, reference=paper.SIZE):
+    """Thresholds given at the paper's encoded resolution carried over to another one.
+
+    DT and ET scale with the image height, VT (a pixel count) with its square (at least 1).
+
+    Arguments:
+        thresholds: as in ``parse_thresholds``.
+        size: the encoded (H, W) to scale to.
+        reference: the (H, W) the thresholds are given at (default ``paper.SIZE``, 340x680).
+    Returns:
+        A ``Thresholds(dt, vt, et)``.
+    """
     dt, vt, et = parse_thresholds(thresholds)
     s = float(size[0]) / float(reference[0])
     return parse_thresholds((dt * s, max(1, int(round(vt * s * s))), et * s))
@@ -85,21 +145,160 @@ def scale_thresholds(thresholds, size, reference=(340, 680)):
 def _check_thresholds(dt, vt, et, fg_threshold):
     for name, v in (("DT", dt), ("ET", et)):
         if not (np.isscalar(v) and np.isfinite(v) and v > 0):
-            raise ValueError(f"threshold {name} must be a finite number > 0, got {v!r}")
+            raise DecodingError(f"threshold {name} must be a finite number > 0, got {v!r}")
     if not (np.isscalar(vt) and np.isfinite(vt) and vt >= 1 and float(vt) == int(vt)):
-        raise ValueError(f"threshold VT must be an integer >= 1, got {vt!r}")
+        raise DecodingError(f"threshold VT must be an integer >= 1, got {vt!r}")
     if not (np.isscalar(fg_threshold) and np.isfinite(fg_threshold) and fg_threshold >= 0):
-        raise ValueError(f"fg_threshold must be a finite number >= 0, got {fg_threshold!r}")
+        raise DecodingError(f"fg_threshold must be a finite number >= 0, got {fg_threshold!r}")
 
 
 def _check_vmap(vmap):
     v = np.asarray(vmap)
     if v.ndim != 3 or v.shape[0] != 2 or v.shape[1] < 1 or v.shape[2] < 1:
-        raise ValueError(f"vector map must have shape (2, H, W), got {v.shape}")
+        raise DecodingError(f"vector map must have shape (2, H, W), got {v.shape}")
     return v.astype(np.float32, copy=False)
 
 
-_FAR = 1 << 20       # votes are binned into cells with coordinates clipped to +-_FAR (far votes stay far)
+def decode(vmap, dt, vt, et, method="vote", fg_threshold=FG_THRESHOLD):
+    """Decode a DCME vector map into instances: the paper's four steps (see the module docstring).
+
+    Arguments:
+        vmap: (2, H, W) vector map (dx, dy) in pixels.
+        dt, vt, et: the distance, vote and extraction thresholds (``PAPER_THRESHOLDS``, ``parse_thresholds``).
+        method: "vote" (the paper's step 4, ``assign_pixels``) or "watershed" (its ablation, ``watershed_pixels``).
+        fg_threshold: pixels with |V| <= fg_threshold are background for step 1.
+    Returns:
+        ``Decoded(labels, centers, votes, scores)``, instances numbered by votes (most first); an instance that
+        ends with no pixel is dropped, so every label 1..K has at least one pixel. Deterministic.
+    Raises:
+        DecodingError: a malformed map (shape, NaN/inf), thresholds out of range or an unknown method.
+    """
+    v = _check_vmap(vmap)
+    _check_thresholds(dt, vt, et, fg_threshold)
+    if method not in METHODS:
+        raise DecodingError(f"unknown decoding method {method!r}; expected one of {METHODS}")
+    kept = find_centers(v, dt, vt, fg_threshold)                                        # steps 1-3
+    if method == "vote":
+        assigned = assign_pixels(kept, et, fg_threshold)                                # step 4
+    else:
+        assigned = watershed_pixels(kept, fg_threshold)                                 # step 4, ablation
+    return _scored(kept, assigned, vt, et)
+
+
+def find_centers(vmap, dt, vt, fg_threshold=FG_THRESHOLD):
+    """Steps 1-3 of the paper's decoding: the centers of mass that the votes agree on.
+
+    1. Every foreground pixel p (|V(p)| > fg_threshold) votes for p + V(p).
+    2. The votes are clustered greedily within DT (``cluster_votes``); a cluster's CM is the mean of its votes.
+    3. Clusters with fewer than VT votes are dropped; a cluster's zero-vector CM pixels (8-connected to its voters,
+       within fg_threshold of the CM) count as votes here, so that a ground-truth instance casts one vote per pixel.
+
+    Arguments:
+        vmap: (2, H, W) vector map (dx, dy) in pixels.
+        dt: distance threshold DT (pixels), vt: vote threshold VT (votes).
+        fg_threshold: pixels with |V| <= fg_threshold do not vote.
+    Returns:
+        ``Centers(centers (K, 2), votes (K,), spread (K,), voters)`` of the kept clusters, in seeding order.
+    Raises:
+        DecodingError: a malformed map (shape, NaN/inf) or thresholds out of range.
+    """
+    v = _check_vmap(vmap)
+    _check_thresholds(dt, vt, 1.0, fg_threshold)
+    voters = _cast_votes(v, fg_threshold)                                               # step 1
+    h, w = voters.mag2.shape
+    cluster, centers, counts, spread = cluster_votes(voters.x, voters.y, (h, w), float(dt), voters.cells)  # step 2
+    # Step 3. Only clusters within reach of VT care about their zero-vector CM pixels.
+    near_vt = np.flatnonzero((counts < vt) & (counts + _max_center_pixels(fg_threshold) >= vt))
+    if len(near_vt):
+        _, _, lab = _center_pixels(_lookup(voters.idx, cluster + 1, w), voters.mag2, centers[near_vt], near_vt + 1,
+                                   fg_threshold)
+        boosted = counts.copy()
+        np.add.at(boosted, lab - 1, 1)
+        keep = np.flatnonzero(boosted >= vt)
+    else:
+        keep = np.flatnonzero(counts >= vt)
+    return Centers(centers[keep], counts[keep], spread[keep], voters)
+
+
+def assign_pixels(kept, et, fg_threshold=FG_THRESHOLD):
+    """Step 4 of the paper's decoding: every foreground pixel whose vote lands closer than ET to a kept CM joins the
+    nearest one (``assign_votes``); a zero-vector pixel (|V| <= fg_threshold) within fg_threshold of a kept CM joins
+    it when one of its 8 neighbours does. Every other pixel is background.
+
+    Arguments:
+        kept: ``find_centers``' ``Centers`` (K kept CMs and the votes of step 1).
+        et: extraction threshold ET (pixels).
+        fg_threshold: as given to ``find_centers``.
+    Returns:
+        ``Assignment(labels (H, W) int32, order (N,), votes (K,))``: N instances numbered by votes.
+    """
+    voters, centers = kept.voters, kept.centers
+    h, w = voters.mag2.shape
+    k = assign_votes(voters.x, voters.y, centers, float(et), voters.cells)   # 0-based kept CM per vote, -1 = none
+    cy, cx, clab = _center_pixels(_lookup(voters.idx, k + 1, w), voters.mag2, centers, np.arange(1, len(centers) + 1),
+                                  fg_threshold)
+    relabel, order, votes = _numbering(kept, np.bincount(k[k >= 0], minlength=len(centers)), clab)
+    labels = np.zeros(h * w, np.int32)
+    labels[voters.idx] = relabel[k + 1]
+    labels = labels.reshape(h, w)
+    labels[cy, cx] = relabel[clab]
+    return Assignment(labels, order, votes)
+
+
+def watershed_pixels(kept, fg_threshold=FG_THRESHOLD):
+    """The paper's ablation of step 4: a watershed (scikit-image) on the magnitude map |V| from one marker per kept
+    CM (its nearest pixel), within the foreground; then the zero-vector CM pixels as in ``assign_pixels``.
+
+    Arguments:
+        kept: ``find_centers``' ``Centers``.
+        fg_threshold: as given to ``find_centers``.
+    Returns:
+        ``Assignment(labels (H, W) int32, order (N,), votes (K,))``: N instances numbered by votes.
+    """
+    mag2, centers = kept.voters.mag2, kept.centers
+    ws = _watershed(np.sqrt(mag2), kept.voters.fg, centers, mag2.shape)          # 1-based, 0 = background
+    cy, cx, clab = _center_pixels(lambda r, c: ws[r, c], mag2, centers, np.arange(1, len(centers) + 1), fg_threshold)
+    relabel, order, votes = _numbering(kept, np.bincount(ws.ravel(), minlength=len(centers) + 1)[1:], clab)
+    labels = relabel[ws]
+    labels[cy, cx] = relabel[clab]
+    return Assignment(labels, order, votes)
+
+
+def _cast_votes(v, fg_threshold):
+    """Step 1: the votes p + V(p) of the foreground pixels (|V| > fg_threshold) of a checked (2, H, W) float32 map."""
+    _, h, w = v.shape
+    mag2 = np.einsum("ijk,ijk->jk", v, v)          # squared |V|, one pass (np.hypot is 5x slower)
+    if not mag2.max(initial=0.0) < np.inf:         # NaN or inf anywhere (one reduction instead of isfinite)
+        bad = np.count_nonzero(~np.isfinite(v))
+        raise DecodingError(f"vector map has {bad} NaN/inf values" if bad else "vector map has values beyond 1e19")
+    fg = mag2 > fg_threshold * fg_threshold
+    idx = np.flatnonzero(fg)
+    ys, xs = np.divmod(idx, w)
+    vx = xs + v[0].ravel()[idx].astype(np.float64)
+    vy = ys + v[1].ravel()[idx].astype(np.float64)
+    return Votes(idx, vx, vy, vote_cells(vx, vy, (h, w)), mag2, fg)
+
+
+def _numbering(kept, pixels, cm_ids):
+    """Step 4's numbering: the zero-vector CM pixels (1-based ``cm_ids``) count as votes; the kept CMs with
+    ``pixels`` > 0 are numbered 1..N by votes (stable). Returns (relabel (K + 1,) int32 from 1-based kept index to
+    instance, 0 for none; order (N,); votes (K,))."""
+    votes = kept.votes + np.bincount(cm_ids - 1, minlength=len(kept.votes))
+    alive = np.flatnonzero(pixels > 0)
+    order = alive[np.argsort(-votes[alive], kind="stable")]
+    relabel = np.zeros(len(votes) + 1, np.int32)
+    relabel[order + 1] = np.arange(1, len(order) + 1)
+    return relabel, order, votes
+
+
+def _scored(kept, assigned, vt, et):
+    """``Decoded`` from step 4's instances: their CMs, votes and scores (see the module docstring)."""
+    order = assigned.order
+    centers, counts, spread = kept.centers[order], assigned.votes[order], kept.spread[order]
+    # Score: saturation in votes times concentration of the cluster's votes (mean squared distance to its CM).
+    scores = counts / (counts + float(vt)) * np.exp(-spread / float(et) ** 2)
+    return Decoded(assigned.labels, centers.reshape(-1, 2).astype(np.float64), counts.astype(np.int64),
+                   np.maximum(scores, 1e-6).astype(np.float32))
 
 
 def vote_cells(vx, vy, shape=None):
@@ -198,10 +397,6 @@ def _greedy_large(means, order, dt):
     return owner, seeds
 
 
-_BRUTE_FORCE = 256   # up to this many occupied cells, step 2 compares each seed with every cell (no KD-tree)
-_HALF_DIAGONAL = 0.5 * np.sqrt(2.0) + 1e-9
-
-
 def assign_votes(vx, vy, centers, et, cells=None):
     """Step 4: index of the nearest center closer than ET to each vote (x, y), -1 where none is.
 
@@ -225,11 +420,6 @@ def assign_votes(vx, vy, centers, et, cells=None):
         k, d, _ = nearest(np.stack([vx[unsure], vy[unsure]], 1), centers)
         out[unsure] = np.where(d < et, k, -1)
     return out
-
-
-# Up to this many kept centers, step 4 measures every (cell, center) distance; beyond (a poorly trained net's output
-# has hundreds), a KD-tree over the centers finds the two nearest ones.
-_BRUTE_FORCE_CENTERS = 32
 
 
 def _two_nearest_tree(points, centers, bound):
@@ -264,76 +454,6 @@ def _two_nearest(points, centers, chunk=1 << 20):
         if len(centers) > 1:
             d2[a:a + step] = np.partition(d, 1, axis=1)[:, 1]
     return k1, d1, d2
-
-
-def decode(vmap, dt, vt, et, method="vote", fg_threshold=FG_THRESHOLD):
-    """Decode a DCME vector map into instances (the paper's four steps; see the module docstring).
-
-    vmap: (2, H, W) vector map (dx, dy) in pixels; dt, vt, et: the distance, vote and extraction thresholds
-    (``PAPER_THRESHOLDS``); method: "vote" (paper) or "watershed" (ablation of step 4); fg_threshold: pixels with
-    |V| <= fg_threshold are background for step 1. Raises ValueError on a malformed map (shape, NaN/inf) or
-    thresholds out of range. Deterministic. Returns ``Decoded(labels, centers, votes, scores)``; an instance
-    that ends with no pixel is dropped, so every label 1..K has at least one pixel.
-    """
-    v = _check_vmap(vmap)
-    _check_thresholds(dt, vt, et, fg_threshold)
-    if method not in METHODS:
-        raise ValueError(f"unknown decoding method {method!r}; expected one of {METHODS}")
-    _, h, w = v.shape
-    mag2 = np.einsum("ijk,ijk->jk", v, v)          # squared |V|, one pass (np.hypot is 5x slower)
-    if not mag2.max(initial=0.0) < np.inf:         # NaN or inf anywhere (one reduction instead of isfinite)
-        bad = np.count_nonzero(~np.isfinite(v))
-        raise ValueError(f"vector map has {bad} NaN/inf values" if bad else "vector map has values beyond 1e19")
-    fg = mag2 > fg_threshold * fg_threshold
-    idx = np.flatnonzero(fg)
-    ys, xs = np.divmod(idx, w)
-    vx = xs + v[0].ravel()[idx].astype(np.float64)
-    vy = ys + v[1].ravel()[idx].astype(np.float64)
-
-    # Steps 2 and 3.
-    cells = vote_cells(vx, vy, (h, w))
-    cluster, centers, counts, spread = cluster_votes(vx, vy, (h, w), float(dt), cells)
-    # A zero-vector pixel at a cluster's CM (8-connected to the cluster's voters) votes for it too, so that a
-    # ground-truth instance casts exactly as many votes as it has pixels. Only clusters within reach of VT care.
-    near_vt = np.flatnonzero((counts < vt) & (counts + _max_center_pixels(fg_threshold) >= vt))
-    if len(near_vt):
-        _, _, lab = _center_pixels(_lookup(idx, cluster + 1, w), mag2, centers[near_vt], near_vt + 1,
-                                   fg_threshold)
-        boosted = counts.copy()
-        np.add.at(boosted, lab - 1, 1)
-        keep = np.flatnonzero(boosted >= vt)
-    else:
-        keep = np.flatnonzero(counts >= vt)
-    centers, counts, spread = centers[keep], counts[keep], spread[keep]
-
-    # Step 4 (or its watershed ablation), then the zero-vector CM pixels; they count as votes too.
-    ids = np.arange(1, len(centers) + 1)
-    if method == "vote":
-        k = assign_votes(vx, vy, centers, float(et), cells)          # 0-based kept cluster per vote, -1 = none
-        cy, cx, clab = _center_pixels(_lookup(idx, k + 1, w), mag2, centers, ids, fg_threshold)
-        pixels = np.bincount(k[k >= 0], minlength=len(centers))
-    else:
-        ws = _watershed(np.sqrt(mag2), fg, centers, (h, w))           # 1-based, 0 = background
-        cy, cx, clab = _center_pixels(lambda r, c: ws[r, c], mag2, centers, ids, fg_threshold)
-        pixels = np.bincount(ws.ravel(), minlength=len(centers) + 1)[1:]
-    counts = counts + np.bincount(clab - 1, minlength=len(centers))
-    # Drop empty instances, number the rest 1..K by votes (stable).
-    alive = np.flatnonzero(pixels > 0)
-    order = alive[np.argsort(-counts[alive], kind="stable")]
-    relabel = np.zeros(len(centers) + 1, np.int32)
-    relabel[order + 1] = np.arange(1, len(order) + 1)
-    centers, counts, spread = centers[order], counts[order], spread[order]
-    if method == "vote":
-        labels = np.zeros(h * w, np.int32)
-        labels[idx] = relabel[k + 1]
-        labels = labels.reshape(h, w)
-    else:
-        labels = relabel[ws]
-    labels[cy, cx] = relabel[clab]
-    # Score: saturation in votes times concentration of the cluster's votes (mean squared distance to its CM).
-    scores = counts / (counts + float(vt)) * np.exp(-spread / float(et) ** 2)
-    return Decoded(labels, centers.reshape(-1, 2).astype(np.float64), counts.astype(np.int64),
-                   np.maximum(scores, 1e-6).astype(np.float32))
 
 
 def _lookup(idx, values, w):
@@ -381,9 +501,6 @@ def _center_pixels(label_at, mag2, centers, ids, fg_threshold):
     cy, cx, lab = cy[support], cx[support], lab[support]
     _, first = np.unique(cy * w + cx, return_index=True)
     return cy[first], cx[first], lab[first]
-
-
-_RING = np.array([(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx])
 
 
 def _watershed(mag, fg, centers, shape):

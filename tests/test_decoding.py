@@ -303,3 +303,129 @@ def test_vote_cells_grid_and_sort_agree(seed, spread):
     b = vote_cells(vx, vy, (40, 60))      # grid path when every vote is inside the 40x60 image
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     assert np.array_equal(a[0][a[1]], np.stack([np.rint(vx), np.rint(vy)], 1))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# A dense reference of the paper's four steps (module docstring of dcme_layers/decoding.py): plain numpy, every
+# distance measured, O(N^2); decode() must give the same instances with its binning, KD-trees and fast paths.
+
+
+def _reference_cm_pixels(mag, owner, centers, ids, fg):
+    """Zero-vector pixels (|V| <= fg) within fg of a CM, not owned (``owner`` == 0) and with one of their 8
+    neighbours owned by that CM's id; a pixel claimed by several CMs goes to the first. {(row, col): id}."""
+    h, w = mag.shape
+    claimed = {}
+    for (cx, cy), i in zip(centers, ids):
+        for r in range(h):
+            for c in range(w):
+                if (r, c) in claimed or mag[r, c] > fg or owner[r, c] or np.hypot(c - cx, r - cy) > fg:
+                    continue
+                ring = owner[max(r - 1, 0):r + 2, max(c - 1, 0):c + 2]
+                if np.any(ring == i):
+                    claimed[(r, c)] = i
+    return claimed
+
+
+def reference_decode(v, dt, vt, et, method="vote", fg=0.5):
+    """The paper's decoding, written out step by step (no binning tricks beyond the documented cells)."""
+    from skimage.segmentation import watershed
+
+    _, h, w = v.shape
+    mag = np.hypot(v[0].astype(np.float64), v[1].astype(np.float64))
+    # Step 1: every foreground pixel votes for p + V(p).
+    rows, cols = np.nonzero(mag > fg)
+    vx, vy = cols + v[0][rows, cols].astype(np.float64), rows + v[1][rows, cols].astype(np.float64)
+    # Step 2: votes binned on the pixel grid (cells within DT of the image take part), each cell at the mean of its
+    # votes; the strongest unassigned cell (ties: row-major) absorbs every unassigned cell closer than DT.
+    cx, cy, m = np.rint(vx).astype(int), np.rint(vy).astype(int), int(np.ceil(dt))
+    near = (cx >= -m) & (cx < w + m) & (cy >= -m) & (cy < h + m)
+    cells = sorted(set(zip(cy[near].tolist(), cx[near].tolist())))               # row-major
+    members = [np.flatnonzero(near & (cy == r) & (cx == c)) for r, c in cells]
+    n = np.array([len(x) for x in members])
+    means = np.array([[vx[x].mean(), vy[x].mean()] for x in members]).reshape(-1, 2)
+    owner = np.full(len(cells), -1)
+    clusters = []
+    for s in sorted(range(len(cells)), key=lambda i: (-n[i], i)):
+        if owner[s] < 0:
+            absorbed = [j for j in range(len(cells)) if owner[j] < 0 and np.hypot(*(means[j] - means[s])) < dt]
+            owner[absorbed] = len(clusters)
+            clusters.append(absorbed)
+    vote_cluster = np.full(len(vx), -1)
+    for j, x in enumerate(members):
+        vote_cluster[x] = owner[j]
+    counts = np.array([n[c].sum() for c in clusters], int)
+    centers = np.array([(n[c, None] * means[c]).sum(0) / n[c].sum() for c in clusters]).reshape(-1, 2)
+    spread = np.array([(n[c] * ((means[c] - centers[k]) ** 2).sum(1)).sum() / counts[k]
+                       for k, c in enumerate(clusters)])
+    # Step 3: clusters with fewer than VT votes are dropped; zero-vector CM pixels count as votes (only for the
+    # clusters that can reach VT with the (2 ceil(fg) + 1)^2 pixels around their CM).
+    owned = np.zeros((h, w), int)
+    owned[rows, cols] = vote_cluster + 1
+    reach = [k for k in range(len(clusters)) if counts[k] < vt <= counts[k] + (2 * int(np.ceil(fg)) + 1) ** 2]
+    boosted = counts.copy()
+    for i in _reference_cm_pixels(mag, owned, centers[reach], [k + 1 for k in reach], fg).values():
+        boosted[i - 1] += 1
+    keep = np.flatnonzero(boosted >= vt)
+    centers, counts, spread = centers[keep], counts[keep], spread[keep]
+    ids = list(range(1, len(keep) + 1))
+    # Step 4: a vote closer than ET to a kept CM joins the nearest one (ties: the first); then the CM pixels.
+    if method == "vote":
+        labels = np.zeros((h, w), int)
+        for p in range(len(vx)):
+            d = np.hypot(centers[:, 0] - vx[p], centers[:, 1] - vy[p])
+            if len(d) and d.min() < et:
+                labels[rows[p], cols[p]] = np.argmin(d) + 1
+    else:
+        markers = np.zeros((h, w), np.int32)
+        for k in reversed(range(len(centers))):                                      # the stronger CM wins
+            markers[min(max(int(np.rint(centers[k, 1])), 0), h - 1), min(max(int(np.rint(centers[k, 0])), 0), w - 1)] \
+                = k + 1
+        mag32 = np.sqrt(np.einsum("ijk,ijk->jk", v, v))
+        labels = watershed(mag32, markers, mask=(mag > fg) | (markers > 0)).astype(int)
+    pixels = np.bincount(labels.ravel(), minlength=len(centers) + 1)[1:]
+    for (r, c), i in _reference_cm_pixels(mag, labels, centers, ids, fg).items():
+        labels[r, c] = i
+        counts[i - 1] += 1
+    # Empty instances dropped, the rest numbered by votes (stable), scored.
+    order = [k for k in sorted(range(len(centers)), key=lambda k: -counts[k]) if pixels[k] > 0]
+    relabel = np.zeros(len(centers) + 1, int)
+    relabel[np.array(order, int) + 1] = np.arange(1, len(order) + 1)
+    counts, spread = counts[order], spread[order]
+    scores = np.maximum(counts / (counts + vt) * np.exp(-spread / et ** 2), 1e-6)
+    return relabel[labels], centers[order].reshape(-1, 2), counts, scores
+
+
+def random_map(rng, h, w):
+    """Rectangles (some occluded) with noisy vectors, plus random votes on a few background pixels."""
+    m = np.zeros((h, w), np.int32)
+    for k in range(rng.integers(1, 6)):
+        y0, x0 = rng.integers(0, h - 2), rng.integers(0, w - 2)
+        m[y0:y0 + rng.integers(2, 12), x0:x0 + rng.integers(2, 16)] = 26000 + k
+    v = vector_map(m)
+    v += (rng.normal(0, rng.uniform(0, 1.5), v.shape) * (m > 0)).astype(np.float32)
+    pick = (rng.random((h, w)) < 0.05) & (m == 0)
+    v[:, pick] = rng.uniform(-8, 8, (2, pick.sum())).astype(np.float32)
+    return v
+
+
+@pytest.mark.parametrize("fast_paths", [True, False])
+@pytest.mark.parametrize("method", ["vote", "watershed"])
+def test_decode_equals_the_dense_reference(monkeypatch, method, fast_paths):
+    """decode() = reference_decode() on random small maps, with decode's fast paths (brute force for a few cells and
+    centers) and with its KD-tree paths forced."""
+    from dcme_layers import decoding
+
+    if not fast_paths:
+        monkeypatch.setattr(decoding, "_BRUTE_FORCE", 0)
+        monkeypatch.setattr(decoding, "_BRUTE_FORCE_CENTERS", 0)
+    rng = np.random.default_rng(12)
+    for trial in range(6):
+        h, w = rng.integers(14, 30), rng.integers(14, 40)
+        v = random_map(rng, h, w)
+        for dt, vt, et in ((3, 4, 5), (2.5, 2, 3.5), (6, 12, 4)):
+            got = decode(v, dt, vt, et, method=method)
+            labels, centers, votes, scores = reference_decode(v, dt, vt, et, method)
+            np.testing.assert_array_equal(got.labels, labels)
+            np.testing.assert_allclose(got.centers, centers, rtol=0, atol=1e-9)
+            np.testing.assert_array_equal(got.votes, votes)
+            np.testing.assert_allclose(got.scores, scores.astype(np.float32), rtol=1e-6)
