@@ -15,7 +15,9 @@ import numpy as np
 from cityscapesscripts.helpers import csHelpers
 from cityscapesscripts.helpers.labels import id2label, labels
 
+from dcme_layers import paper
 from dcme_layers.encoding import vector_map
+from dcme_layers.errors import DcmeError
 
 #: The 8 evaluated instance classes, in trainId order: person, rider, car, truck, bus, train, motorcycle, bicycle.
 INSTANCE_LABELS = tuple(sorted((l for l in labels if l.hasInstances and not l.ignoreInEval), key=lambda l: l.trainId))
@@ -23,8 +25,8 @@ INSTANCE_LABELS = tuple(sorted((l for l in labels if l.hasInstances and not l.ig
 INSTANCE_LABEL_IDS = tuple(l.id for l in INSTANCE_LABELS)
 #: Regular label id -> class index 0..7 (classifier output order).
 CLASS_INDEX = {l.id: i for i, l in enumerate(INSTANCE_LABELS)}
-#: Default encoded resolution (H, W): Cityscapes' 1024x2048 subsampled 3x, as in the paper.
-SIZE = (340, 680)
+#: Default encoded resolution (H, W): an alias of ``paper.SIZE``.
+SIZE = paper.SIZE
 #: The splits that may exist in a Cityscapes root.
 SPLITS = ("train", "val", "test")
 
@@ -47,9 +49,9 @@ Frame.__doc__ = """One Cityscapes frame: name like aachen_000000_000019, its spl
 leftImg8bit image, gtFine instanceIds and gtFine labelIds PNGs."""
 
 
-class DataError(ValueError):
+class DataError(DcmeError):
     """Bad input data (missing, corrupt, mismatched or wrongly sized files, unknown ids). The message names the file
-    and fits on one line."""
+    and fits on one line. A ``DcmeError`` (so a ValueError)."""
 
 
 def atomic_write(path, write, suffix=None):
@@ -66,6 +68,22 @@ def atomic_write(path, write, suffix=None):
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def write_png(path, img, compression=None, error=DataError):
+    """Write a uint8 image (H, W) or (H, W, 3) BGR as PNG at `path` atomically (``atomic_write``), creating its
+    folder. `compression`: cv2.IMWRITE_PNG_COMPRESSION level (None: OpenCV's default). An image OpenCV cannot encode
+    raises `error` ("<path>: cannot write PNG"). Returns `path` as a Path."""
+    params = [] if compression is None else [cv2.IMWRITE_PNG_COMPRESSION, int(compression)]
+
+    def write(tmp):
+        ok, buf = cv2.imencode(".png", np.ascontiguousarray(img), params)
+        if not ok:
+            raise error(f"{path}: cannot write PNG")
+        tmp.write_bytes(buf.tobytes())
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, write)
 
 
 def _core_name(path, suffix):
@@ -197,7 +215,7 @@ def subsample(image, instance_ids, size=SIZE):
     Returns (image, ids as int32)."""
     h, w = int(size[0]), int(size[1])
     if image.shape[:2] != np.shape(instance_ids):
-        raise ValueError(f"image {image.shape[:2]} and instance ids {np.shape(instance_ids)} differ in size")
+        raise DataError(f"image {image.shape[:2]} and instance ids {np.shape(instance_ids)} differ in size")
     return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA), subsample_ids(instance_ids, size)
 
 

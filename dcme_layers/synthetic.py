@@ -19,6 +19,7 @@ often a crowd region ("cargroup"/"persongroup": a plain label id in instanceIds)
 instance class (caravan/trailer), textured sky, buildings, vegetation, sidewalk and road, and the ego vehicle.
 """
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -26,12 +27,15 @@ import cv2
 import numpy as np
 from cityscapesscripts.helpers.labels import name2label
 
-from dcme_layers.cityscapes import DataError, atomic_write
+from dcme_layers.cityscapes import DataError, atomic_write, write_png
+from dcme_layers.errors import DcmeError
 
 #: Cities per split and the default number of frames.
 CITIES = {"train": "synthcity", "val": "synthval", "test": "synthtest"}
 SPLITS = {"train": 12, "val": 6}
 SIZE = (1024, 2048)
+#: Where `make synthetic` writes the default set: the tools' --root when $CITYSCAPES_DATASET is unset.
+ROOT = "data/cityscapes_synthetic"
 #: Cityscapes' camera (aachen), for 1024x2048; intrinsics are scaled to other sizes.
 CAMERA = {"extrinsic": {"baseline": 0.209313, "pitch": 0.038, "roll": 0.0, "x": 1.7, "y": 0.1, "yaw": -0.0195,
                         "z": 1.22},
@@ -378,14 +382,6 @@ def frame_paths(root, split, name):
             "camera": root / "camera" / split / city / f"{name}_camera.json"}
 
 
-def _write_png(path, array):
-    def w(tmp):
-        if not cv2.imwrite(str(tmp), array):
-            raise DataError(f"{path}: cannot write PNG")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, w)
-
-
 def _write_json(path, obj):
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
@@ -407,10 +403,10 @@ def generate(out, splits=None, size=SIZE, seed=0, force=False, progress=False):
     splits = dict(SPLITS if splits is None else splits)
     unknown = set(splits) - set(CITIES)
     if unknown:
-        raise ValueError(f"unknown split(s) {sorted(unknown)}; expected some of {list(CITIES)}")
+        raise DcmeError(f"unknown split(s) {sorted(unknown)}; expected some of {list(CITIES)}")
     size = (int(size[0]), int(size[1]))
     if size[0] < 32 or size[1] < 64:
-        raise ValueError(f"size {size} too small; need at least 32x64")
+        raise DcmeError(f"size {size} too small; need at least 32x64")
     out = Path(out)
     config = {"generator": "dcme_layers.synthetic", "version": 1, "splits": splits, "size": list(size), "seed": seed}
     marker = out / ".complete"
@@ -437,11 +433,26 @@ def generate(out, splits=None, size=SIZE, seed=0, force=False, progress=False):
         rng = np.random.default_rng([seed, split_index[split], i])
         fr = render_frame(rng, size)
         p = frame_paths(out, split, name)
-        _write_png(p["image"], fr["image"])
-        _write_png(p["label_ids"], fr["label_ids"])
-        _write_png(p["instance_ids"], fr["instance_ids"])
-        _write_png(p["disparity"], fr["disparity"])
+        write_png(p["image"], fr["image"])
+        write_png(p["label_ids"], fr["label_ids"])
+        write_png(p["instance_ids"], fr["instance_ids"])
+        write_png(p["disparity"], fr["disparity"])
         _write_json(p["polygons"], fr["polygons"])
         _write_json(p["camera"], fr["camera"])
     _write_json(marker, config)
     return out
+
+
+def default_root():
+    """The tools' default Cityscapes root: $CITYSCAPES_DATASET, else the synthetic set at ROOT."""
+    return os.environ.get("CITYSCAPES_DATASET") or ROOT
+
+
+def existing_or_generate(root, out, splits=None, split=None):
+    """A Cityscapes root for the benchmarks: `root` (Path) when it holds a complete synthetic set (`.complete`) or,
+    given `split`, that split's gtFine folder; else a synthetic set of {split: frame count} `splits` (default
+    SPLITS) generated into `out` (``generate``)."""
+    root = Path(root)
+    if (root / ".complete").exists() or (split is not None and (root / "gtFine" / split).is_dir()):
+        return root
+    return generate(out, splits)

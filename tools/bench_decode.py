@@ -24,14 +24,15 @@ from dcme_layers.caffe_log import quiet
 
 quiet()  # before anything imports caffe: no glog INFO lines from the nets
 
-from dcme_layers import cityscapes  # noqa: E402
+from dcme_layers import cityscapes, paper, synthetic  # noqa: E402
 from dcme_layers import evaluation as E  # noqa: E402
-from dcme_layers.decoding import PAPER_THRESHOLDS, decode  # noqa: E402
+from dcme_layers.decoding import decode  # noqa: E402
 from dcme_layers.encoding import vector_map  # noqa: E402
+from dcme_layers.errors import DcmeError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = Path(os.environ.get("DCME_CITYSCAPES_SAMPLE", REPO.parent / "shared" / "data" / "cityscapes_sample"))
-SIZE = cityscapes.SIZE
+SIZE = paper.SIZE
 
 
 ENCODE = "encode (vector_map, CM)"
@@ -55,7 +56,7 @@ def decode_times(frames, repeat=7):
     """{row name: [seconds per frame]} for encoding and the decoding variants. The variants run interleaved,
     round after round, so that a busy machine slows them alike; per frame the median of the rounds."""
     rng = np.random.default_rng(0)
-    seg, fcn = PAPER_THRESHOLDS["segnet"], PAPER_THRESHOLDS["fcn8s"]
+    seg, fcn = tuple(paper.THRESHOLDS["segnet"]), tuple(paper.THRESHOLDS["fcn8s"])   # printed as (DT, VT, ET)
     rows = {}
     for f in frames:
         _, ids = cityscapes.subsample(cityscapes.read_image(f.image), cityscapes.read_instance_ids(f.instance_ids),
@@ -110,15 +111,12 @@ def table(title, frames, tmp):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--root", default="data/cityscapes_synthetic", help="Cityscapes root with a val split")
+    ap.add_argument("--root", default=synthetic.ROOT, help="Cityscapes root with a val split")
     ap.add_argument("--frames", type=int, default=6, help="frames per data set (default: %(default)s)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        root = Path(a.root)
-        if not (root / ".complete").exists() and not (root / "gtFine" / "val").is_dir():
-            from dcme_layers.synthetic import generate
-            root = generate(tmp / "synthetic", {"val": a.frames})
+        root = synthetic.existing_or_generate(a.root, tmp / "synthetic", {"val": a.frames}, split="val")
         sets = [("synthetic val", cityscapes.list_frames(root, "val")[:a.frames])]
         if (SAMPLE / "gtFine" / "train").is_dir():
             sets.append(("real Cityscapes sample", cityscapes.list_frames(SAMPLE, "train")[:a.frames]))
@@ -129,5 +127,5 @@ def main():
 if __name__ == "__main__":
     try:
         main()
-    except ValueError as e:
+    except DcmeError as e:
         sys.exit(f"bench_decode: {e}")

@@ -18,7 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-SIZE = (340, 680)
+from dcme_layers import paper
+
+SIZE = paper.SIZE
 
 
 def _runner(name, frames):
@@ -108,11 +110,9 @@ def main():
     tmp = None
     root = a.root
     if root is None:
-        root = "data/cityscapes_synthetic"
-        if not (Path(root) / ".complete").exists():
-            from dcme_layers import synthetic
-            tmp = tempfile.mkdtemp(prefix="bench_encode_synthetic_")
-            root = synthetic.generate(tmp)
+        from dcme_layers import synthetic
+        tmp = tempfile.mkdtemp(prefix="bench_encode_synthetic_")
+        root = synthetic.existing_or_generate(synthetic.ROOT, tmp)
     try:
         import caffe  # noqa: F401
         have_caffe = True
@@ -139,7 +139,7 @@ def main():
     print("|---|---:|---:|---:|---:|")
     labels = {"baseline": "read + resize (baseline)", "encoder": "encoder: read + check ids + resize + DCME",
               "encoder+datum": "encoder + Datum serialization (encode_data worker)",
-              "dcme": "DCME only (instance map + vector map at 340x680)"}
+              "dcme": f"DCME only (instance map + vector map at {SIZE[0]}x{SIZE[1]})"}
     for s in stages:
         k, t, rss = rows[s]
         print(f"| {labels[s]} | {k / t:.1f} | {1000 * t / k:.1f} | {t / base_t:.2f} | {rss:.0f} |")

@@ -17,19 +17,18 @@ from dcme_layers.caffe_log import quiet
 
 quiet()  # before anything imports caffe: no glog INFO lines from the nets
 
-from dcme_layers import cityscapes, cli, lmdb_io  # noqa: E402
+from dcme_layers import cli, lmdb_io, paper, synthetic  # noqa: E402
 from dcme_layers.cityscapes import DataError  # noqa: E402
-
-SYNTHETIC = "data/cityscapes_synthetic"
+from dcme_layers.errors import DcmeError  # noqa: E402
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--root", default=os.environ.get("CITYSCAPES_DATASET") or SYNTHETIC,
+    p.add_argument("--root", default=synthetic.default_root(),
                    help="Cityscapes root (default: $CITYSCAPES_DATASET, else %(default)s)")
     p.add_argument("--out", default="data/lmdb", help="output folder (default: %(default)s)")
     p.add_argument("--splits", nargs="+", help="splits to encode (default: those of --root with gtFine)")
-    p.add_argument("--size", nargs=2, type=cli.positive, default=list(cityscapes.SIZE), metavar=("H", "W"),
+    p.add_argument("--size", nargs=2, type=cli.positive, default=list(paper.SIZE), metavar=("H", "W"),
                    help="encoded resolution (default: %(default)s, Cityscapes subsampled 3x)")
     p.add_argument("--anchor", choices=("cm", "bbox"), default="cm",
                    help="center of mass (the paper) or bounding-box centroid (ablation)")
@@ -44,12 +43,12 @@ def main(argv=None):
     p.add_argument("--test-delay", type=float, default=0.0, help=argparse.SUPPRESS)  # seconds per frame, tests only
     a = p.parse_args(argv)
     try:
-        if a.root == SYNTHETIC and not os.path.isdir(a.root):
+        if a.root == synthetic.ROOT and not os.path.isdir(a.root):
             raise DataError(f"{a.root}: not found; run `make synthetic` or set --root / CITYSCAPES_DATASET")
         lmdb_io.encode_dataset(a.root, a.out, a.splits, size=a.size, anchor=a.anchor, workers=a.workers,
                                force=a.force, commit_every=a.commit_every, seed=a.seed, delay=a.test_delay,
                                progress=not a.quiet)
-    except (DataError, OSError, lmdb.Error) as e:
+    except (DcmeError, OSError, lmdb.Error) as e:
         print(f"encode_data: error: {e}", file=sys.stderr)
         return 1
     except ImportError as e:

@@ -6,16 +6,16 @@ Writes into --out: pred_vectors.h5 (network output), pred-*/ (Cityscapes results
 Every step resumes from what a killed run left.
 """
 import argparse
-import os
 import sys
 
 from dcme_layers.caffe_log import quiet
 
 quiet()  # before anything imports caffe: no glog INFO lines from the nets
 
-from dcme_layers import cli  # noqa: E402
+from dcme_layers import cli, paper, synthetic  # noqa: E402
 from dcme_layers.classify import Classifier  # noqa: E402
-from dcme_layers.decoding import METHODS, PAPER_THRESHOLDS  # noqa: E402
+from dcme_layers.decoding import METHODS  # noqa: E402
+from dcme_layers.errors import DcmeError  # noqa: E402
 from dcme_layers.evaluation import UPSAMPLING  # noqa: E402
 from dcme_layers.inference import newest_snapshot  # noqa: E402
 from dcme_layers.pipeline import evaluate_model  # noqa: E402
@@ -23,9 +23,9 @@ from dcme_layers.pipeline import evaluate_model  # noqa: E402
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", choices=sorted(PAPER_THRESHOLDS), default="segnet")
+    ap.add_argument("--model", choices=sorted(paper.THRESHOLDS), default="segnet")
     ap.add_argument("--split", default="val")
-    ap.add_argument("--root", default=os.environ.get("CITYSCAPES_DATASET") or "data/cityscapes_synthetic",
+    ap.add_argument("--root", default=synthetic.default_root(),
                     help="Cityscapes root (default: $CITYSCAPES_DATASET, else %(default)s)")
     ap.add_argument("--encoded", default="data/lmdb", help="output folder of `make encode-data`")
     ap.add_argument("--out", help="default: out/<model>_<split>")
@@ -63,7 +63,7 @@ def main():
         evaluate_model(args.model, args.split, args.root, args.encoded, out, weights, classifier, args.thresholds,
                        args.method, args.upsample, args.oracle, args.figures, args.workers,
                        args.max_instances, args.force)
-    except ValueError as e:  # DataError and the decoder's threshold checks: one line naming the file
+    except DcmeError as e:  # DataError and the decoder's threshold checks: one line naming the file
         sys.exit(f"evaluate: {e}")
     print(f"report: {out}/report.md")
 

@@ -7,12 +7,12 @@ import argparse
 import sys
 
 from dcme_layers import synthetic
-from dcme_layers.cityscapes import DataError
+from dcme_layers.errors import DcmeError
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default="data/cityscapes_synthetic", help="output root (default: %(default)s)")
+    p.add_argument("--out", default=synthetic.ROOT, help="output root (default: %(default)s)")
     for split, n in synthetic.SPLITS.items():
         p.add_argument(f"--{split}", type=int, default=n, help=f"{split} frames (default: %(default)s)")
     p.add_argument("--test", type=int, default=0, help="test frames (default: %(default)s)")
@@ -24,7 +24,7 @@ def main(argv=None):
     splits = {s: n for s, n in (("train", a.train), ("val", a.val), ("test", a.test)) if n > 0}
     try:
         out = synthetic.generate(a.out, splits, size=a.size, seed=a.seed, force=a.force, progress=True)
-    except (DataError, ValueError, OSError) as e:
+    except (DcmeError, OSError) as e:
         print(f"make_synthetic_cityscapes: error: {e}", file=sys.stderr)
         return 1
     print(f"{out}: " + ", ".join(f"{s} {n}" for s, n in splits.items()) + f" frames at {a.size[0]}x{a.size[1]}")

@@ -16,26 +16,27 @@ from dcme_layers.caffe_log import quiet
 
 quiet()  # before anything imports caffe: no glog INFO lines from the nets
 
-from dcme_layers import cityscapes, cli  # noqa: E402
+from dcme_layers import cityscapes, cli, paper, synthetic  # noqa: E402
 from dcme_layers.cityscapes import DataError  # noqa: E402
 from dcme_layers.decoding import METHODS, parse_thresholds, scale_thresholds  # noqa: E402
 from dcme_layers.encoding import ANCHORS  # noqa: E402
+from dcme_layers.errors import DcmeError  # noqa: E402
 from dcme_layers.evaluation import UPSAMPLING, run_oracle  # noqa: E402
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--root", default=os.environ.get("CITYSCAPES_DATASET") or "data/cityscapes_synthetic",
+    p.add_argument("--root", default=synthetic.default_root(),
                    help="Cityscapes root (default: $CITYSCAPES_DATASET, else %(default)s)")
     p.add_argument("--split", default="val")
-    p.add_argument("--size", nargs=2, type=cli.positive, default=list(cityscapes.SIZE), metavar=("H", "W"),
+    p.add_argument("--size", nargs=2, type=cli.positive, default=list(paper.SIZE), metavar=("H", "W"),
                    help="encoded resolution (default: %(default)s)")
     p.add_argument("--anchor", nargs="+", choices=ANCHORS, default=list(ANCHORS))
     p.add_argument("--method", nargs="+", choices=METHODS, default=list(METHODS))
     p.add_argument("--thresholds", default="segnet",
                    help="segnet, fcn8s or DT,VT,ET in pixels of --size (default: %(default)s)")
     p.add_argument("--scale-thresholds", action="store_true",
-                   help="thresholds are given at 340x680: scale them to --size")
+                   help="thresholds are given at %dx%d: scale them to --size" % paper.SIZE)
     p.add_argument("--upsample", choices=UPSAMPLING, default="nearest", help="masks to full resolution")
     p.add_argument("--out", default="out/oracle")
     p.add_argument("--no-full-res", dest="full_res", action="store_false", help="skip the full-resolution GT row")
@@ -53,7 +54,7 @@ def main(argv=None):
             raise DataError(f"{a.root}: no frames in split {a.split}")
         results = run_oracle(frames, a.out, a.size, a.anchor, a.method, th, a.upsample, a.full_res,
                              a.gt_subsampled, a.figures, a.workers, force=a.force)
-    except (ValueError, OSError) as e:           # DataError and EvaluationError are ValueErrors
+    except (DcmeError, OSError) as e:           # DataError, EvaluationError, DecodingError
         sys.exit(f"oracle: {e}")
     for r in results:
         print(f"{r['name']}: AP {100 * r['AP']:.1f}")

@@ -5,7 +5,6 @@ the bounding-box centroid (the paper's Figure 2), and the vector field drawn as 
   .venv/bin/python tools/show_encoding.py --root data/cityscapes_synthetic --frame synthcity_000000_000019
 """
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -16,23 +15,11 @@ from dcme_layers.caffe_log import quiet
 
 quiet()  # before anything imports caffe: no glog INFO lines from the nets
 
-from dcme_layers import cityscapes  # noqa: E402
-from dcme_layers.cityscapes import DataError, atomic_write  # noqa: E402
-from dcme_layers.encoding import instance_anchors, magnitude, vector_map  # noqa: E402
-
-
-def magnitude_image(mag, inst):
-    """Colour-mapped magnitude (JET), each instance scaled to its own maximum so that small instances show
-    their structure too; black background: (H, W, 3) uint8."""
-    fg = inst > 0
-    _, inverse = np.unique(inst[fg], return_inverse=True)
-    peak = np.zeros(inverse.max() + 1 if inverse.size else 0)
-    np.maximum.at(peak, inverse, mag[fg])
-    scaled = np.zeros(mag.shape, np.uint8)
-    scaled[fg] = np.clip(mag[fg] / np.maximum(peak[inverse], 1e-6) * 255, 0, 255).astype(np.uint8)
-    img = cv2.applyColorMap(scaled, cv2.COLORMAP_JET)
-    img[~fg] = 0
-    return img
+from dcme_layers import cityscapes, paper, synthetic  # noqa: E402
+from dcme_layers.cityscapes import DataError, write_png  # noqa: E402
+from dcme_layers.encoding import instance_anchors, vector_map  # noqa: E402
+from dcme_layers.errors import DcmeError  # noqa: E402
+from dcme_layers.visualize import magnitude_image  # noqa: E402
 
 
 def _caption(img, text):
@@ -45,7 +32,7 @@ def magnitude_figure(inst):
     marked with a white dot."""
     panels = []
     for a, title in (("cm", "center of mass"), ("bbox", "bounding-box centroid")):
-        img = magnitude_image(magnitude(vector_map(inst, a)), inst)
+        img = magnitude_image(vector_map(inst, a), instances=inst)
         for x, y in instance_anchors(inst, a)[1]:
             cv2.circle(img, (int(round(x)), int(round(y))), 3, (255, 255, 255), -1, cv2.LINE_AA)
         panels.append(_caption(img, f"|V| to the {title} (per-instance scale)"))
@@ -87,19 +74,12 @@ def _find(root, split, name):
     raise DataError(f"{root}: no frame {name!r} in split(s) {', '.join(splits)}")
 
 
-def _imwrite(path, img):
-    def w(tmp):
-        if not cv2.imwrite(str(tmp), img):
-            raise DataError(f"{path}: cannot write PNG")
-    atomic_write(path, w, suffix=".png")
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--root", default=os.environ.get("CITYSCAPES_DATASET") or "data/cityscapes_synthetic")
+    p.add_argument("--root", default=synthetic.default_root())
     p.add_argument("--split", help="split of the frame (default: search train, val, test)")
     p.add_argument("--frame", help="frame name, e.g. aachen_000000_000019 (default: the first one)")
-    p.add_argument("--size", nargs=2, type=int, default=list(cityscapes.SIZE), metavar=("H", "W"))
+    p.add_argument("--size", nargs=2, type=int, default=list(paper.SIZE), metavar=("H", "W"))
     p.add_argument("--step", type=int, default=14, help="arrow grid spacing in pixels (default: %(default)s)")
     p.add_argument("--out", default="out/figures")
     a = p.parse_args(argv)
@@ -110,9 +90,9 @@ def main(argv=None):
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
         paths = [out / f"{frame.name}_magnitude_cm_vs_bbox.png", out / f"{frame.name}_vectors.png"]
-        _imwrite(paths[0], magnitude_figure(inst))
-        _imwrite(paths[1], vector_figure(image, inst, a.step))
-    except (DataError, OSError) as e:
+        write_png(paths[0], magnitude_figure(inst))
+        write_png(paths[1], vector_figure(image, inst, a.step))
+    except (DcmeError, OSError) as e:
         print(f"show_encoding: error: {e}", file=sys.stderr)
         return 1
     for path in paths:
