@@ -19,16 +19,22 @@ pixels or instances.
 """
 import numpy as np
 
+from dcme_layers.errors import DcmeError
+
 ANCHORS = ("cm", "bbox")
+
+
+class EncodingError(DcmeError):
+    """A malformed instance map or vector map, or an unknown anchor (a DcmeError, so a ValueError)."""
 
 
 def _foreground(instance_map):
     """Flat indices, columns, rows and instance index (into the sorted ids) of every non-zero pixel."""
     m = np.asarray(instance_map)
     if m.ndim != 2:
-        raise ValueError(f"instance_map must be 2-D (H, W), got shape {m.shape}")
+        raise EncodingError(f"instance_map must be 2-D (H, W), got shape {m.shape}")
     if not np.issubdtype(m.dtype, np.integer):
-        raise ValueError(f"instance_map must be an integer array, got {m.dtype}")
+        raise EncodingError(f"instance_map must be an integer array, got {m.dtype}")
     flat = m.ravel()
     idx = np.flatnonzero(flat)
     vals = flat[idx]
@@ -58,7 +64,7 @@ def _anchors(cols, rows, inverse, k, anchor):
         x = (np.minimum.reduceat(c, starts) + np.maximum.reduceat(c, starts)) / 2.0
         y = (np.minimum.reduceat(r, starts) + np.maximum.reduceat(r, starts)) / 2.0
     else:
-        raise ValueError(f"unknown anchor {anchor!r}; expected one of {ANCHORS}")
+        raise EncodingError(f"unknown anchor {anchor!r}; expected one of {ANCHORS}")
     return np.stack([x, y], axis=1).astype(np.float64).reshape(k, 2)
 
 
@@ -94,5 +100,5 @@ def magnitude(vmap):
     """Euclidean norm of a (2, H, W) vector map: the distance of each pixel to its anchor, (H, W) float32."""
     v = np.asarray(vmap, np.float32)
     if v.ndim != 3 or v.shape[0] != 2:
-        raise ValueError(f"vector map must have shape (2, H, W), got {v.shape}")
+        raise EncodingError(f"vector map must have shape (2, H, W), got {v.shape}")
     return np.hypot(v[0], v[1])

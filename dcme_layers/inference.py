@@ -15,14 +15,12 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-import models
-
-from dcme_layers import netfiles, resumable
+from dcme_layers import netfiles, paper, resumable
 from dcme_layers.cityscapes import DataError
 from dcme_layers.lmdb_io import check_encoded, read_datum_lmdb
 
 # BGR mean that the train nets' Data layers subtract; the deploy nets take mean-subtracted input.
-MEAN_BGR = np.array(models.MEAN_BGR, dtype=np.float32)
+MEAN_BGR = np.array(paper.MEAN_BGR, dtype=np.float32)
 
 
 class InferenceError(DataError):

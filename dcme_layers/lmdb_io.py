@@ -25,7 +25,7 @@ from pathlib import Path
 import lmdb
 import numpy as np
 
-from dcme_layers import cityscapes, resumable
+from dcme_layers import cityscapes, paper, resumable
 from dcme_layers.cityscapes import DataError, atomic_write
 
 FORMAT = 1  # bump when the content of the LMDBs changes
@@ -52,7 +52,7 @@ def image_datum(chw, label=None):
     `label` (an int, e.g. a class index) when given."""
     a = np.ascontiguousarray(chw)
     if a.ndim != 3 or a.dtype != np.uint8:
-        raise ValueError(f"image must be (C, H, W) uint8, got {a.shape} {a.dtype}")
+        raise DataError(f"image must be (C, H, W) uint8, got {a.shape} {a.dtype}")
     c, h, w = a.shape
     extra = {} if label is None else {"label": int(label)}
     return _pb2().Datum(channels=c, height=h, width=w, data=a.tobytes(), **extra).SerializeToString()
@@ -67,9 +67,9 @@ def float_datum(chw):
     """
     a = np.asarray(chw)
     if a.ndim != 3:
-        raise ValueError(f"float datum must be (C, H, W), got {a.shape}")
+        raise DataError(f"float datum must be (C, H, W), got {a.shape}")
     if not np.all(np.isfinite(a)):
-        raise ValueError("float datum holds NaN or inf")
+        raise DataError("float datum holds NaN or inf")
     c, h, w = a.shape
     head = _pb2().Datum(channels=c, height=h, width=w).SerializeToString()
     body = np.ascontiguousarray(a, "<f4").tobytes()
@@ -202,7 +202,7 @@ def check_encoded(split_dir):
     return manifest
 
 
-def encode_split(root, split, out, size=cityscapes.SIZE, anchor="cm", workers=None, force=False,
+def encode_split(root, split, out, size=paper.SIZE, anchor="cm", workers=None, force=False,
                  commit_every=16, seed=TRAIN_SEED, delay=0.0, progress=True, log=print):
     """Encode one split of a Cityscapes root into out/{split}/ (see the module docstring); return its manifest.
 
@@ -213,7 +213,7 @@ def encode_split(root, split, out, size=cityscapes.SIZE, anchor="cm", workers=No
     for tests only.
     """
     if anchor not in ("cm", "bbox"):
-        raise ValueError(f"unknown anchor {anchor!r}")
+        raise DataError(f"unknown anchor {anchor!r}")
     size = (int(size[0]), int(size[1]))
     if min(size) < 1:
         raise DataError(f"size {size[0]}x{size[1]}: height and width must be positive")

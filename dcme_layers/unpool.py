@@ -26,8 +26,10 @@ import numpy as np
 
 import caffe
 
+from dcme_layers.errors import DcmeError
 
-class UnpoolError(ValueError):
+
+class UnpoolError(DcmeError):
     """Bad bottoms for the Unpool layer (shapes or indices)."""
 
 

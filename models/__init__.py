@@ -17,11 +17,13 @@ from caffe import layers as L, params as P
 from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
-# BGR pixel mean of ILSVRC (VGG16, FCN's voc_layers.py); subtracted by the Data layer's transform_param in the train
-# nets. The deploy nets take mean-subtracted input: tools/infer.py subtracts MEAN_BGR itself. No scaling (0..255).
-MEAN_BGR = (104.00699, 116.66877, 122.67892)
-# Paper resolution: Cityscapes 1024x2048 subsampled 3x.
-INPUT_SIZE = (340, 680)
+from dcme_layers import paper
+
+# The regressors' BGR pixel mean (paper.MEAN_BGR); subtracted by the Data layer's transform_param in the train nets.
+# The deploy nets take mean-subtracted input: tools/infer.py subtracts MEAN_BGR itself. No scaling (0..255).
+MEAN_BGR = paper.MEAN_BGR
+# The paper's encoded resolution (paper.SIZE).
+INPUT_SIZE = paper.SIZE
 # Frames of the Cityscapes gtFine train split (data/lmdb/train after `make encode-data`): what an epoch is.
 TRAIN_FRAMES = 2975
 # The predicted 2-D vector map (N, 2, H, W) is this blob in every regressor (train and deploy nets).

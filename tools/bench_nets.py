@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from dcme_layers import paper
+
 REPO = Path(__file__).resolve().parents[1]
 NETS = ("segnet", "fcn8s")
 GIB = 1024 ** 3
@@ -124,7 +126,7 @@ def estimate_bytes(name, batch, size, tmp):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--iters", type=int, default=1, help="timed iterations per net (after one warm-up)")
-    ap.add_argument("--size", type=int, nargs=2, default=[340, 680], metavar=("H", "W"))
+    ap.add_argument("--size", type=int, nargs=2, default=list(paper.SIZE), metavar=("H", "W"))
     ap.add_argument("--child", choices=NETS, help=argparse.SUPPRESS)
     ap.add_argument("--tmp", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

@@ -26,6 +26,7 @@ if str(REPO) not in sys.path:
 
 from dcme_layers import cli, netfiles  # noqa: E402
 from dcme_layers.cityscapes import DataError, atomic_write  # noqa: E402
+from dcme_layers.errors import DcmeError  # noqa: E402
 
 
 class BNStatsError(DataError):
@@ -138,7 +139,7 @@ def main(argv=None):
     out = Path(args.out) if args.out else default_out(args.weights)
     try:
         stats = compute_bn_stats(args.weights, out, args.net, args.lmdb, args.batches)
-    except DataError as e:
+    except DcmeError as e:
         print(f"compute_bn_stats: {e}", file=sys.stderr)
         return 1
     print(f"wrote {out}: statistics of {len(stats)} BatchNorm layers")

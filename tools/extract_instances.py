@@ -1,6 +1,6 @@
 """Extract the ground-truth instances of a Cityscapes root into LMDBs for training the GoogLeNet classifier.
 
-Each frame is subsampled to --size (340x680, the resolution DCME decodes at, so training crops look like the
+Each frame is subsampled to --size (paper.SIZE, 340x680: the resolution DCME decodes at, so training crops look like the
 test-time crops of decoded instances); every instance of the 8 evaluated classes with at least --min-pixels pixels
 there is cropped (bounding box + --margin on each side, clipped), resized to --crop x --crop and written as a caffe
 Datum (uint8 3xCxC BGR, label = class index 0..7 in trainId order) to <out>/<split>, with <out>/<split>/manifest.json
@@ -16,8 +16,9 @@ from dcme_layers.caffe_log import quiet
 
 quiet()  # before anything imports caffe: no glog INFO lines from the nets
 
-from dcme_layers import classify, cli  # noqa: E402
+from dcme_layers import classify, cli, paper  # noqa: E402
 from dcme_layers.cityscapes import DataError, available_splits  # noqa: E402
+from dcme_layers.errors import DcmeError  # noqa: E402
 
 
 def main(argv=None):
@@ -26,13 +27,13 @@ def main(argv=None):
     p.add_argument("--split", "--splits", dest="splits", nargs="+", choices=["train", "val", "test"],
                    help="splits to extract (default: train and val, those of them that --root has)")
     p.add_argument("--out", default="data/instances", help="output folder; LMDBs at <out>/<split>")
-    p.add_argument("--size", nargs=2, type=cli.positive, default=[340, 680], metavar=("H", "W"),
-                   help="resolution the frames are subsampled to before cropping (default 340 680)")
-    p.add_argument("--crop", type=cli.positive, default=classify.CROP, help="crop side in pixels (default 224)")
-    p.add_argument("--margin", type=float, default=classify.MARGIN,
-                   help="box enlargement per side, as a fraction of the box's width/height (default 0.1)")
-    p.add_argument("--min-pixels", type=cli.count, default=classify.MIN_PIXELS,
-                   help="skip instances with fewer pixels at --size (default %d)" % classify.MIN_PIXELS)
+    p.add_argument("--size", nargs=2, type=cli.positive, default=list(paper.SIZE), metavar=("H", "W"),
+                   help="resolution the frames are subsampled to before cropping (default %d %d)" % paper.SIZE)
+    p.add_argument("--crop", type=cli.positive, default=paper.CROP, help="crop side in pixels (default %d)" % paper.CROP)
+    p.add_argument("--margin", type=float, default=paper.MARGIN,
+                   help="box enlargement per side, as a fraction of the box's width/height (default %g)" % paper.MARGIN)
+    p.add_argument("--min-pixels", type=cli.count, default=paper.MIN_PIXELS,
+                   help="skip instances with fewer pixels at --size (default %d)" % paper.MIN_PIXELS)
     p.add_argument("--workers", type=cli.positive, default=1, help="processes reading frames (default 1)")
     p.add_argument("--force", action="store_true", help="re-extract even if an up-to-date LMDB exists")
     args = p.parse_args(argv)
@@ -52,7 +53,7 @@ def main(argv=None):
             if m["count"] == 0:
                 print(f"extract_instances: warning: {args.out}/{split} is empty; Caffe cannot train on it",
                       file=sys.stderr)
-    except (DataError, OSError) as e:
+    except (DcmeError, OSError) as e:
         print(f"extract_instances: error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -108,7 +108,7 @@ def write_nets(stage):
 def write_data(stage):
     """Two synthetic train frames at the paper's resolution, encoded to data/train/{images,vectors}."""
     from dcme_layers import lmdb_io, synthetic
-    from dcme_layers.cityscapes import SIZE
+    from dcme_layers.paper import SIZE
     with tempfile.TemporaryDirectory() as tmp:
         root = synthetic.generate(Path(tmp) / "cityscapes", {"train": TRAIN_FRAMES}, seed=0)
         lmdb_io.encode_dataset(root, stage / "data", ["train"], size=SIZE, workers=1, progress=False)

@@ -12,7 +12,7 @@ from dcme_layers.caffe_log import quiet
 
 quiet()  # before anything imports caffe: no glog INFO lines from the nets
 
-from dcme_layers.cityscapes import DataError  # noqa: E402
+from dcme_layers.errors import DcmeError  # noqa: E402
 from dcme_layers.inference import infer_split, newest_snapshot  # noqa: E402
 
 
@@ -34,7 +34,7 @@ def main():
     out = Path(args.out or f"out/{args.model}_{args.split}/pred_vectors.h5")
     try:
         infer_split(deploy, weights, Path(args.encoded) / args.split, out, model=args.model, force=args.force)
-    except DataError as e:  # every bad input, a full disk, a second run on the same --out: one line
+    except DcmeError as e:  # every bad input, a full disk, a second run on the same --out: one line
         sys.exit(f"infer: error: {e}")
     except KeyboardInterrupt:
         sys.exit("infer: interrupted; the frames done are kept, re-run to resume")

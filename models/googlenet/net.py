@@ -18,11 +18,12 @@ from caffe import layers as L, params as P
 from google.protobuf import text_format
 
 import models
+from dcme_layers import paper
 from models import CONV_PARAM
 
 SOURCE = "models/googlenet/net.py"
 NUM_CLASSES = 8
-MEAN_BGR = (104, 117, 123)
+MEAN_BGR = paper.GOOGLENET_MEAN_BGR
 
 # (1x1, 3x3_reduce, 3x3, 5x5_reduce, 5x5, pool_proj) per inception module (Szegedy et al. 2015, Table 1).
 INCEPTION = {
