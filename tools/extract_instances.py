@@ -16,7 +16,7 @@ from dcme_layers.caffe_log import quiet
 
 quiet()  # before anything imports caffe: no glog INFO lines from the nets
 
-from dcme_layers import classify, cli  # noqa: E402
+from dcme_layers import cli, crops  # noqa: E402
 from dcme_layers.cityscapes import DataError, available_splits  # noqa: E402
 
 
@@ -28,11 +28,11 @@ def main(argv=None):
     p.add_argument("--out", default="data/instances", help="output folder; LMDBs at <out>/<split>")
     p.add_argument("--size", nargs=2, type=cli.positive, default=[340, 680], metavar=("H", "W"),
                    help="resolution the frames are subsampled to before cropping (default 340 680)")
-    p.add_argument("--crop", type=cli.positive, default=classify.CROP, help="crop side in pixels (default 224)")
-    p.add_argument("--margin", type=float, default=classify.MARGIN,
+    p.add_argument("--crop", type=cli.positive, default=crops.CROP, help="crop side in pixels (default 224)")
+    p.add_argument("--margin", type=float, default=crops.MARGIN,
                    help="box enlargement per side, as a fraction of the box's width/height (default 0.1)")
-    p.add_argument("--min-pixels", type=cli.count, default=classify.MIN_PIXELS,
-                   help="skip instances with fewer pixels at --size (default %d)" % classify.MIN_PIXELS)
+    p.add_argument("--min-pixels", type=cli.count, default=crops.MIN_PIXELS,
+                   help="skip instances with fewer pixels at --size (default %d)" % crops.MIN_PIXELS)
     p.add_argument("--workers", type=cli.positive, default=1, help="processes reading frames (default 1)")
     p.add_argument("--force", action="store_true", help="re-extract even if an up-to-date LMDB exists")
     args = p.parse_args(argv)
@@ -43,7 +43,7 @@ def main(argv=None):
         if not splits:
             raise DataError(f"{args.root}: no train or val split with leftImg8bit/ and gtFine/ (a Cityscapes root?)")
         for split in splits:
-            m = classify.extract_instances(args.root, split, args.out, size=args.size, crop=args.crop,
+            m = crops.extract_instances(args.root, split, args.out, size=args.size, crop=args.crop,
                                            margin=args.margin, min_pixels=args.min_pixels, workers=args.workers,
                                            force=args.force)
             per_class = ", ".join("%s %d" % kv for kv in m["per_class"].items())
