@@ -105,6 +105,30 @@ def _iter_lmdb(path):
         env.close()
 
 
+class DatumReader:
+    """Random access to a Datum LMDB by key: ``reader[key]`` is the array (datum_to_array). A context manager
+    (lmdb allows one open environment per path and process)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        if not (self.path / "data.mdb").is_file():
+            raise DataError(f"{self.path}: not an LMDB directory (no data.mdb)")
+        self.env = lmdb.open(str(self.path), readonly=True, lock=False, readahead=False)
+
+    def __getitem__(self, key):
+        with self.env.begin() as txn:
+            value = txn.get(key.encode())
+        if value is None:
+            raise DataError(f"{self.path}: no entry {key}; re-run make encode-data")
+        return datum_to_array(value)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.env.close()
+
+
 def lmdb_keys(path):
     """All keys of an LMDB, in order."""
     env = lmdb.open(str(path), readonly=True, lock=False)
@@ -130,7 +154,7 @@ def _versions():
     return out
 
 
-# --- parallel per-frame jobs (also classify.extract_instances) ------------------------------------------------
+# --- parallel per-frame jobs (also crops.extract_instances) ------------------------------------------------
 
 def _init_worker():
     import cv2

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
-from dcme_layers import cityscapes, classify, lmdb_io
+from dcme_layers import cityscapes, classify, crops, lmdb_io
 
 # ---------------------------------------------------------------------------------------------- crops (numpy) --
 
@@ -22,13 +22,13 @@ def test_instance_boxes_known_geometry():
     labels[2:6, 10:20] = 7  # 4 rows x 10 columns
     labels[15, 0] = 3  # a single pixel at the left border
     labels[18:20, 25:30] = 7  # disjoint second part of instance 7
-    ids, boxes, areas = classify.instance_boxes(labels, margin=0.1)
+    ids, boxes, areas = crops.instance_boxes(labels, margin=0.1)
     assert ids.tolist() == [3, 7]
     assert areas.tolist() == [1, 40 + 10]
     # id 3: box [0, 1) x [15, 16), pad 0.1 -> floor(-0.1) = -1 clipped to 0, ceil(1.1) = 2, floor(14.9) = 14, 17
     # id 7: box x [10, 30), y [2, 20): pad 2 and 1.8 -> x [8, 32) clipped to 30, y [0.2 -> 0, 21.8 -> 22 -> 20)
     assert boxes.tolist() == [[0, 14, 2, 17], [8, 0, 30, 20]]
-    ids, boxes, _ = classify.instance_boxes(labels, margin=0)
+    ids, boxes, _ = crops.instance_boxes(labels, margin=0)
     assert boxes.tolist() == [[0, 15, 1, 16], [10, 2, 30, 20]]
 
 
@@ -36,7 +36,7 @@ def test_instance_boxes_known_geometry():
 @given(arrays(np.int32, st.tuples(st.integers(1, 12), st.integers(1, 12)), elements=st.integers(0, 4)),
        st.floats(0, 0.5))
 def test_instance_boxes_contain_their_pixels(labels, margin):
-    ids, boxes, areas = classify.instance_boxes(labels, margin)
+    ids, boxes, areas = crops.instance_boxes(labels, margin)
     present = np.unique(labels[labels > 0])
     assert ids.tolist() == present.tolist()
     h, w = labels.shape
@@ -54,24 +54,24 @@ def test_instance_crops_cut_the_right_region_minus_mean():
     image[10:30, 40:80] = (200, 100, 50)  # BGR block = instance 2's box exactly
     labels = np.zeros((60, 90), np.int32)
     labels[10:30, 40:80] = 2
-    crops = classify.instance_crops(image, labels, crop=32, margin=0)
-    assert crops.shape == (2, 3, 32, 32) and crops.dtype == np.float32
-    np.testing.assert_allclose(crops[1], (np.array([200, 100, 50], np.float32) - classify.MEAN_BGR)[:, None, None]
+    out = crops.instance_crops(image, labels, crop=32, margin=0)
+    assert out.shape == (2, 3, 32, 32) and out.dtype == np.float32
+    np.testing.assert_allclose(out[1], (np.array([200, 100, 50], np.float32) - crops.MEAN_BGR)[:, None, None]
                                * np.ones((1, 32, 32)))
-    assert np.all(crops[0] == 0)  # id 1 has no pixel: an all-mean crop
+    assert np.all(out[0] == 0)  # id 1 has no pixel: an all-mean crop
     # with a margin the crop also shows the black surroundings
-    crops = classify.instance_crops(image, labels, crop=32, margin=0.25)
-    assert np.allclose(crops[1][:, 0, 0], -classify.MEAN_BGR) and np.allclose(crops[1][:, 16, 16],
+    out = crops.instance_crops(image, labels, crop=32, margin=0.25)
+    assert np.allclose(out[1][:, 0, 0], -crops.MEAN_BGR) and np.allclose(out[1][:, 16, 16],
                                                                               [96, -17, -73])
 
 
 def test_instance_crops_empty_and_mismatched():
     image = np.zeros((8, 8, 3), np.uint8)
-    assert classify.instance_crops(image, np.zeros((8, 8), np.int32)).shape == (0, 3, 224, 224)
-    with pytest.raises(classify.ClassifyError, match="differ in size"):
-        classify.instance_crops(image, np.zeros((8, 9), np.int32))
-    with pytest.raises(classify.ClassifyError, match="uint8"):
-        classify.instance_crops(image.astype(np.float32), np.zeros((8, 8), np.int32))
+    assert crops.instance_crops(image, np.zeros((8, 8), np.int32)).shape == (0, 3, 224, 224)
+    with pytest.raises(crops.ClassifyError, match="differ in size"):
+        crops.instance_crops(image, np.zeros((8, 9), np.int32))
+    with pytest.raises(crops.ClassifyError, match="uint8"):
+        crops.instance_crops(image.astype(np.float32), np.zeros((8, 8), np.int32))
 
 
 # ----------------------------------------------------------------------------------------- LMDB extraction --
@@ -142,7 +142,7 @@ def test_extract_cli_tiny_cityscapes(tiny_cityscapes, tmp_path, repo):
 def sample_instances(cityscapes_sample, tmp_path_factory):
     pytest.importorskip("caffe", reason="run `make setup` first")
     out = tmp_path_factory.mktemp("instances")
-    manifest = classify.extract_instances(cityscapes_sample, "train", out, size=(340, 680), min_pixels=50)
+    manifest = crops.extract_instances(cityscapes_sample, "train", out, size=(340, 680), min_pixels=50)
     return cityscapes_sample, out, manifest
 
 
@@ -160,7 +160,7 @@ def test_extract_instances_real_sample(sample_instances):
     assert frames_in_order != sorted(frames_in_order)
     # the same settings again: returned as is, not rewritten
     mtime = (out / "train" / "data.mdb").stat().st_mtime_ns
-    assert classify.extract_instances(root, "train", out, size=(340, 680), min_pixels=50) == manifest
+    assert crops.extract_instances(root, "train", out, size=(340, 680), min_pixels=50) == manifest
     assert (out / "train" / "data.mdb").stat().st_mtime_ns == mtime
 
 
@@ -197,14 +197,14 @@ def test_extract_resumes_after_an_error(sample_instances, tmp_path):
     last.write_bytes(b"not a png")
     out = tmp_path / "out"
     with pytest.raises(cityscapes.DataError, match=last.name):
-        classify.extract_instances(mirror, "train", out, size=(340, 680), min_pixels=50)
+        crops.extract_instances(mirror, "train", out, size=(340, 680), min_pixels=50)
     assert not (out / "train").exists() and (out / "train.partial" / "done.txt").read_text().count("\n") == 7
     last.unlink()
     last.symlink_to(root / last.relative_to(mirror))
     first.unlink()
     first.write_bytes((root / first.relative_to(mirror)).read_bytes())  # same pixels, a new file
     lines = []
-    resumed = classify.extract_instances(mirror, "train", out, size=(340, 680), min_pixels=50, log=lines.append)
+    resumed = crops.extract_instances(mirror, "train", out, size=(340, 680), min_pixels=50, log=lines.append)
     assert f"the inputs of 1 done items changed (first: {frames[0].name}); redoing them" in lines[0]
     assert lines[1].endswith("resuming after 6 done")
     assert resumed["count"] == manifest["count"] and resumed["per_class"] == manifest["per_class"]
@@ -245,7 +245,7 @@ def _separable_crops(n, seed=0):
     car: flat bluish), so a few iterations of SGD have something to learn."""
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % 2 * 2
-    crops = np.empty((n, 224, 224, 3), np.uint8)
+    images = np.empty((n, 224, 224, 3), np.uint8)
     yy = np.arange(224)[:, None]
     for i, label in enumerate(labels):
         noise = rng.normal(0, 20, (224, 224, 3))
@@ -253,8 +253,8 @@ def _separable_crops(n, seed=0):
             base = np.where((yy // 16) % 2 == 0, 200, 60)[..., None] * np.array([0.3, 0.4, 1.0])
         else:
             base = np.full((224, 224, 1), 120) * np.array([1.0, 0.6, 0.3])
-        crops[i] = np.clip(base + noise, 0, 255)
-    return crops, labels
+        images[i] = np.clip(base + noise, 0, 255)
+    return images, labels
 
 
 def _param_count(net):

@@ -1,4 +1,4 @@
-"""Cityscapes export and evaluation (dcme_layers/evaluation.py) with the real cityscapesscripts evaluator."""
+"""Cityscapes export and evaluation (dcme_layers/export.py, cs_eval.py, report.py) with the real cityscapesscripts evaluator."""
 import json
 import os
 import shutil
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dcme_layers import cityscapes
-from dcme_layers import evaluation as E
+from dcme_layers import cs_eval, export, oracle, report
 
 
 @pytest.fixture(scope="module")
@@ -23,13 +23,13 @@ def val(tiny_cityscapes):
 def gt_preds(val, tmp_path_factory):
     d = tmp_path_factory.mktemp("gt_preds")
     for f in val:
-        E.export_ground_truth(d, f)
+        export.export_ground_truth(d, f)
     return d
 
 
 def test_exported_ground_truth_scores_ap_1(val, gt_preds):
     for f in val:
-        lines = E.prediction_file(gt_preds, f.name).read_text().split("\n")
+        lines = export.prediction_file(gt_preds, f.name).read_text().split("\n")
         n = len(np.unique(cityscapes.instance_map(cityscapes.read_instance_ids(f.instance_ids)))) - 1
         assert len(lines) == n
         for line in lines:                     # the evaluator's format: 3 fields, relative path, regular id
@@ -37,11 +37,11 @@ def test_exported_ground_truth_scores_ap_1(val, gt_preds):
             assert not os.path.isabs(path) and int(label) in cityscapes.INSTANCE_LABEL_IDS and float(conf) == 1
             mask = cv2.imread(str(gt_preds / path), cv2.IMREAD_UNCHANGED)
             assert mask.shape == cv2.imread(f.instance_ids, cv2.IMREAD_UNCHANGED).shape
-    r = E.evaluate(val, gt_preds, name="gt")
+    r = cs_eval.evaluate(val, gt_preds, name="gt")
     assert r["distance_available"]
-    for m in E.METRICS:
+    for m in cs_eval.METRICS:
         assert r[m] == pytest.approx(1.0)
-    assert set(r["classes"]) == set(E.CLASS_NAMES)
+    assert set(r["classes"]) == set(cs_eval.CLASS_NAMES)
     assert r["classes"]["car"]["AP"] == pytest.approx(1.0)
     assert r["classes"]["train"]["AP"] is None         # no train in these frames: N/A, not a number
 
@@ -53,32 +53,32 @@ def test_adapter_matches_the_official_entry_point(val, tmp_path, monkeypatch):
 
     pred = tmp_path / "pred"
     for f in val:
-        o = E.oracle_predictions(f, (85, 170), thresholds=(2.5, 3, 3.75))
-        E.export_frame(pred, f.name, o.labels, o.label_ids, o.scores, o.size)
-    ours = E.evaluate(val, pred, distance=False)
+        o = oracle.oracle_predictions(f, (85, 170), thresholds=(2.5, 3, 3.75))
+        export.export_frame(pred, f.name, o.labels, o.label_ids, o.scores, o.size)
+    ours = cs_eval.evaluate(val, pred, distance=False)
     assert 0.2 < ours["AP"] < 1.0
-    args = E._make_args(pred, False)
+    args = cs_eval._make_args(pred, False)
     args.gtInstancesFile = str(tmp_path / "gtInstances.json")
     monkeypatch.chdir(tmp_path)                         # it writes matches.json into the working directory
-    official = ev.evaluateImgLists([str(E.prediction_file(pred, f.name)) for f in val],
+    official = ev.evaluateImgLists([str(export.prediction_file(pred, f.name)) for f in val],
                                    [f.instance_ids for f in val], args)
     assert official["averages"]["allAp"] == pytest.approx(ours["AP"])
     assert official["averages"]["allAp50%"] == pytest.approx(ours["AP50%"])
-    for c in E.CLASS_NAMES:
+    for c in cs_eval.CLASS_NAMES:
         a, b = official["averages"]["classes"][c]["ap"], ours["classes"][c]["AP"]
         assert (b is None and np.isnan(a)) or a == pytest.approx(b)
     assert ours["AP100m"] is None and ours["AP50m"] is None
     # Parallel matching gives the identical result.
-    assert E.evaluate(val, pred, distance=False, workers=2) == ours
+    assert cs_eval.evaluate(val, pred, distance=False, workers=2) == ours
 
 
 def test_empty_frame_and_lower_confidence_ranking(val, gt_preds, tmp_path):
     pred = tmp_path / "pred"
     shutil.copytree(gt_preds, pred)
     f0 = val[0]
-    E.export_frame(pred, f0.name, np.zeros((10, 20), np.int32), [], [], (256, 512))
-    assert E.prediction_file(pred, f0.name).read_text() == ""
-    r = E.evaluate(val, pred, distance=False)
+    export.export_frame(pred, f0.name, np.zeros((10, 20), np.int32), [], [], (256, 512))
+    assert export.prediction_file(pred, f0.name).read_text() == ""
+    r = cs_eval.evaluate(val, pred, distance=False)
     assert 0.0 < r["AP"] < 1.0
 
 
@@ -89,16 +89,16 @@ def test_issue_89_prediction_only_on_void_scores_zero(val, tmp_path):
         ids = cityscapes.read_instance_ids(f.instance_ids)
         void = (ids == 1).astype(np.int32)              # ego vehicle, ignoreInEval
         assert void.any()
-        E.export_frame(pred, f.name, void, [26], [0.9], ids.shape)
+        export.export_frame(pred, f.name, void, [26], [0.9], ids.shape)
     from cityscapesscripts.evaluation import evalInstanceLevelSemanticLabeling as ev
 
-    args = E._make_args(pred, False)
-    gt = E._gt_instances([f.instance_ids for f in val], False)
-    matches = dict(E._match_one((str(E.prediction_file(pred, f.name)), f.instance_ids,
+    args = cs_eval._make_args(pred, False)
+    gt = cs_eval._gt_instances([f.instance_ids for f in val], False)
+    matches = dict(cs_eval._match_one((str(export.prediction_file(pred, f.name)), f.instance_ids,
                                  gt[os.path.abspath(f.instance_ids)], args)) for f in val)
     with pytest.raises(IndexError):
         ev.evaluateMatches(matches, args)
-    r = E.evaluate(val, pred, distance=False)
+    r = cs_eval.evaluate(val, pred, distance=False)
     assert r["classes"]["car"]["AP"] == 0.0 and r["AP"] == 0.0
 
 
@@ -110,13 +110,13 @@ def test_distance_metrics_need_disparity(val, tmp_path):
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(f.instance_ids, dst)
         frames.append(f._replace(instance_ids=str(dst)))
-        E.export_ground_truth(tmp_path / "pred", frames[-1])
-    r = E.evaluate(frames, tmp_path / "pred")
+        export.export_ground_truth(tmp_path / "pred", frames[-1])
+    r = cs_eval.evaluate(frames, tmp_path / "pred")
     assert r["AP"] == pytest.approx(1.0)
     assert not r["distance_available"] and r["AP100m"] is None and r["AP50m"] is None
-    with pytest.raises(E.EvaluationError, match="disparity"):
-        E.evaluate(frames, tmp_path / "pred", distance=True)
-    md, js = E.write_report(r, tmp_path / "report", title="t")
+    with pytest.raises(export.EvaluationError, match="disparity"):
+        cs_eval.evaluate(frames, tmp_path / "pred", distance=True)
+    md, js = report.write_report(r, tmp_path / "report", title="t")
     assert "| Method | AP | AP50% | AP100m | AP50m |" in md.read_text()
     assert "| 100.0 | 100.0 | N/A | N/A |" in md.read_text()
     doc = json.loads(js.read_text())
@@ -133,20 +133,20 @@ def test_instance_distances(tmp_path):
     disp[:2, 3:] = 256 * 10 + 1                         # 26001: half its pixels valid, depth 50 m
     cv2.imwrite(str(tmp_path / "d.png"), disp)
     (tmp_path / "c.json").write_text(json.dumps({"extrinsic": {"baseline": 0.5}, "intrinsic": {"fx": 1000.0}}))
-    dist = E.instance_distances(ids, tmp_path / "d.png", tmp_path / "c.json")
+    dist = cs_eval.instance_distances(ids, tmp_path / "d.png", tmp_path / "c.json")
     assert dist[26000] == pytest.approx((125.0, 1.0))   # median of 250, 125, 62.5
     assert dist[26001] == pytest.approx((50.0, 0.5))
-    with pytest.raises(E.EvaluationError, match="missing.json: missing or bad camera"):
-        E.instance_distances(ids, tmp_path / "d.png", tmp_path / "missing.json")
-    with pytest.raises(E.EvaluationError, match="d.png"):
-        E.instance_distances(ids[:2], tmp_path / "d.png", tmp_path / "c.json")
+    with pytest.raises(export.EvaluationError, match="missing.json: missing or bad camera"):
+        cs_eval.instance_distances(ids, tmp_path / "d.png", tmp_path / "missing.json")
+    with pytest.raises(export.EvaluationError, match="d.png"):
+        cs_eval.instance_distances(ids[:2], tmp_path / "d.png", tmp_path / "c.json")
 
 
 @settings(max_examples=25, deadline=None)
 @given(st.integers(1, 40), st.integers(1, 60), st.integers(0, 2 ** 31 - 1))
 def test_nearest_upsampling_inverts_subsampling(h, w, seed):
     lab = np.random.default_rng(seed).integers(0, 5, (h, w)).astype(np.int32)
-    full = E.upsample_labels(lab, (3 * h + h // 3 + 1, 3 * w + w // 5 + 2))
+    full = export.upsample_labels(lab, (3 * h + h // 3 + 1, 3 * w + w // 5 + 2))
     back = cv2.resize(full, (w, h), interpolation=cv2.INTER_NEAREST)   # what cityscapes.subsample does
     assert np.array_equal(back, lab)
 
@@ -163,7 +163,7 @@ def test_naive_upsampling_is_not_the_inverse_of_the_subsampling(tmp_path):
         y, x = rng.integers(0, 320), rng.integers(0, 660)
         lab[y:y + rng.integers(3, 20), x:x + rng.integers(3, 20)] = k
     size = (1024, 2048)
-    exact, naive = E.upsample_labels(lab, size), E.upsample_labels_naive(lab, size)
+    exact, naive = export.upsample_labels(lab, size), export.upsample_labels_naive(lab, size)
     assert np.array_equal(cityscapes.subsample_ids(exact, lab.shape), lab)
     back = cityscapes.subsample_ids(naive, lab.shape)
     assert not np.array_equal(back, lab)
@@ -172,8 +172,8 @@ def test_naive_upsampling_is_not_the_inverse_of_the_subsampling(tmp_path):
     assert moved > 0.1 * np.count_nonzero(exact)
     # export_frame takes the choice: the masks written differ between the two.
     one = (lab == 1).astype(np.int32)
-    E.export_frame(tmp_path / "a", "f", one, [26], [1.0], size, upsample="nearest")
-    E.export_frame(tmp_path / "b", "f", one, [26], [1.0], size, upsample="naive")
+    export.export_frame(tmp_path / "a", "f", one, [26], [1.0], size, upsample="nearest")
+    export.export_frame(tmp_path / "b", "f", one, [26], [1.0], size, upsample="naive")
     a, b = (cv2.imread(str(tmp_path / d / "masks" / "f_001.png"), cv2.IMREAD_GRAYSCALE) for d in "ab")
     assert np.array_equal(a > 0, exact == 1) and np.array_equal(b > 0, naive == 1) and not np.array_equal(a, b)
 
@@ -185,7 +185,7 @@ def test_bilinear_mask_matches_full_image_interpolation():
     m[5:20, 10:30] = True
     m[0:6, 60:68] = True                                # touching the border
     size = (102, 205)
-    crop, rs, cs = E._bilinear_mask(m, size)
+    crop, rs, cs = export._bilinear_mask(m, size)
     got = np.zeros(size, bool)
     got[rs, cs] = crop
     yy, xx = np.mgrid[:size[0], :size[1]]
@@ -197,33 +197,33 @@ def test_bad_predictions_raise_clear_errors(val, gt_preds, tmp_path):
     f = val[0]
     lab = np.zeros((8, 8), np.int32)
     lab[2:5, 2:5] = 1
-    with pytest.raises(E.EvaluationError, match="label id 7"):
-        E.export_frame(tmp_path, f.name, lab, [7], [0.5], (16, 16))
-    with pytest.raises(E.EvaluationError, match="non-finite"):
-        E.export_frame(tmp_path, f.name, lab, [26], [np.nan], (16, 16))
-    with pytest.raises(E.EvaluationError, match="1 instances but 2"):
-        E.export_frame(tmp_path, f.name, lab, [26, 24], [0.5, 0.5], (16, 16))
+    with pytest.raises(export.EvaluationError, match="label id 7"):
+        export.export_frame(tmp_path, f.name, lab, [7], [0.5], (16, 16))
+    with pytest.raises(export.EvaluationError, match="non-finite"):
+        export.export_frame(tmp_path, f.name, lab, [26], [np.nan], (16, 16))
+    with pytest.raises(export.EvaluationError, match="1 instances but 2"):
+        export.export_frame(tmp_path, f.name, lab, [26, 24], [0.5, 0.5], (16, 16))
 
     pred = tmp_path / "missing"
     pred.mkdir()
-    with pytest.raises(E.EvaluationError, match=f"{val[0].name}_pred.txt: missing"):
-        E.evaluate(val, pred)
+    with pytest.raises(export.EvaluationError, match=f"{val[0].name}_pred.txt: missing"):
+        cs_eval.evaluate(val, pred)
 
     pred = tmp_path / "orphan"
     shutil.copytree(gt_preds, pred)
     (pred / "synthval_000999_000019_pred.txt").write_text("")
-    with pytest.raises(E.EvaluationError, match="000999.*no ground truth"):
-        E.evaluate(val, pred)
+    with pytest.raises(export.EvaluationError, match="000999.*no ground truth"):
+        cs_eval.evaluate(val, pred)
 
     pred = tmp_path / "lowres"                           # masks at the encoded resolution, not the ground truth's
     shutil.copytree(gt_preds, pred)
-    E.export_frame(pred, f.name, lab, [26], [0.5], (85, 170))
-    with pytest.raises(E.EvaluationError, match="mask must be a 512x256"):
-        E.evaluate(val, pred)
+    export.export_frame(pred, f.name, lab, [26], [0.5], (85, 170))
+    with pytest.raises(export.EvaluationError, match="mask must be a 512x256"):
+        cs_eval.evaluate(val, pred)
 
     pred = tmp_path / "badline"                          # the evaluator's own check, turned into an exception
     shutil.copytree(gt_preds, pred)
-    txt = E.prediction_file(pred, f.name)
+    txt = export.prediction_file(pred, f.name)
     txt.write_text(txt.read_text() + " ")            # a trailing space: 4 fields
-    with pytest.raises(E.EvaluationError, match="Invalid prediction file"):
-        E.evaluate(val, pred)
+    with pytest.raises(export.EvaluationError, match="Invalid prediction file"):
+        cs_eval.evaluate(val, pred)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dcme_layers import cityscapes
-from dcme_layers import evaluation as E
+from dcme_layers import cs_eval, export, oracle
 from dcme_layers.decoding import scale_thresholds
 
 SMALL = (85, 170)      # the tiny set's 256x512 subsampled 3x, like 1024x2048 -> 340x680
@@ -17,18 +17,18 @@ SMALL = (85, 170)      # the tiny set's 256x512 subsampled 3x, like 1024x2048 ->
 def test_oracle_at_encoded_resolution_scores_strictly_lower_than_full_resolution(tiny_cityscapes, tmp_path):
     frames = cityscapes.list_frames(tiny_cityscapes, "val")
     th = scale_thresholds("segnet", SMALL)
-    full = E.export_split(frames, tmp_path / "full", E.full_resolution_gt, progress=False)
+    full = export.export_split(frames, tmp_path / "full", export.full_resolution_gt, progress=False)
     assert len(full) == len(frames)
-    ap_full = E.evaluate(frames, tmp_path / "full")
+    ap_full = cs_eval.evaluate(frames, tmp_path / "full")
     for f in frames:
-        o = E.oracle_predictions(f, SMALL, "cm", "vote", th)
+        o = oracle.oracle_predictions(f, SMALL, "cm", "vote", th)
         assert o.labels.shape == SMALL and o.size == (256, 512)
         assert len(o.label_ids) == o.labels.max() and set(o.label_ids) <= set(cityscapes.INSTANCE_LABEL_IDS)
-        E.export_frame(tmp_path / "small", f.name, o.labels, o.label_ids, o.scores, o.size)
-    ap_small = E.evaluate(frames, tmp_path / "small")
+        export.export_frame(tmp_path / "small", f.name, o.labels, o.label_ids, o.scores, o.size)
+    ap_small = cs_eval.evaluate(frames, tmp_path / "small")
     assert ap_full["AP"] == pytest.approx(1.0)
     assert 0.1 < ap_small["AP"] < ap_full["AP"]
-    for m in E.METRICS:
+    for m in cs_eval.METRICS:
         assert ap_small[m] is not None and ap_small[m] <= ap_full[m]
 
 
@@ -37,9 +37,9 @@ def test_majority_label_ids():
                      [26001, 24001, 24001, 0]], np.int32)
     labels = np.array([[1, 1, 1, 2],
                        [1, 1, 1, 2]], np.int32)
-    assert list(E.majority_label_ids(labels, inst)) == [24, 0]   # 3 person vs 3 car pixels: lower id; none -> 0
+    assert list(oracle.majority_label_ids(labels, inst)) == [24, 0]   # 3 person vs 3 car pixels: lower id; none -> 0
     labels[0, 2] = 0
-    assert list(E.majority_label_ids(labels, inst)) == [26, 0]
+    assert list(oracle.majority_label_ids(labels, inst)) == [26, 0]
 
 
 def run_cli(*args):
@@ -58,7 +58,7 @@ def test_oracle_cli_writes_the_ablation_report_and_figures(tiny_cityscapes, tmp_
     rows = {x["name"]: x for x in doc["results"]}
     assert len(rows) == 6                              # full res, subsampled GT, {cm, bbox} x {vote, watershed}
     for x in rows.values():
-        assert all(isinstance(x[m], float) for m in E.METRICS)      # disparity present: all four metrics
+        assert all(isinstance(x[m], float) for m in cs_eval.METRICS)      # disparity present: all four metrics
     assert rows["GT, full resolution"]["AP"] == pytest.approx(1.0)
     cm_vote = rows["GT at 85x170, CM anchor, vote decoding"]
     assert cm_vote["AP"] < 1.0

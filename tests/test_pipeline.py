@@ -109,6 +109,48 @@ def test_nan_blob_foreign_and_truncated_blob_files(tiny_cityscapes, encoded, wei
         assert np.isfinite(f["vectors"][...]).all()
 
 
+
+def _env_without_glog_level():
+    return {k: v for k, v in os.environ.items() if k != "GLOG_minloglevel"}
+
+
+def test_tools_load_nets_without_glog_info_lines(encoded, weights, tmp_path):
+    """tools/infer.py initialises SegNet (hundreds of glog INFO lines by default) and prints none of them; with
+    GLOG_minloglevel=0 set by the user the same run prints them (so the pattern does match Caffe's lines)."""
+    cmd = [sys.executable, "tools/infer.py", "--model", "segnet", "--split", "val", "--encoded", str(encoded),
+           "--weights", str(weights[0])]
+    run = subprocess.run(cmd + ["--out", str(tmp_path / "a.h5")], cwd=REPO, capture_output=True, text=True,
+                         timeout=600, env=_env_without_glog_level())
+    assert run.returncode == 0, run.stderr[-2000:]
+    info = [line for line in run.stderr.splitlines() if INFO_LINE.match(line)]
+    assert not info, info[:3]
+    assert (tmp_path / "a.h5").is_file()
+    run = subprocess.run(cmd + ["--out", str(tmp_path / "b.h5")], cwd=REPO, capture_output=True, text=True,
+                         timeout=600, env=dict(_env_without_glog_level(), GLOG_minloglevel="0"))
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert sum(bool(INFO_LINE.match(line)) for line in run.stderr.splitlines()) > 100
+
+
+def test_demo_training_progress_from_real_caffe_train(encoded, tmp_path):
+    """caffe_log.train runs the real `caffe train` binary: the full glog log lands in the file, the loss curve is
+    parsed from it (one point per display line), and nothing of it reaches the terminal but the bar."""
+    train = tmp_path / "train.prototxt"
+    train.write_text(str(segnet.train(f"{encoded}/train", f"{encoded}/val", batch_size=1)))
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text(models.solver(str(train), str(tmp_path / "segnet"), dict(
+        segnet.SMOKE, max_iter=3, snapshot=3, test_iter=None, display=1, average_loss=1,
+        base_lr=segnet.SMOKE["base_lr"] * (340 * 680) / (SIZE[0] * SIZE[1]))))
+    assert caffe_log.max_iter(solver) == 3
+    log = tmp_path / "train.log"
+    rc, curve = caffe_log.train([str(REPO / ".venv/bin/caffe"), "train", "-solver", str(solver)], log, 3,
+                                progress=False, cwd=REPO)
+    assert rc == 0
+    assert [it for it, _ in curve] == [0, 1, 2, 3]   # display 1; Caffe prints the last loss after the loop too
+    assert all(np.isfinite(loss) and loss > 0 for _, loss in curve)
+    text = log.read_text()
+    assert "Optimization Done." in text and sum(bool(INFO_LINE.match(line)) for line in text.splitlines()) > 100
+    assert (tmp_path / "segnet_iter_3.caffemodel").is_file()
+
 # --- tools/infer.py: weights, net files, locks, damaged partials, a full disk (issue 9) ------------------------
 
 def run_infer(encoded, out, weights, *extra, deploy=REPO / "prototxt/segnet_deploy.prototxt"):

@@ -1,7 +1,6 @@
 """Nothing lost, nothing silently wrong (issue 9): the one resumable-output mechanism (dcme_layers.resumable), a
 full disk (a real, small tmpfs in a private mount namespace), stale and truncated outputs, bad ground truth and
 bad arguments, each a single line."""
-import json
 import os
 import shutil
 import signal

@@ -24,8 +24,7 @@ from dcme_layers.caffe_log import quiet
 
 quiet()  # before anything imports caffe: no glog INFO lines from the nets
 
-from dcme_layers import cityscapes, paper, synthetic  # noqa: E402
-from dcme_layers import evaluation as E  # noqa: E402
+from dcme_layers import cityscapes, cs_eval, export, oracle, paper, synthetic  # noqa: E402
 from dcme_layers.decoding import decode  # noqa: E402
 from dcme_layers.encoding import vector_map  # noqa: E402
 from dcme_layers.errors import DcmeError  # noqa: E402
@@ -86,12 +85,12 @@ def export_eval_times(frames, tmp):
     """(export seconds per frame, evaluation seconds per frame) for the CM/vote oracle at 340x680."""
     t = time.perf_counter()
     for f in frames:
-        o = E.oracle_predictions(f, SIZE)
-        E.export_frame(tmp, f.name, o.labels, o.label_ids, o.scores, o.size)
-    export = (time.perf_counter() - t) / len(frames)
+        o = oracle.oracle_predictions(f, SIZE)
+        export.export_frame(tmp, f.name, o.labels, o.label_ids, o.scores, o.size)
+    exporting = (time.perf_counter() - t) / len(frames)
     t = time.perf_counter()
-    E.evaluate(frames, tmp)
-    return export, (time.perf_counter() - t) / len(frames)
+    cs_eval.evaluate(frames, tmp)
+    return exporting, (time.perf_counter() - t) / len(frames)
 
 
 def table(title, frames, tmp):
@@ -103,8 +102,8 @@ def table(title, frames, tmp):
         med, best = np.median(ts, axis=0)
         target = "<= 2" if (name.startswith("decode GT") and "watershed" not in name) or NOISY in name else ""
         out.append(f"| {name} | {1e3 * med:.2f} | {med / enc:.2f} | {best / enc_best:.2f} | {target} |")
-    export, evaluation = export_eval_times(frames, tmp)
-    out.append(f"| export (oracle CM/vote, full-res mask PNGs) | {1e3 * export:.0f} | {export / enc:.0f} | | |")
+    exporting, evaluation = export_eval_times(frames, tmp)
+    out.append(f"| export (oracle CM/vote, full-res mask PNGs) | {1e3 * exporting:.0f} | {exporting / enc:.0f} | | |")
     out.append(f"| evaluation (cityscapesscripts matching + AP) | {1e3 * evaluation:.0f} | {evaluation / enc:.0f} | | |")
     return "\n".join(out)
 

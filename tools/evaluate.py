@@ -16,9 +16,9 @@ from dcme_layers import cli, paper, synthetic  # noqa: E402
 from dcme_layers.classify import Classifier  # noqa: E402
 from dcme_layers.decoding import METHODS  # noqa: E402
 from dcme_layers.errors import DcmeError  # noqa: E402
-from dcme_layers.evaluation import UPSAMPLING  # noqa: E402
+from dcme_layers.export import UPSAMPLING  # noqa: E402
 from dcme_layers.inference import newest_snapshot  # noqa: E402
-from dcme_layers.pipeline import evaluate_model  # noqa: E402
+from dcme_layers.pipeline import EvalOptions, evaluate_model  # noqa: E402
 
 
 def main():
@@ -60,9 +60,9 @@ def main():
     try:
         if not args.oracle_classes:
             classifier = Classifier("prototxt/googlenet_deploy.prototxt", cw)
-        evaluate_model(args.model, args.split, args.root, args.encoded, out, weights, classifier, args.thresholds,
-                       args.method, args.upsample, args.oracle, args.figures, args.workers,
-                       args.max_instances, args.force)
+        options = EvalOptions(args.thresholds, args.method, args.upsample, args.max_instances, args.figures,
+                              args.oracle, args.workers, args.force)
+        evaluate_model(args.model, args.split, args.root, args.encoded, out, weights, classifier, options)
     except DcmeError as e:  # DataError and the decoder's threshold checks: one line naming the file
         sys.exit(f"evaluate: {e}")
     print(f"report: {out}/report.md")

@@ -16,7 +16,7 @@ from dcme_layers.caffe_log import quiet
 
 quiet()  # before anything imports caffe: no glog INFO lines from the nets
 
-from dcme_layers import classify, cli, paper  # noqa: E402
+from dcme_layers import cli, crops, paper  # noqa: E402
 from dcme_layers.cityscapes import DataError, available_splits  # noqa: E402
 from dcme_layers.errors import DcmeError  # noqa: E402
 
@@ -44,9 +44,9 @@ def main(argv=None):
         if not splits:
             raise DataError(f"{args.root}: no train or val split with leftImg8bit/ and gtFine/ (a Cityscapes root?)")
         for split in splits:
-            m = classify.extract_instances(args.root, split, args.out, size=args.size, crop=args.crop,
-                                           margin=args.margin, min_pixels=args.min_pixels, workers=args.workers,
-                                           force=args.force)
+            m = crops.extract_instances(args.root, split, args.out, size=args.size, crop=args.crop,
+                                        margin=args.margin, min_pixels=args.min_pixels, workers=args.workers,
+                                        force=args.force)
             per_class = ", ".join("%s %d" % kv for kv in m["per_class"].items())
             print(f"{args.out}/{split}: {m['count']} instances ({per_class}); "
                   f"{m['skipped_small']} under {args.min_pixels} px skipped")

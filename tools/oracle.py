@@ -21,7 +21,8 @@ from dcme_layers.cityscapes import DataError  # noqa: E402
 from dcme_layers.decoding import METHODS, parse_thresholds, scale_thresholds  # noqa: E402
 from dcme_layers.encoding import ANCHORS  # noqa: E402
 from dcme_layers.errors import DcmeError  # noqa: E402
-from dcme_layers.evaluation import UPSAMPLING, run_oracle  # noqa: E402
+from dcme_layers.export import UPSAMPLING  # noqa: E402
+from dcme_layers.oracle import OracleOptions, run_oracle  # noqa: E402
 
 
 def main(argv=None):
@@ -52,8 +53,9 @@ def main(argv=None):
         frames = cityscapes.list_frames(a.root, a.split)[:a.limit]
         if not frames:
             raise DataError(f"{a.root}: no frames in split {a.split}")
-        results = run_oracle(frames, a.out, a.size, a.anchor, a.method, th, a.upsample, a.full_res,
-                             a.gt_subsampled, a.figures, a.workers, force=a.force)
+        options = OracleOptions(tuple(a.size), tuple(a.anchor), tuple(a.method), th, a.upsample, a.full_res,
+                                a.gt_subsampled, a.figures)
+        results = run_oracle(frames, a.out, options, workers=a.workers, force=a.force)
     except (DcmeError, OSError) as e:           # DataError, EvaluationError, DecodingError
         sys.exit(f"oracle: {e}")
     for r in results:

@@ -1,0 +1,177 @@
+"""Instance crops for the GoogLeNet classifier: the crop of each instance, from ground-truth instances into LMDBs
+for training (`extract_instances`), and from decoded instances as the classifier's input (`instance_crops`).
+
+DCME itself is class-agnostic: decoding gives instance masks at the encoded resolution (340x680). Each instance is
+classified by GoogLeNet on a crop of the image around it: the instance's bounding box, enlarged by `margin` times
+its width / height on every side (clipped to the image), warped to `crop` x `crop` (224) pixels, as in R-CNN's
+"warp" (aspect ratio not kept). The same `instance_boxes` / `crop_boxes` make the training crops from ground-truth
+instances and the test-time crops from decoded ones.
+
+Training LMDB (one per split, `<out>/<split>`): caffe Datum, uint8 3x224x224 BGR, `label` = class index 0..7 in
+Cityscapes trainId order (`cityscapes.CLASS_INDEX`). Keys `<sha1 prefix>_<frame>_<instance id>`: LMDB iterates
+in key order, so the hash prefix gives Caffe's sequential Data layer a fixed pseudo-random (shuffled) order without
+holding the split in memory. `<out>/<split>/manifest.json` holds the counts per class and the settings.
+"""
+import hashlib
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+from scipy import ndimage
+from tqdm import tqdm
+
+from dcme_layers import cityscapes, lmdb_io, resumable
+from dcme_layers.cityscapes import atomic_write
+
+MEAN_BGR = np.array([104, 117, 123], dtype=np.float32)  # mean_value of the GoogLeNet Data layers (BVLC)
+CROP = 224
+MARGIN = 0.1
+# At 340x680 a 50-pixel instance is about 7x7: smaller crops are mostly interpolation. SegNet's vote threshold VT
+# is also 50, so smaller instances are rarely decoded at all.
+MIN_PIXELS = 50
+MAP_SIZE = 1 << 40  # LMDB address space (sparse file; BVLC convert_imageset uses the same)
+
+
+class ClassifyError(cityscapes.DataError):
+    """Bad input for extraction or classification (a DataError, so a ValueError); the message names the file."""
+
+
+def instance_boxes(labels, margin=MARGIN):
+    """Crop boxes of the instances in `labels` ((H, W) int, 0 = background, any other value one instance).
+
+    Returns `ids` (K,) int64 ascending, `boxes` (K, 4) int64 as (x0, y0, x1, y1) with exclusive ends: the instance's
+    bounding box enlarged by `margin` * (its width, height) on each side and clipped to the image, and `areas` (K,)
+    int64 pixel counts."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ClassifyError(f"labels must be (H, W), got shape {labels.shape}")
+    ids, compact = np.unique(labels, return_inverse=True)
+    compact = compact.reshape(labels.shape)
+    areas = np.bincount(compact.ravel(), minlength=len(ids))
+    if len(ids) and ids[0] == 0:
+        ids, areas = ids[1:], areas[1:]
+    else:  # no background: shift so that every id gets a slot in find_objects
+        compact = compact + 1
+    slices = ndimage.find_objects(compact.astype(np.int32))
+    lo = np.array([[s[1].start, s[0].start] for s in slices], dtype=np.float64).reshape(-1, 2)
+    hi = np.array([[s[1].stop, s[0].stop] for s in slices], dtype=np.float64).reshape(-1, 2)
+    pad = margin * (hi - lo)
+    size = np.array([labels.shape[1], labels.shape[0]])
+    lo = np.clip(np.floor(lo - pad), 0, size)
+    hi = np.clip(np.ceil(hi + pad), 0, size)
+    boxes = np.concatenate([lo, hi], axis=1).astype(np.int64)
+    return ids.astype(np.int64), boxes, areas.astype(np.int64)
+
+
+def crop_boxes(image, boxes, crop=CROP):
+    """(K, crop, crop, 3) uint8: each (x0, y0, x1, y1) box of `image` ((H, W, 3) uint8 BGR) resized to crop x crop
+    (INTER_AREA when shrinking both sides, else INTER_LINEAR)."""
+    out = np.zeros((len(boxes), crop, crop, 3), dtype=np.uint8)
+    for k, (x0, y0, x1, y1) in enumerate(boxes):
+        patch = image[y0:y1, x0:x1]
+        shrink = patch.shape[0] >= crop and patch.shape[1] >= crop
+        out[k] = cv2.resize(patch, (crop, crop), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return out
+
+
+def _check_pair(image, labels):
+    image, labels = np.asarray(image), np.asarray(labels)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ClassifyError(f"image must be (H, W, 3) uint8 BGR, got {image.shape} {image.dtype}")
+    if labels.shape != image.shape[:2]:
+        raise ClassifyError(f"labels {labels.shape} and image {image.shape[:2]} differ in size")
+    return image, labels
+
+
+def instance_crops(image_bgr, labels, crop=CROP, margin=MARGIN):
+    """Net input for the decoded instances 1..K of `labels` (K = labels.max(), 0 = background) on `image_bgr`
+    ((H, W, 3) uint8 BGR of the same size, e.g. the 340x680 encoded image): (K, 3, crop, crop) float32, BGR minus
+    MEAN_BGR, as the GoogLeNet Data layers feed it. An id in 1..K with no pixel gets an all-zero (mean) crop."""
+    image, labels = _check_pair(image_bgr, labels)
+    k = int(labels.max()) if labels.size else 0
+    out = np.zeros((max(k, 0), 3, crop, crop), dtype=np.float32)
+    ids, boxes, _ = instance_boxes(np.where(labels > 0, labels, 0), margin)
+    if len(ids):
+        out[ids - 1] = crop_boxes(image, boxes, crop).transpose(0, 3, 1, 2).astype(np.float32)
+        out[ids - 1] -= MEAN_BGR[:, None, None]
+    return out
+
+
+def frame_instances(frame, size=(340, 680), crop=CROP, margin=MARGIN, min_pixels=MIN_PIXELS):
+    """Crops of a frame's ground-truth instances of the 8 classes at `size` (H, W), the resolution DCME works at.
+
+    Returns (records, skipped): records = [(key, class index, (crop, crop, 3) uint8)], skipped = number of instances
+    with fewer than `min_pixels` pixels at `size`."""
+    image, ids = cityscapes.load_frame(frame, size=tuple(size))  # validated (DataError naming the file)
+    inst, boxes, areas = instance_boxes(cityscapes.instance_map(ids), margin)
+    keep = areas >= min_pixels
+    inst, boxes = inst[keep], boxes[keep]
+    crops = crop_boxes(image, boxes, crop)
+    records = []
+    for iid, c in zip(inst, crops):
+        name = f"{frame.name}_{iid}"
+        key = hashlib.sha1(name.encode()).hexdigest()[:12] + "_" + name
+        records.append((key, cityscapes.CLASS_INDEX[int(iid) // 1000], c))
+    return records, int((~keep).sum())
+
+
+def _frame_job(args):
+    frame, size, crop, margin, min_pixels = args
+    return frame.name, frame_instances(frame, size, crop, margin, min_pixels)
+
+
+def extract_instances(root, split, out, size=(340, 680), crop=CROP, margin=MARGIN, min_pixels=MIN_PIXELS,
+                      workers=1, force=False, log=print):
+    """Write `<out>/<split>`: LMDB of the instance crops of `split` of the Cityscapes root `root`, + manifest.json.
+
+    A resumable.Job: written in `<out>/<split>.partial` (one synced LMDB transaction per frame, then its line in
+    done.txt: "<skipped> <n0> .. <n7>") and renamed when complete, so `<out>/<split>` is always a finished LMDB.
+    An interrupted run resumes from the frames it finished (a frame committed but not yet marked done is
+    extracted again under the same keys); a finished one of the same settings and inputs is returned as is, one
+    whose inputs changed is redone, one of other settings raises DataError unless `force`. Returns the manifest."""
+    import lmdb
+
+    frames = cityscapes.list_frames(root, split)
+    if not frames:
+        raise ClassifyError(f"{Path(root) / 'gtFine' / split}: no frames")
+    settings = dict(root=str(Path(root).resolve()), split=split, size=[int(size[0]), int(size[1])], crop=crop,
+                    margin=margin, min_pixels=min_pixels, frames=[f.name for f in frames])
+    inputs = {f.name: [f.image, f.instance_ids, f.label_ids] for f in frames}
+    with resumable.Job(Path(out) / split, settings, inputs, force, what="instance LMDB", log=log) as job:
+        if job.up_to_date():
+            return json.loads((job.final / "manifest.json").read_text())
+        done = job.start()
+        todo = [f for f in frames if f.name not in done]
+        env = lmdb.open(str(job.partial), map_size=MAP_SIZE, subdir=True)
+        try:
+            jobs = [(f, tuple(size), crop, margin, min_pixels) for f in todo]
+            results = lmdb_io.jobs_results(_frame_job, jobs, workers, serial_single_thread=False)
+            for name, (records, skipped) in tqdm(results, total=len(frames), initial=len(frames) - len(todo),
+                                                 desc=f"instances {split}", unit="frame"):
+                counts = np.zeros(len(cityscapes.INSTANCE_LABELS), dtype=np.int64)
+                values = [lmdb_io.image_datum(c.transpose(2, 0, 1), label) for _, label, c in records]
+                job.ensure_space(sum(map(len, values)))
+                with job.writing(job.partial / "data.mdb"), env.begin(write=True) as txn:
+                    for (key, label, _), value in zip(records, values):  # one transaction: all of a frame or none
+                        txn.put(key.encode(), value)
+                        counts[label] += 1
+                job.done((name, " ".join(map(str, [skipped, *counts]))))
+                done[name] = " ".join(map(str, [skipped, *counts]))
+            entries = env.stat()["entries"]
+        finally:
+            env.close()
+        rows = np.array([[int(v) for v in done[f.name].split()] for f in frames], dtype=np.int64).reshape(len(frames), -1)
+        counts, skipped = rows[:, 1:].sum(axis=0), int(rows[:, 0].sum())
+        if entries != counts.sum():
+            raise ClassifyError(f"{job.partial}: {entries} LMDB entries for {counts.sum()} counted crops; delete it "
+                                f"and run again")
+        manifest = dict(
+            count=int(entries), skipped_small=skipped,
+            per_class={label.name: int(n) for label, n in zip(cityscapes.INSTANCE_LABELS, counts)},
+            label_index={label.name: i for i, label in enumerate(cityscapes.INSTANCE_LABELS)},
+            datum="uint8 3x{0}x{0} BGR crop, label = class index".format(crop),
+            mean_bgr=MEAN_BGR.tolist(), settings=settings)
+        atomic_write(job.partial / "manifest.json", lambda t: t.write_text(json.dumps(manifest, indent=1)))
+        job.finish()
+    return manifest
