@@ -29,3 +29,16 @@ def tiny_cityscapes(tmp_path_factory):
     (about a second); shared by all tests, so treat it as read-only (copy it to modify it)."""
     from dcme_layers.synthetic import generate
     return generate(tmp_path_factory.mktemp("tiny_cityscapes"), {"train": 3, "val": 2}, size=(256, 512), seed=0)
+
+
+# The tools that tests import (tools.demo, tools.make_prototxt) call dcme_layers.caffe_log.quiet() when imported,
+# which sets GLOG_minloglevel=1 for the process and its children. Tests that run `caffe train` read its INFO lines,
+# so once the test modules are imported the variable goes back to what it was.
+_GLOG_LEVEL = os.environ.get("GLOG_minloglevel")
+
+
+def pytest_collection_finish(session):
+    if _GLOG_LEVEL is None:
+        os.environ.pop("GLOG_minloglevel", None)
+    else:
+        os.environ["GLOG_minloglevel"] = _GLOG_LEVEL
