@@ -21,15 +21,11 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
-from dcme_layers import cityscapes, lmdb_io, resumable
+from dcme_layers import cityscapes, lmdb_io, paper, resumable
 from dcme_layers.cityscapes import atomic_write
 
-MEAN_BGR = np.array([104, 117, 123], dtype=np.float32)  # mean_value of the GoogLeNet Data layers (BVLC)
-CROP = 224
-MARGIN = 0.1
-# At 340x680 a 50-pixel instance is about 7x7: smaller crops are mostly interpolation. SegNet's vote threshold VT
-# is also 50, so smaller instances are rarely decoded at all.
-MIN_PIXELS = 50
+MEAN_BGR = np.array(paper.GOOGLENET_MEAN_BGR, dtype=np.float32)
+CROP, MARGIN, MIN_PIXELS = paper.CROP, paper.MARGIN, paper.MIN_PIXELS
 MAP_SIZE = 1 << 40  # LMDB address space (sparse file; BVLC convert_imageset uses the same)
 
 
@@ -98,7 +94,7 @@ def instance_crops(image_bgr, labels, crop=CROP, margin=MARGIN):
     return out
 
 
-def frame_instances(frame, size=(340, 680), crop=CROP, margin=MARGIN, min_pixels=MIN_PIXELS):
+def frame_instances(frame, size=paper.SIZE, crop=CROP, margin=MARGIN, min_pixels=MIN_PIXELS):
     """Crops of a frame's ground-truth instances of the 8 classes at `size` (H, W), the resolution DCME works at.
 
     Returns (records, skipped): records = [(key, class index, (crop, crop, 3) uint8)], skipped = number of instances
@@ -121,7 +117,7 @@ def _frame_job(args):
     return frame.name, frame_instances(frame, size, crop, margin, min_pixels)
 
 
-def extract_instances(root, split, out, size=(340, 680), crop=CROP, margin=MARGIN, min_pixels=MIN_PIXELS,
+def extract_instances(root, split, out, size=paper.SIZE, crop=CROP, margin=MARGIN, min_pixels=MIN_PIXELS,
                       workers=1, force=False, log=print):
     """Write `<out>/<split>`: LMDB of the instance crops of `split` of the Cityscapes root `root`, + manifest.json.
 

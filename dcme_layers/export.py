@@ -81,15 +81,6 @@ def _bilinear_mask(mask, size):
 # Export in the Cityscapes results format
 
 
-def _write_mask(path, mask):
-    def w(tmp):
-        ok, buf = cv2.imencode(".png", mask, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-        if not ok:
-            raise EvaluationError(f"{path}: cannot encode mask PNG")
-        tmp.write_bytes(buf.tobytes())
-    atomic_write(path, w)
-
-
 def prediction_file(pred_dir, name):
     """Path of a frame's prediction .txt in a prediction folder."""
     return Path(pred_dir) / f"{name}{PRED_SUFFIX}"
@@ -119,7 +110,7 @@ def export_frame(pred_dir, name, labels, label_ids, scores, size, upsample="near
     if not np.isfinite(scores).all():
         raise EvaluationError(f"{name}: non-finite confidence (NaN/inf)")
     if upsample not in UPSAMPLING:
-        raise ValueError(f"unknown upsampling {upsample!r}; expected one of {UPSAMPLING}")
+        raise EvaluationError(f"unknown upsampling {upsample!r}; expected one of {UPSAMPLING}")
     size = (int(size[0]), int(size[1]))
     pred_dir = Path(pred_dir)
     (pred_dir / "masks").mkdir(parents=True, exist_ok=True)
@@ -140,7 +131,7 @@ def export_frame(pred_dir, name, labels, label_ids, scores, size, upsample="near
         if not mask.any():
             continue
         rel = f"masks/{name}_{i:03d}.png"
-        _write_mask(pred_dir / rel, mask.astype(np.uint8) * 255)
+        cityscapes.write_png(pred_dir / rel, mask.astype(np.uint8) * 255, compression=1, error=EvaluationError)
         lines.append(f"{rel} {int(label_ids[i - 1])} {scores[i - 1]:.6g}")
     txt = prediction_file(pred_dir, name)
     atomic_write(txt, lambda tmp: tmp.write_text("\n".join(lines)))

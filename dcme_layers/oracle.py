@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dcme_layers import cityscapes
+from dcme_layers import cityscapes, paper
 from dcme_layers.cs_eval import evaluate
 from dcme_layers.decoding import FG_THRESHOLD, decode, parse_thresholds
 from dcme_layers.encoding import vector_map
@@ -58,7 +58,7 @@ def keep_instances(labels, keep):
 
 
 
-def oracle_predictions(frame, size=cityscapes.SIZE, anchor="cm", method="vote", thresholds="segnet",
+def oracle_predictions(frame, size=paper.SIZE, anchor="cm", method="vote", thresholds="segnet",
                        fg_threshold=FG_THRESHOLD):
     """Decode a frame's ground-truth vector map at ``size`` instead of network output (the paper's oracle).
 
@@ -76,7 +76,7 @@ def oracle_predictions(frame, size=cityscapes.SIZE, anchor="cm", method="vote", 
                   dec.centers[keep])
 
 
-def subsampled_gt_predictions(frame, size=cityscapes.SIZE, anchor="cm"):
+def subsampled_gt_predictions(frame, size=paper.SIZE, anchor="cm"):
     """The ground-truth instances subsampled to ``size`` without decoding (the resolution ceiling alone).
     Score = n / (n + 50) for an instance of n pixels (larger first, like decode's vote saturation)."""
     image, inst, full = _load_small(frame, size)
@@ -109,7 +109,7 @@ class OracleOptions:
         gt_subsampled: add the ground truth subsampled to ``size`` without decoding.
         figures: frames drawn (input | magnitude | instances) per decoded configuration.
     """
-    size: tuple = cityscapes.SIZE
+    size: tuple = paper.SIZE
     anchors: tuple = ("cm", "bbox")
     methods: tuple = ("vote", "watershed")
     thresholds: object = "segnet"

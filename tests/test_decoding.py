@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dcme_layers import voting
 from dcme_layers.decoding import PAPER_THRESHOLDS, decode, parse_thresholds
 from dcme_layers.encoding import instance_anchors, vector_map
 
@@ -204,15 +205,14 @@ def test_watershed_ablation_on_separated_instances():
 
 def test_small_and_large_clustering_paths_agree(monkeypatch):
     """Step 2 brute-forces a few cells and uses a KD-tree for many: same clusters either way."""
-    from dcme_layers import decoding
 
     rng = np.random.default_rng(3)
     m = paint([("ellipse", 30, 40, 12, 18), ("rect", 50, 90, 10, 14), ("ellipse", 20, 60, 8, 9)])
     v = vector_map(m) + rng.normal(0, 0.8, (2, 80, 120)).astype(np.float32) * (m > 0)
     small = decode(v, DT, VT, ET)
     ys, xs = np.nonzero(m)
-    assert len(decoding.vote_cells(xs + v[0][ys, xs], ys + v[1][ys, xs])[0]) <= decoding._BRUTE_FORCE
-    monkeypatch.setattr(decoding, "_BRUTE_FORCE", 0)
+    assert len(voting.vote_cells(xs + v[0][ys, xs], ys + v[1][ys, xs])[0]) <= voting._BRUTE_FORCE
+    monkeypatch.setattr(voting, "_BRUTE_FORCE", 0)
     large = decode(v, DT, VT, ET)
     for x, y in zip(small, large):
         np.testing.assert_array_equal(x, y)
@@ -223,7 +223,6 @@ def test_step4_brute_force_and_kd_tree_agree(monkeypatch):
     """Step 4 measures every (cell, center) distance for a few kept centers and asks a KD-tree for many (a poorly
     trained net's output): same labels, centers, votes and scores either way, on a clean, a noisy and a
     random (hundreds of centers) map."""
-    from dcme_layers import decoding
 
     rng = np.random.default_rng(5)
     m = paint([("ellipse", 30, 40, 12, 18), ("rect", 50, 90, 10, 14), ("ellipse", 20, 60, 8, 9)])
@@ -231,9 +230,9 @@ def test_step4_brute_force_and_kd_tree_agree(monkeypatch):
     noisy = clean + rng.normal(0, 1.5, clean.shape).astype(np.float32) * (m > 0)
     noise = rng.uniform(-6, 6, (2, 80, 120)).astype(np.float32)
     for v, th in ((clean, (DT, VT, ET)), (noisy, (DT, VT, ET)), (noise, (2, 3, 3))):
-        monkeypatch.setattr(decoding, "_BRUTE_FORCE_CENTERS", 10 ** 9)
+        monkeypatch.setattr(voting, "_BRUTE_FORCE_CENTERS", 10 ** 9)
         brute = decode(v, *th)
-        monkeypatch.setattr(decoding, "_BRUTE_FORCE_CENTERS", 0)
+        monkeypatch.setattr(voting, "_BRUTE_FORCE_CENTERS", 0)
         tree = decode(v, *th)
         for x, y in zip(brute, tree):
             np.testing.assert_array_equal(x, y)
@@ -295,7 +294,7 @@ def test_scale_thresholds():
 @settings(max_examples=25, deadline=None)
 @given(st.integers(0, 2 ** 31 - 1), st.floats(0.0, 40.0))
 def test_vote_cells_grid_and_sort_agree(seed, spread):
-    from dcme_layers.decoding import vote_cells
+    from dcme_layers.voting import vote_cells
 
     rng = np.random.default_rng(seed)
     vx, vy = rng.normal(30, spread, 600), rng.normal(20, spread, 600)
@@ -413,11 +412,10 @@ def random_map(rng, h, w):
 def test_decode_equals_the_dense_reference(monkeypatch, method, fast_paths):
     """decode() = reference_decode() on random small maps, with decode's fast paths (brute force for a few cells and
     centers) and with its KD-tree paths forced."""
-    from dcme_layers import decoding
 
     if not fast_paths:
-        monkeypatch.setattr(decoding, "_BRUTE_FORCE", 0)
-        monkeypatch.setattr(decoding, "_BRUTE_FORCE_CENTERS", 0)
+        monkeypatch.setattr(voting, "_BRUTE_FORCE", 0)
+        monkeypatch.setattr(voting, "_BRUTE_FORCE_CENTERS", 0)
     rng = np.random.default_rng(12)
     for trial in range(6):
         h, w = rng.integers(14, 30), rng.integers(14, 40)
