@@ -32,8 +32,8 @@ def quiet():
 def parse_train_line(line):
     """What one line of ``caffe train``'s log says about progress: ``("loss", iteration, loss)`` for the solver's
     display line ("Iteration 20 (1.2 iter/s, 16.6s/20 iters), loss = 1.23", and "Iteration 300, loss = 1.2"
-    after the last iteration; the loss is smoothed over the solver's ``average_loss``), ``("lr", iteration, lr)`` for "Iteration 20, lr = 0.001", ``("done", None, None)`` for
-    "Optimization Done.", else None."""
+    after the last iteration; the loss is smoothed over the solver's ``average_loss``), ``("lr", iteration, lr)``
+    for "Iteration 20, lr = 0.001", ``("done", None, None)`` for "Optimization Done.", else None."""
     m = _LOSS.search(line)
     if m:
         return "loss", int(m.group(1)), float(m.group(2))

@@ -157,7 +157,7 @@ def extract_instances(root, split, out, size=paper.SIZE, crop=CROP, margin=MARGI
             entries = env.stat()["entries"]
         finally:
             env.close()
-        rows = np.array([[int(v) for v in done[f.name].split()] for f in frames], dtype=np.int64).reshape(len(frames), -1)
+        rows = np.array([[int(v) for v in done[f.name].split()] for f in frames], np.int64).reshape(len(frames), -1)
         counts, skipped = rows[:, 1:].sum(axis=0), int(rows[:, 0].sum())
         if entries != counts.sum():
             raise ClassifyError(f"{job.partial}: {entries} LMDB entries for {counts.sum()} counted crops; delete it "

@@ -92,9 +92,9 @@ def export_frame(pred_dir, name, labels, label_ids, scores, size, upsample="near
     labels: (h, w) int instance labels at any resolution (0 = background, 1..K); label_ids: (K,) regular
     Cityscapes label ids of the 8 instance classes (car = 26, not the trainId); scores: (K,) finite confidences;
     size: (H, W) of the ground truth (1024x2048 for Cityscapes); upsample: "nearest" (label map), "bilinear"
-    (each mask bilinearly, > 0.5) or "naive" (cv2.resize INTER_NEAREST, see ``upsample_labels_naive``). An instance that vanishes at full resolution is left out; a frame without
-    instances gets an empty .txt (valid). Masks are written first and the .txt last, each atomically, so a .txt
-    on disk is always complete (``export_split`` resumes from it).
+    (each mask bilinearly, > 0.5) or "naive" (cv2.resize INTER_NEAREST, see ``upsample_labels_naive``). An
+    instance that vanishes at full resolution is left out; a frame without instances gets an empty .txt (valid).
+    Masks are written first and the .txt last, each atomically (``export_split`` records the .txt's digest).
     """
     lab = np.asarray(labels)
     if lab.ndim != 2 or not np.issubdtype(lab.dtype, np.integer) or (lab.size and lab.min() < 0):
@@ -131,7 +131,8 @@ def export_frame(pred_dir, name, labels, label_ids, scores, size, upsample="near
         if not mask.any():
             continue
         rel = f"masks/{name}_{i:03d}.png"
-        cityscapes.write_png(pred_dir / rel, mask.astype(np.uint8) * 255, compression=1, error=EvaluationError)
+        cityscapes.write_png(pred_dir / rel, mask.astype(np.uint8) * 255, compression=1,
+                             error=EvaluationError)
         lines.append(f"{rel} {int(label_ids[i - 1])} {scores[i - 1]:.6g}")
     txt = prediction_file(pred_dir, name)
     atomic_write(txt, lambda tmp: tmp.write_text("\n".join(lines)))

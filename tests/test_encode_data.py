@@ -171,3 +171,31 @@ def test_library_errors(tiny_cityscapes, tmp_path):
     d.ParseFromString(lmdb_io.float_datum(v))
     assert (d.channels, d.height, d.width) == (2, 3, 4) and not d.data
     np.testing.assert_array_equal(np.array(d.float_data, np.float32).reshape(v.shape), v)
+
+
+def test_train_split_is_shuffled_across_cities_and_pairs_stay_aligned(repo, tiny_cityscapes, tmp_path):
+    """Caffe's Data layer reads an LMDB in key order: the train split's keys must not run city by city (sorted order
+    would put every batch in one city), and each image key must still hold its own frame's vectors."""
+    root = tmp_path / "root"
+    for i, f in enumerate(cs.list_frames(tiny_cityscapes, "train") * 3):  # 9 frames in 3 cities
+        city, name = f"city{i // 3}", f"city{i // 3}_{i:06d}_000019"  # each city holds all 3 scenes
+        for src, sub, suffix in ((f.image, "leftImg8bit", cs.IMAGE_SUFFIX),
+                                 (f.instance_ids, "gtFine", cs.INSTANCE_SUFFIX), (f.label_ids, "gtFine", cs.LABEL_SUFFIX)):
+            dst = root / sub / "train" / city / (name + suffix)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, dst)
+    r = _encode(repo, root, tmp_path / "out", "--workers", "1")
+    assert r.returncode == 0, r.stderr
+    names = (tmp_path / "out" / "train" / "frames.txt").read_text().split()
+    cities = [n.split("_")[0] for n in names]
+    assert sorted(names) != names and cities != sorted(cities)  # not in sorted (city) order
+    assert any(a != b for a, b in zip(cities, cities[1:3]))     # the first batch of 3 already mixes cities
+    frames = {f.name: f for f in cs.list_frames(root, "train")}
+    for (key, img), (vkey, vec) in zip(lmdb_io.read_datum_lmdb(tmp_path / "out" / "train" / "images"),
+                                       lmdb_io.read_datum_lmdb(tmp_path / "out" / "train" / "vectors")):
+        want_img, want_vec, _ = cs.encode_frame(frames[key[9:]], (86, 171))
+        assert key == vkey
+        np.testing.assert_array_equal(img, want_img)
+        np.testing.assert_array_equal(vec, want_vec)
+    manifest = json.loads((tmp_path / "out" / "train" / "manifest.json").read_text())
+    assert "RandomState(1337)" in manifest["order"]
