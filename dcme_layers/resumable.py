@@ -192,8 +192,8 @@ class Job:
             self.log(f"{self.final}: --force, redoing it")
             return False
         if old is None:
-            raise DataError(f"{self.final}: exists but has no {_record_path(self.final).name} (not written by "
-                            f"this version, or unfinished); use --force to replace it or choose another --out")
+            raise DataError(f"{self.final}: exists but has no {_record_path(self.final).name} (not a {self.what} "
+                            f"written by this version); use --force to replace it or choose another --out")
         if old.get("settings") != self.record["settings"]:
             key = next((k for k in sorted(set(old["settings"]) | set(self.record["settings"]))
                         if old["settings"].get(k) != self.record["settings"].get(k)), None)
@@ -304,8 +304,7 @@ class Job:
         record = json.dumps(self.record, indent=1) + "\n"
         with self.writing(self.partial):
             if self.payload:
-                side = _record_path(self.final) if self.final.exists() else self.final.with_name(
-                    self.final.name + "." + RECORD)
+                side = self.final.with_name(self.final.name + "." + RECORD)
                 side.unlink(missing_ok=True)             # a file without its record is never trusted
                 _fsync(src)
                 os.replace(src, self.final)

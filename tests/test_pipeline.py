@@ -89,7 +89,7 @@ def test_nan_blob_foreign_and_truncated_blob_files(tiny_cityscapes, encoded, wei
     run = run_evaluate(tiny_cityscapes, encoded, weights, out)
     assert run.returncode != 0
     assert run.stderr.splitlines()[-1] == (f"evaluate: {out / 'pred_vectors.h5'}: exists but has no "
-                                           "pred_vectors.h5.job.json (not written by this version, or unfinished); "
+                                           "pred_vectors.h5.job.json (not a blob file written by this version); "
                                            "use --force to replace it or choose another --out")
 
     blobs = inference.infer_split(REPO / "prototxt/segnet_deploy.prototxt", weights[0], encoded / "val",
