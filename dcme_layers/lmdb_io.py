@@ -159,6 +159,10 @@ def _versions():
 def _init_worker():
     import cv2
     cv2.setNumThreads(1)  # one frame per process; OpenCV's own threads would only oversubscribe
+
+
+def _init_pool_worker():
+    _init_worker()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: no worker tracebacks
 
 
@@ -181,7 +185,7 @@ def jobs_results(job, jobs, workers, serial_single_thread=True):
             yield job(j)
         return
     import multiprocessing as mp
-    with mp.get_context("fork").Pool(workers, initializer=_init_worker) as pool:
+    with mp.get_context("fork").Pool(workers, initializer=_init_pool_worker) as pool:
         yield from pool.imap(job, jobs, chunksize=1)
 
 
