@@ -43,6 +43,9 @@ for _l in labels:
         _KNOWN_IDS[_l.id * 1000:(_l.id + 1) * 1000] = True
 for _i in INSTANCE_LABEL_IDS:
     _EVAL_INSTANCE[_i * 1000:(_i + 1) * 1000] = True
+# The regular label id of every 16-bit id (id // 1000 on instances, the id itself below 1000): a labelIds image
+# must equal this lookup of its instanceIds.
+_LABEL_OF = np.where(np.arange(1 << 16) >= 1000, np.arange(1 << 16) // 1000, np.arange(1 << 16)).astype(np.uint8)
 
 Frame = namedtuple("Frame", ["name", "split", "city", "image", "instance_ids", "label_ids"])
 Frame.__doc__ = """One Cityscapes frame: name like aachen_000000_000019, its split and city, and the paths of its
@@ -229,7 +232,8 @@ def subsample_ids(instance_ids, size=SIZE):
 
 
 def read_ground_truth(frame, image_shape=None):
-    """A frame's validated gtFine instanceIds, (H, W) int32; the one check every reader of ground truth uses.
+    """A frame's validated gtFine instanceIds, (H, W) as stored (uint8 or uint16: resized before it is widened);
+    the one check every reader of ground truth uses.
 
     Raises DataError naming the file for: a corrupt PNG, an id unknown to cityscapesscripts (e.g. 45, or 23005:
     sky has no instances), a size other than `image_shape` (the image's (H, W), when given), and a labelIds PNG
@@ -245,12 +249,13 @@ def read_ground_truth(frame, image_shape=None):
     if labels.shape != ids.shape:
         raise DataError(f"{frame.label_ids}: size {labels.shape[1]}x{labels.shape[0]} differs from its instanceIds "
                         f"({ids.shape[1]}x{ids.shape[0]})")
-    bad = np.flatnonzero((class_map(ids) != labels).ravel())
-    if len(bad):
+    differ = _LABEL_OF.take(ids) != labels  # ids: the raw 8/16-bit PNG, so a direct lookup
+    if differ.any():
+        bad = np.flatnonzero(differ.ravel())
         y, x = divmod(int(bad[0]), ids.shape[1])
         raise DataError(f"{frame.label_ids}: label {labels[y, x]} at x={x}, y={y} contradicts its instanceIds "
                         f"({ids[y, x]}); {len(bad)} pixels differ")
-    return ids.astype(np.int32)
+    return ids
 
 
 def load_frame(frame, size=SIZE, expect_shape=None):
