@@ -40,6 +40,8 @@ class EvalOptions:
         oracle: add the decoded-ground-truth rows (oracle.run_oracle) to the report.
         workers: processes for the evaluator's matching.
         force: redo the inference and the export even if up to date.
+        deploy: the deploy prototxt to infer with; None: prototxt/<model>_deploy.prototxt (the demo passes its own,
+            e.g. a slim SegNet).
     """
     thresholds: object = None
     method: str = "vote"
@@ -49,6 +51,7 @@ class EvalOptions:
     oracle: bool = False
     workers: int = 1
     force: bool = False
+    deploy: object = None
 
 
 def frames_of(root, split, names, where):
@@ -84,7 +87,8 @@ def evaluate_model(model, split, root, encoded, out, weights, classifier=None, o
     names = read_frames(split_dir)
     frames = frames_of(root, split, names, split_dir / "frames.txt")
     index = {n: i for i, n in enumerate(names)}
-    blobs = infer_split(f"prototxt/{model}_deploy.prototxt", weights, split_dir, out / "pred_vectors.h5", model,
+    deploy = o.deploy or f"prototxt/{model}_deploy.prototxt"
+    blobs = infer_split(deploy, weights, split_dir, out / "pred_vectors.h5", model,
                         force=o.force)
     size = check_blobs(blobs, names)[0][2:]
     cfg = f"dt{th[0]:g}-vt{th[1]}-et{th[2]:g}-{o.method}-{'googlenet' if classifier else 'oracle-classes'}"
