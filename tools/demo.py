@@ -27,14 +27,14 @@ from dcme_layers.caffe_log import quiet
 
 quiet()  # before anything imports caffe: no glog INFO lines from the nets
 
-from dcme_layers import caffe_log  # noqa: E402
+from dcme_layers import caffe_log, paper, synthetic  # noqa: E402
 from dcme_layers.cityscapes import atomic_write  # noqa: E402
 from dcme_layers.decoding import parse_thresholds, scale_thresholds  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 CAFFE = str(ROOT / ".venv" / "bin" / "caffe")
-DATA = "data/cityscapes_synthetic"
+DATA = synthetic.ROOT
 
 # CPU: SegNet at a quarter of the paper's side (85x170, 16x fewer pixels) and a quarter of its channels (slim=4,
 # models/segnet/net.py), about 0.5 s per iteration of 4 images on 2 cores (the full SegNet at 85x170: 5 to 8 s),
@@ -52,7 +52,7 @@ DATA = "data/cityscapes_synthetic"
 # paper's solver ("poly", lr 1e-3), batch 8, on crops extracted at the same size as the test-time crops.
 # Measured (README): 1139 s on 2 shared cores, DCME row 2.1 AP (8.8 with oracle classes: GoogLeNet's 60 iterations
 # are now the weak part; the 20 AP aimed at is not reached).
-CPU = dict(device="cpu", size=(85, 170), slim=4, train_frames=100, thresholds=(10, 50, 15),
+CPU = dict(device="cpu", size=(85, 170), slim=4, train_frames=100, thresholds=paper.THRESHOLDS["segnet"],
            segnet=dict(type="Adam", base_lr=1e-3, momentum=0.9, momentum2=0.999, lr_policy="step", stepsize=900,
                        gamma=0.1, batch_size=4, max_iter=1200),
            googlenet_iter=60)
