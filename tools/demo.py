@@ -13,7 +13,8 @@ minutes on 2 CPU cores (on a CUDA build with a working GPU: at the paper's 340x6
    thresholds), classify, export and score (tools/evaluate.py), with the oracle
    rows; the training loss curves go to --out/figures/training_loss.png and into the report.
 Everything lands in --out (default out/demo): report.md / report.json, figures/, logs/. Steps already done are
-skipped, so a second run only re-scores. The paper's own configuration stays `caffe train -solver
+skipped, so a second run only re-scores (inference and export with --force: out/demo is the demo's own, and its
+weights change whenever its configuration does). The paper's own configuration stays `caffe train -solver
 prototxt/segnet_solver.prototxt` (340x680, SGD lr 1e-8, batch 15).
 """
 import argparse
@@ -222,7 +223,7 @@ def main():
     step("infer, decode, classify, export, evaluate (tools/evaluate.py, = make evaluate)",
          [PY, "tools/evaluate.py", "--model", "segnet", "--split", "val", "--root", data, "--encoded", c["encoded"],
           "--out", args.out, "--deploy", str(solvers["segnet_deploy"]), "--weights", segnet,
-          "--classifier-weights", googlenet, "--oracle", "--thresholds", f"{dt:g},{vt},{et:g}"])
+          "--classifier-weights", googlenet, "--oracle", "--force", "--thresholds", f"{dt:g},{vt},{et:g}"])
     report = out / "report.md"
     text = report.read_text()
     text += (f"\n## Training (the demo's configuration)\n\n![training loss](figures/training_loss.png)\n\n"
