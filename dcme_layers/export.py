@@ -6,7 +6,6 @@ A frame's predictions are ``<pred_dir>/<frame>_pred.txt`` with lines ``masks/<fr
 of the 3x nearest sampling ("nearest"), bilinearly per mask and thresholded at 0.5 ("bilinear"), or with a plain
 ``cv2.resize`` ("naive", about a pixel off; for comparison).
 """
-import hashlib
 from pathlib import Path
 
 import cv2
@@ -191,19 +190,15 @@ def export_split(frames, pred_dir, predict, upsample="nearest", progress=True, d
                 labels, label_ids, scores, size = predict(f)
                 with job.writing(job.partial):
                     txt = export_frame(job.partial, f.name, labels, label_ids, scores, size, upsample)
-                job.done((f.name, _digest(txt)))
+                job.done((f.name, resumable.digest(Path(txt).read_bytes())))
             job.finish()
     return [prediction_file(pred_dir, f.name) for f in frames]
-
-
-def _digest(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def _intact(pred_dir, name, digest):
     """Whether a frame's exported .txt still has its recorded digest and every mask it names is a PNG."""
     txt = prediction_file(pred_dir, name)
-    if not txt.is_file() or _digest(txt) != digest:
+    if not txt.is_file() or resumable.digest(Path(txt).read_bytes()) != digest:
         return False
     masks = [Path(pred_dir) / line.split(" ")[0] for line in txt.read_text().splitlines() if line]
     return all(m.is_file() and _png_size(m) for m in masks)

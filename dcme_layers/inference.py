@@ -5,7 +5,6 @@ The HDF5 file holds ``vectors`` (N, 2, H, W) float32 in LMDB order, ``frames`` (
 what it was made from (dcme_layers.resumable). A killed run resumes from the frames already done.
 """
 import glob
-import hashlib
 import json
 import os
 import re
@@ -66,10 +65,6 @@ def read_frames(encoded_split):
     return path.read_text().split()
 
 
-def _digest(array):
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
-
-
 def infer_split(deploy, weights, encoded_split, out, model="", force=False, log=print):
     """Predict every frame of ``encoded_split`` (a folder with images/, frames.txt) into the HDF5 file ``out``.
 
@@ -98,7 +93,7 @@ def infer_split(deploy, weights, encoded_split, out, model="", force=False, log=
             f = _open_partial(path, frames, h, w, settings)
         with f:
             index = {n: i for i, n in enumerate(frames)}
-            intact = {k: v for k, v in done.items() if k in index and _digest(f["vectors"][index[k]]) == v}
+            intact = {k: v for k, v in done.items() if k in index and resumable.digest(f["vectors"][index[k]]) == v}
             if len(intact) < len(done):
                 log(f"{path}: {len(done) - len(intact)} frames marked done are not on disk; predicting them again")
                 job.keep(intact)
@@ -116,7 +111,7 @@ def infer_split(deploy, weights, encoded_split, out, model="", force=False, log=
                     f["vectors"][i] = vectors
                     f.flush()
                     os.fsync(fd)
-                job.done((frames[i], _digest(vectors)))
+                job.done((frames[i], resumable.digest(vectors)))
                 intact[frames[i]] = True
                 bar.update()
             bar.close()
@@ -138,21 +133,6 @@ def _open_partial(path, frames, h, w, attrs):
         f.close()
         raise OSError(f"vectors of shape {f['vectors'].shape}")
     return f
-
-
-def check_blobs(path, frames, size=None):
-    """Validate a blob file against the frame list (and resolution); returns (vectors dataset shape, attrs)."""
-    try:
-        with h5py.File(path, "r") as f:
-            names = [n.decode() if isinstance(n, bytes) else n for n in f["frames"][...]]
-            shape, attrs = f["vectors"].shape, dict(f.attrs)
-    except (OSError, KeyError) as e:
-        raise InferenceError(f"{path}: not a blob file of tools/infer.py ({e})") from None
-    if names != list(frames):
-        raise InferenceError(f"{path}: its frame list differs from the encoded split's frames.txt")
-    if size is not None and tuple(shape[2:]) != tuple(size):
-        raise InferenceError(f"{path}: blobs are {shape[2]}x{shape[3]}, the encoded split is {size[0]}x{size[1]}")
-    return shape, attrs
 
 
 def read_blob(f, i, path):

@@ -21,7 +21,7 @@ from dcme_layers import cityscapes
 from dcme_layers.cs_eval import evaluate
 from dcme_layers.decoding import PAPER_THRESHOLDS, decode, parse_thresholds
 from dcme_layers.export import EvaluationError, export_split
-from dcme_layers.inference import check_blobs, infer_split, read_blob, read_frames
+from dcme_layers.inference import infer_split, read_blob, read_frames
 from dcme_layers.lmdb_io import DatumReader, frame_key
 from dcme_layers.oracle import OracleOptions, keep_instances, majority_label_ids, run_oracle
 from dcme_layers.report import write_report
@@ -90,7 +90,6 @@ def evaluate_model(model, split, root, encoded, out, weights, classifier=None, o
     deploy = o.deploy or f"prototxt/{model}_deploy.prototxt"
     blobs = infer_split(deploy, weights, split_dir, out / "pred_vectors.h5", model,
                         force=o.force)
-    size = check_blobs(blobs, names)[0][2:]
     cfg = f"dt{th[0]:g}-vt{th[1]}-et{th[2]:g}-{o.method}-{'googlenet' if classifier else 'oracle-classes'}"
     pred_dir = out / f"pred-{cfg}"
     settings = dict(weights=str(Path(weights).resolve()),
@@ -101,6 +100,8 @@ def evaluate_model(model, split, root, encoded, out, weights, classifier=None, o
     drawn = {}  # the figure frames' (vector map, decoded labels), decoded once
 
     with h5py.File(blobs, "r") as h5, DatumReader(split_dir / "images") as images:
+        size = h5["vectors"].shape[2:]  # frames and resolution: the blob file's job.json matched them (infer_split)
+
         def decoded(frame):
             vmap = read_blob(h5, index[frame.name], blobs)
             dec = decode(vmap, *th, method=o.method)

@@ -30,6 +30,8 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from dcme_layers.cityscapes import DataError, atomic_write
 
 RECORD = "job.json"
@@ -44,6 +46,13 @@ class DiskFullError(DataError):
     """No space left for the output; the message names the file and says that a rerun resumes."""
 
 
+def digest(data):
+    """The short content hash used in records and done lines: sha256 prefix (16 hex) of bytes or an array's bytes."""
+    if not isinstance(data, bytes):
+        data = np.ascontiguousarray(data).tobytes()
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
 def file_record(path):
     """[absolute path, size, mtime_ns, sha256 prefix of the content or None]: how an input file is fingerprinted."""
     path = Path(path).resolve()
@@ -51,8 +60,8 @@ def file_record(path):
         st = path.stat()
     except OSError:
         raise DataError(f"{path}: no such input file") from None
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16] if st.st_size <= HASH_BELOW else None
-    return [str(path), st.st_size, st.st_mtime_ns, digest]
+    content = digest(path.read_bytes()) if st.st_size <= HASH_BELOW else None
+    return [str(path), st.st_size, st.st_mtime_ns, content]
 
 
 def changed_input(old, new):

@@ -199,7 +199,7 @@ def test_a_second_infer_run_is_refused_and_a_damaged_partial_is_redone(encoded, 
     (partial / "job.json").write_text(json.dumps({k: v for k, v in resumable.read_record(out).items()
                                                   if k != "outputs"}))
     frames = inference.read_frames(encoded / "val")
-    (partial / "done.txt").write_text(f"{frames[0]}\t{inference._digest(clean_blobs[0])}\n")
+    (partial / "done.txt").write_text(f"{frames[0]}\t{resumable.digest(clean_blobs[0])}\n")
     (partial / "vectors.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)  # ...whose HDF5 file was cut short
     r = run_infer(encoded, out, weights[0], "--force")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -219,7 +219,7 @@ def test_a_frame_marked_done_but_not_on_disk_is_predicted_again(encoded, weights
     partial.mkdir()
     (partial / "job.json").write_text(json.dumps(record))
     frames = inference.read_frames(encoded / "val")
-    (partial / "done.txt").write_text("".join(f"{n}\t{inference._digest(v)}\n" for n, v in zip(frames, clean_blobs)))
+    (partial / "done.txt").write_text("".join(f"{n}\t{resumable.digest(v)}\n" for n, v in zip(frames, clean_blobs)))
     shutil.copy(out, partial / "vectors.h5")
     with h5py.File(partial / "vectors.h5", "r+") as f:
         f["vectors"][1] = 0  # frame 1's data never reached the disk
