@@ -10,6 +10,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
+from scipy import ndimage
 
 from dcme_layers import cityscapes, resumable
 from dcme_layers.cityscapes import INSTANCE_LABEL_IDS, DataError, atomic_write
@@ -119,9 +121,12 @@ def export_frame(pred_dir, name, labels, label_ids, scores, size, upsample="near
     if lab.shape == size:
         full = lab
     lines = []
+    boxes = ndimage.find_objects(full, max_label=k) if full is not None else None
     for i in range(1, k + 1):
-        if full is not None:
-            mask = full == i
+        if full is not None:                        # the instance's box only; the rest of the mask stays 0
+            mask = np.zeros(size, bool)
+            if boxes[i - 1] is not None:
+                mask[boxes[i - 1]] = full[boxes[i - 1]] == i
         else:
             crop, rs, cs = _bilinear_mask(lab == i, size) if np.any(lab == i) else (None, None, None)
             mask = np.zeros(size, bool)
@@ -130,12 +135,17 @@ def export_frame(pred_dir, name, labels, label_ids, scores, size, upsample="near
         if not mask.any():
             continue
         rel = f"masks/{name}_{i:03d}.png"
-        cityscapes.write_png(pred_dir / rel, mask.astype(np.uint8) * 255, compression=1,
-                             error=EvaluationError)
+        write_mask(pred_dir / rel, mask)
         lines.append(f"{rel} {int(label_ids[i - 1])} {scores[i - 1]:.6g}")
     txt = prediction_file(pred_dir, name)
     atomic_write(txt, lambda tmp: tmp.write_text("\n".join(lines)))
     return txt
+
+
+def write_mask(path, mask):
+    """A binary (H, W) mask as a 1-bit PNG, atomically: cityscapesscripts reads masks with PIL (``convert("L")``,
+    then != 0), and one bit per pixel encodes ~4x faster than OpenCV's 8-bit grey at 1/6 of the size."""
+    atomic_write(path, lambda tmp: Image.fromarray(np.asarray(mask, bool)).save(tmp, format="PNG", compress_level=1))
 
 
 def ground_truth_instances(instance_ids):

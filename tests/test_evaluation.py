@@ -178,6 +178,27 @@ def test_naive_upsampling_is_not_the_inverse_of_the_subsampling(tmp_path):
     assert np.array_equal(a > 0, exact == 1) and np.array_equal(b > 0, naive == 1) and not np.array_equal(a, b)
 
 
+def test_exported_masks_read_back_as_the_evaluator_reads_them(tmp_path):
+    """Masks are 1-bit PNGs cut from each instance's box: read as cityscapesscripts does (PIL, convert("L"),
+    != 0), every mask equals its instance in the upsampled label map, also where boxes overlap."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    lab = np.zeros((34, 68), np.int32)
+    lab[2:30, 3:40] = 1
+    lab[8:20, 10:25] = 2                                   # inside 1's box: 1 is a frame around it
+    lab[rng.random(lab.shape) < 0.05] = 3                  # scattered pixels everywhere
+    size = (102, 204)
+    txt = export.export_frame(tmp_path, "f", lab, [26, 24, 33], [0.9, 0.8, 0.7], size)
+    full = export.upsample_labels(lab, size)
+    lines = txt.read_text().splitlines()
+    assert len(lines) == 3
+    for i, line in enumerate(lines, 1):
+        png = Image.open(tmp_path / line.split(" ")[0])
+        assert png.mode == "1" and png.size == (size[1], size[0])
+        assert np.array_equal(np.array(png.convert("L")) != 0, full == i)
+
+
 def test_bilinear_mask_matches_full_image_interpolation():
     from scipy.ndimage import map_coordinates
 
