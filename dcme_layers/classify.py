@@ -15,7 +15,8 @@ class Classifier:
         self.net = netfiles.load_net(deploy_prototxt, weights)
         if "prob" not in self.net.outputs:
             raise ClassifyError(f"{deploy_prototxt}: no 'prob' output (not prototxt/googlenet_deploy.prototxt)")
-        self.weights, self.batch_size, self.crop, self.margin = weights, batch_size, crop, margin
+        self.deploy, self.weights = deploy_prototxt, weights
+        self.batch_size, self.crop, self.margin = batch_size, crop, margin
         self.class_ids = np.array(cityscapes.INSTANCE_LABEL_IDS, dtype=np.int64)
 
     def probabilities(self, image, labels):

@@ -95,7 +95,8 @@ def evaluate_model(model, split, root, encoded, out, weights, classifier=None, o
     settings = dict(weights=str(Path(weights).resolve()),
                     classifier=str(Path(classifier.weights).resolve()) if classifier else None,
                     max_instances=o.max_instances)
-    inputs = [blobs, split_dir / "images" / "data.mdb"] + ([classifier.weights] if classifier else [])
+    inputs = [blobs, split_dir / "images" / "data.mdb"]
+    inputs += [classifier.deploy, classifier.weights] if classifier else []
     figures = {f.name for f in frames[:o.figures]}
     drawn = {}  # the figure frames' (vector map, decoded labels), decoded once
 

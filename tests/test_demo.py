@@ -19,6 +19,17 @@ def test_cpu_configuration_is_small_with_scaled_thresholds():
     assert c["data"] != demo.DATA and c["train_frames"] > 12              # more training frames, own root
     assert c["min_pixels"] == 3                     # MIN_PIXELS 50 at 340x680, a sixteenth of the pixels
     assert c["segnet"]["type"] == "Adam" and c["segnet"]["max_iter"] > 8
+    g = c["googlenet"]
+    assert g["slim"] > 1 and f"slim{g['slim']}" in c["googlenet_prefix"]   # a slim GoogLeNet: its own snapshots
+    assert c["googlenet_solver"]["max_iter"] == g["max_iter"] == c["googlenet_solver"]["snapshot"]
+
+
+def test_a_changed_configuration_gets_new_snapshot_names(monkeypatch):
+    before = demo.config(gpu=False)
+    monkeypatch.setitem(demo.CPU, "segnet", dict(demo.CPU["segnet"], max_iter=demo.CPU["segnet"]["max_iter"] + 1))
+    after = demo.config(gpu=False)
+    assert after["segnet_prefix"] != before["segnet_prefix"]          # no stale weights of the old configuration
+    assert after["googlenet_prefix"] == before["googlenet_prefix"]    # GoogLeNet's settings did not change
 
 
 def test_gpu_configuration_is_the_papers_resolution():
@@ -36,6 +47,12 @@ def test_demo_writes_matching_train_and_deploy_nets(tmp_path):
     width = 64 // c["slim"]                          # conv1_1: 64 channels in the paper's SegNet
     assert f"num_output: {width}\n" in deploy and f"num_output: {width}\n" in train
     assert "num_output: 512\n" not in deploy and "num_output: 512\n" not in train   # conv5: 512 / slim
+    g = c["googlenet"]["slim"]
+    deploy, train = files["googlenet_deploy"].read_text(), files["googlenet_train"].read_text()
+    for text in deploy, train:                       # conv1/7x7_s2: 64 channels, inception_5b/1x1: 384
+        assert f"num_output: {64 // g}\n" in text and f"num_output: {384 // g}\n" in text
+        assert "num_output: 384\n" not in text and "num_output: 8\n" in text      # the 8 classes stay
+    assert "type: \"Adam\"" in files["googlenet"].read_text()
 
 
 def test_gpu_is_used_only_by_a_cuda_build_whose_device_query_works(tmp_path):

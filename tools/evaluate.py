@@ -35,6 +35,8 @@ def main():
     ap.add_argument("--oracle-classes", action="store_true",
                     help="no classifier: each instance takes the majority ground-truth class under it")
     ap.add_argument("--deploy", help="deploy prototxt matching --weights (default: prototxt/<model>_deploy.prototxt)")
+    ap.add_argument("--classifier-deploy", default="prototxt/googlenet_deploy.prototxt",
+                    help="GoogLeNet deploy prototxt matching --classifier-weights (default: %(default)s)")
     ap.add_argument("--thresholds", help="DT,VT,ET (default: the model's paper values)")
     ap.add_argument("--method", choices=METHODS, default="vote", help="step 4: vote (paper) or watershed (ablation)")
     ap.add_argument("--upsample", choices=UPSAMPLING, default="nearest")
@@ -60,7 +62,7 @@ def main():
     out = args.out or f"out/{args.model}_{args.split}"
     try:
         if not args.oracle_classes:
-            classifier = Classifier("prototxt/googlenet_deploy.prototxt", cw)
+            classifier = Classifier(args.classifier_deploy, cw)
         options = EvalOptions(args.thresholds, args.method, args.upsample, args.max_instances, args.figures,
                               args.oracle, args.workers, args.force, args.deploy)
         evaluate_model(args.model, args.split, args.root, args.encoded, out, weights, classifier, options)

@@ -66,9 +66,10 @@ def conv_relu(n, name, bottom, num_output, kernel_size, stride=1, pad=0, relu=No
     return n[relu]
 
 
-def inception(n, bottom, module):
-    """Inception module `inception_<module>`: 1x1, 1x1->3x3, 1x1->5x5 and 3x3 max pool->1x1, concatenated."""
-    c1, r3, c3, r5, c5, pp = INCEPTION[module]
+def inception(n, bottom, module, slim=1):
+    """Inception module `inception_<module>`: 1x1, 1x1->3x3, 1x1->5x5 and 3x3 max pool->1x1, concatenated
+    (1/slim of the channels)."""
+    c1, r3, c3, r5, c5, pp = (c // slim for c in INCEPTION[module])
     x = "inception_" + module
     b1 = conv_relu(n, x + "/1x1", bottom, c1, 1)
     b3 = conv_relu(n, x + "/3x3", conv_relu(n, x + "/3x3_reduce", bottom, r3, 1), c3, 3, pad=1)
@@ -85,11 +86,11 @@ def classifier(n, name, bottom, num_classes):
     return n[name]
 
 
-def aux_head(n, head, bottom, label, num_classes, accuracy):
+def aux_head(n, head, bottom, label, num_classes, accuracy, slim=1):
     """Auxiliary classifier `loss1` / `loss2`: 5x5/3 average pool, 1x1 conv 128, fc 1024, dropout 0.7, loss 0.3."""
     n[head + "/ave_pool"] = L.Pooling(bottom, pool=P.Pooling.AVE, kernel_size=5, stride=3)
-    x = conv_relu(n, head + "/conv", n[head + "/ave_pool"], 128, 1)
-    n[head + "/fc"] = L.InnerProduct(x, num_output=1024, param=CONV_PARAM, weight_filler=dict(type="xavier"),
+    x = conv_relu(n, head + "/conv", n[head + "/ave_pool"], 128 // slim, 1)
+    n[head + "/fc"] = L.InnerProduct(x, num_output=1024 // slim, param=CONV_PARAM, weight_filler=dict(type="xavier"),
                                      bias_filler=dict(type="constant", value=0.2))
     n[head + "/relu_fc"] = L.ReLU(n[head + "/fc"], in_place=True)
     n[head + "/drop_fc"] = L.Dropout(n[head + "/relu_fc"], dropout_ratio=0.7, in_place=True)
@@ -99,27 +100,29 @@ def aux_head(n, head, bottom, label, num_classes, accuracy):
         n[head + "/top-1"] = L.Accuracy(scores, label, include=dict(phase=caffe.TEST))
 
 
-def googlenet(n, data, label=None, num_classes=NUM_CLASSES, accuracy=True):
+def googlenet(n, data, label=None, num_classes=NUM_CLASSES, accuracy=True, slim=1):
     """Add BVLC GoogLeNet on top `data` to NetSpec `n`: with `label`, the three loss heads (plus top-1 Accuracy in
-    TEST when `accuracy`); without, the deploy head: softmax "prob" over the main classifier `loss3/classifier_cs`."""
-    x = conv_relu(n, "conv1/7x7_s2", data, 64, 7, stride=2, pad=3, relu="conv1/relu_7x7")
+    TEST when `accuracy`); without, the deploy head: softmax "prob" over the main classifier `loss3/classifier_cs`.
+    ``slim``: every convolution and hidden fully connected layer has 1/slim of the channels (the CPU demo's small
+    variant; the same layer names and input size, so the demo's pipeline is the paper's)."""
+    x = conv_relu(n, "conv1/7x7_s2", data, 64 // slim, 7, stride=2, pad=3, relu="conv1/relu_7x7")
     n["pool1/3x3_s2"] = L.Pooling(x, pool=P.Pooling.MAX, kernel_size=3, stride=2)
     n["pool1/norm1"] = L.LRN(n["pool1/3x3_s2"], local_size=5, alpha=1e-4, beta=0.75)
-    x = conv_relu(n, "conv2/3x3_reduce", n["pool1/norm1"], 64, 1)
-    x = conv_relu(n, "conv2/3x3", x, 192, 3, pad=1)
+    x = conv_relu(n, "conv2/3x3_reduce", n["pool1/norm1"], 64 // slim, 1)
+    x = conv_relu(n, "conv2/3x3", x, 192 // slim, 3, pad=1)
     n["conv2/norm2"] = L.LRN(x, local_size=5, alpha=1e-4, beta=0.75)
     n["pool2/3x3_s2"] = L.Pooling(n["conv2/norm2"], pool=P.Pooling.MAX, kernel_size=3, stride=2)
-    x = inception(n, inception(n, n["pool2/3x3_s2"], "3a"), "3b")
+    x = inception(n, inception(n, n["pool2/3x3_s2"], "3a", slim), "3b", slim)
     n["pool3/3x3_s2"] = L.Pooling(x, pool=P.Pooling.MAX, kernel_size=3, stride=2)
-    x = inception(n, n["pool3/3x3_s2"], "4a")
+    x = inception(n, n["pool3/3x3_s2"], "4a", slim)
     if label is not None:
-        aux_head(n, "loss1", x, label, num_classes, accuracy)
-    x = inception(n, inception(n, inception(n, x, "4b"), "4c"), "4d")
+        aux_head(n, "loss1", x, label, num_classes, accuracy, slim)
+    x = inception(n, inception(n, inception(n, x, "4b", slim), "4c", slim), "4d", slim)
     if label is not None:
-        aux_head(n, "loss2", x, label, num_classes, accuracy)
-    x = inception(n, x, "4e")
+        aux_head(n, "loss2", x, label, num_classes, accuracy, slim)
+    x = inception(n, x, "4e", slim)
     n["pool4/3x3_s2"] = L.Pooling(x, pool=P.Pooling.MAX, kernel_size=3, stride=2)
-    x = inception(n, inception(n, n["pool4/3x3_s2"], "5a"), "5b")
+    x = inception(n, inception(n, n["pool4/3x3_s2"], "5a", slim), "5b", slim)
     n["pool5/7x7_s1"] = L.Pooling(x, pool=P.Pooling.AVE, kernel_size=7, stride=1)
     n["pool5/drop_7x7_s1"] = L.Dropout(n["pool5/7x7_s1"], dropout_ratio=0.4, in_place=True)
     scores = classifier(n, "loss3/classifier_cs", n["pool5/drop_7x7_s1"], num_classes)
@@ -143,12 +146,12 @@ def data_spec(source, batch_size, phase, mirror=False):
 
 
 def train_net(train_source, val_source=None, batch_size=SOLVER["batch_size"], test_batch_size=SOLVER["test_batch_size"],
-              num_classes=NUM_CLASSES, mirror=False):
+              num_classes=NUM_CLASSES, mirror=False, slim=1):
     """NetParameter for training: TRAIN Data layer on `train_source` and, when `val_source` is given, a TEST Data
     layer on it plus top-1 Accuracy of each head (BVLC train_val layout). `mirror`: the TRAIN Data layer flips the
-    crops at random (BVLC's augmentation; the paper uses none, hence the default)."""
+    crops at random (BVLC's augmentation; the paper uses none, hence the default). `slim`: see ``googlenet``."""
     n = data_spec(train_source, batch_size, caffe.TRAIN, mirror)
-    googlenet(n, n.data, n.label, num_classes, accuracy=val_source is not None)
+    googlenet(n, n.data, n.label, num_classes, accuracy=val_source is not None, slim=slim)
     net = n.to_proto()
     net.name = "GoogLeNet_cityscapes"
     if val_source is not None:
@@ -159,11 +162,12 @@ def train_net(train_source, val_source=None, batch_size=SOLVER["batch_size"], te
     return net
 
 
-def deploy_net(num_classes=NUM_CLASSES):
-    """NetParameter for inference: Input data 1x3x224x224 (reshape for batches) -> softmax "prob" (1, 8)."""
+def deploy_net(num_classes=NUM_CLASSES, slim=1):
+    """NetParameter for inference: Input data 1x3x224x224 (reshape for batches) -> softmax "prob" (1, 8).
+    `slim`: see ``googlenet``."""
     n = caffe.NetSpec()
     n.data = L.Input(shape=dict(dim=[1, 3, 224, 224]))
-    googlenet(n, n.data, None, num_classes)
+    googlenet(n, n.data, None, num_classes, slim=slim)
     net = n.to_proto()
     net.name = "GoogLeNet_cityscapes"
     return net
