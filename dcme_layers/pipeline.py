@@ -11,6 +11,7 @@
 Confidence of an instance = classifier probability x decoding score (``Decoded.scores``), so that the evaluator's
 precision-recall ranking sees both how sure the class is and how consistent the votes were.
 """
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import numpy as np
 from dcme_layers import cityscapes
 from dcme_layers.cs_eval import evaluate
 from dcme_layers.decoding import PAPER_THRESHOLDS, decode, parse_thresholds
-from dcme_layers.export import EvaluationError, export_split
+from dcme_layers.export import EvaluationError, _png_size, export_split
 from dcme_layers.inference import infer_split, read_blob, read_frames
 from dcme_layers.lmdb_io import DatumReader, frame_key
 from dcme_layers.oracle import OracleOptions, keep_instances, majority_label_ids, run_oracle
@@ -99,6 +100,7 @@ def evaluate_model(model, split, root, encoded, out, weights, classifier=None, o
     inputs += [classifier.deploy, classifier.weights] if classifier else []
     figures = {f.name for f in frames[:o.figures]}
     drawn = {}  # the figure frames' (vector map, decoded labels), decoded once
+    spent = dict(decode=0.0, classify=0.0, frames=0)  # seconds of this run's exported frames (the report's timing)
 
     with h5py.File(blobs, "r") as h5, DatumReader(split_dir / "images") as images:
         size = h5["vectors"].shape[2:]  # frames and resolution: the blob file's job.json matched them (infer_split)
@@ -111,19 +113,28 @@ def evaluate_model(model, split, root, encoded, out, weights, classifier=None, o
             return dec
 
         def predict(frame):
+            t0 = time.perf_counter()
             dec = decoded(frame)
             labels, scores = best_scored(dec.labels, dec.scores, o.max_instances)
-            gt_ids = cityscapes.read_ground_truth(frame)
-            if classifier is not None:
+            t1 = time.perf_counter()
+            spent["decode"] += t1 - t0
+            spent["frames"] += 1
+            if classifier is not None:  # the ground truth's size from its header (cs_eval validates it)
                 image = np.ascontiguousarray(images[frame_key(index[frame.name], frame.name)].transpose(1, 2, 0))
+                t2 = time.perf_counter()
                 label_ids, conf = classifier.classify(image, labels)
-                return labels, label_ids, conf * scores, gt_ids.shape
+                spent["classify"] += time.perf_counter() - t2
+                return labels, label_ids, conf * scores, _png_size(frame.instance_ids)
+            gt_ids = cityscapes.read_ground_truth(frame)
             label_ids = majority_label_ids(labels, cityscapes.instance_map(cityscapes.subsample_ids(gt_ids, size)))
             keep = label_ids > 0
+            spent["classify"] += time.perf_counter() - t1          # oracle classes: from the ground truth
             return keep_instances(labels, keep), label_ids[keep], scores[keep], gt_ids.shape
 
+        t0 = time.perf_counter()
         export_split(frames, pred_dir, predict, o.upsample, desc=f"decode+export {model}", settings=settings,
                      inputs=inputs, force=o.force)
+        spent["total"] = time.perf_counter() - t0
         for frame in frames[:o.figures]:
             if frame.name not in drawn:  # the export was up to date: decode the figure frames now
                 decoded(frame)
@@ -138,6 +149,11 @@ def evaluate_model(model, split, root, encoded, out, weights, classifier=None, o
              "Confidence = GoogLeNet probability x decoding score." if classifier else
              "Classes: majority ground-truth class under each decoded instance (no classifier).",
              f"At most the {o.max_instances} best-scored decoded instances of a frame are kept."]
+    if spent["frames"]:
+        n = spent["frames"]
+        rest = spent["total"] - spent["decode"] - spent["classify"]
+        notes.append(f"Time per frame in this run ({n} frames exported): decode {1e3 * spent['decode'] / n:.0f} ms, "
+                     f"classify {1e3 * spent['classify'] / n:.0f} ms, export {1e3 * rest / n:.0f} ms.")
     if o.oracle:
         results += run_oracle(frames, out / "oracle", OracleOptions(size=tuple(size), thresholds=th,
                                                                     upsample=o.upsample, figures=0),

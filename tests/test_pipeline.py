@@ -1,6 +1,7 @@
 """The test pipeline (issue 5): a short end-to-end run of tools/evaluate.py, and its handling of bad blob files."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -67,6 +68,9 @@ def test_end_to_end_report_has_all_four_metrics(tiny_cityscapes, encoded, weight
     assert rows[1]["AP"] == 1.0  # the full-resolution ground truth scores itself perfectly
     md = (tmp_path / "eval" / "report.md").read_text()
     assert all(m in md for m in ("AP50%", "AP100m", "AP50m"))
+    timing = re.search(r"Time per frame in this run \(2 frames exported\): decode (\d+) ms, classify (\d+) ms, "
+                       r"export (\d+) ms\.", md)
+    assert timing and int(timing[2]) > 0      # GoogLeNet's forward passes take milliseconds on any CPU
     with h5py.File(tmp_path / "eval" / "pred_vectors.h5", "r") as f:
         assert f["vectors"].shape == (2, 2) + SIZE and np.isfinite(f["vectors"][...]).all()
     assert len(list((tmp_path / "eval" / "figures").glob("*.png"))) == 1
