@@ -92,6 +92,8 @@ def config(gpu):
     from models.googlenet import net as googlenet
 
     c = dict(GPU if gpu else CPU)
+    s = c["segnet"]
+    c["segnet_solver"] = dict(s, snapshot=s["max_iter"], test_iter=None, display=5, average_loss=5, random_seed=1701)
     g = {k: v for k, v in c["googlenet"].items() if k != "slim"}      # on top of the paper's solver at batch 8
     c["googlenet_solver"] = dict(googlenet.SMOKE, **g, snapshot=g["max_iter"])
     h, w = c["size"]
@@ -106,7 +108,7 @@ def config(gpu):
     c.update(data=DATA if n is None else f"{DATA}_train{n}", tag=tag, thresholds=th, encoded=f"data/lmdb_{tag}",
              instances=f"data/instances_{tag}",
              min_pixels=max(1, round(paper.MIN_PIXELS * h * w / (paper.SIZE[0] * paper.SIZE[1]))),
-             segnet_prefix=prefix("segnet", c["slim"], c["segnet"]),
+             segnet_prefix=prefix("segnet", c["slim"], c["segnet_solver"]),
              googlenet_prefix=prefix("googlenet", c["googlenet"]["slim"], c["googlenet_solver"]))
     return c
 
@@ -154,9 +156,9 @@ def write_solvers(c, out):
                                                               batch_size=s["batch_size"], slim=c["slim"]))))
     files["segnet_deploy"] = d / "segnet_deploy.prototxt"  # the same SegNet variant, for tools/evaluate.py --deploy
     write_if_changed(files["segnet_deploy"], str(segnet.deploy(slim=c["slim"])))
-    settings = dict(s, snapshot=s["max_iter"], test_iter=None, display=5, average_loss=5, random_seed=1701)
     files["segnet"] = d / "segnet_solver.prototxt"
-    atomic_write(files["segnet"], lambda t: t.write_text(models.solver(str(net), c["segnet_prefix"], settings)))
+    atomic_write(files["segnet"], lambda t: t.write_text(
+        models.solver(str(net), c["segnet_prefix"], c["segnet_solver"])))
     slim, batch = c["googlenet"]["slim"], c["googlenet_solver"]["batch_size"]
     net = files["googlenet_train"] = d / "googlenet_train.prototxt"
     atomic_write(net, lambda t: t.write_text(str(googlenet.train_net(f"{c['instances']}/train", None,
