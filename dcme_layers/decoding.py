@@ -1,5 +1,6 @@
-"""DCME decoding (arXiv 1711.09060, Section 3): turn a 2-D vector map into instances. Pure numpy (+ scipy's
-KD-tree for noisy maps, and scikit-image for the watershed ablation).
+"""DCME decoding (arXiv 1711.09060, Section 3): turn a 2-D vector map into instances. Numpy (+ OpenCV's
+integral image for noisy maps, scipy's KD-tree for many centers, scikit-image for the watershed ablation); the kernels
+are in ``clustering`` (step 2) and ``voting`` (the others).
 
 A vector map ``V`` has shape (2, H, W): channel 0 = dx (columns), channel 1 = dy (rows), in pixels of the encoded
 resolution (``encoding.vector_map``, Eq. 2). Every instance pixel p stores V(p) = CM - p, so p + V(p) is that
@@ -43,10 +44,10 @@ from collections import namedtuple
 import numpy as np
 
 from dcme_layers import paper
+from dcme_layers.clustering import cluster_votes
 from dcme_layers.errors import DcmeError
 from dcme_layers.paper import Thresholds
-from dcme_layers.voting import (_center_pixels, _lookup, _max_center_pixels, _watershed, assign_votes, cluster_votes,
-                                vote_cells)
+from dcme_layers.voting import _center_pixels, _lookup, _max_center_pixels, _watershed, assign_votes, vote_cells
 
 #: (DT, VT, ET) per network at the paper's 340x680 (an alias of ``paper.THRESHOLDS``; ``Thresholds`` tuples).
 PAPER_THRESHOLDS = paper.THRESHOLDS
@@ -199,9 +200,13 @@ def find_centers(vmap, dt, vt, fg_threshold=FG_THRESHOLD):
     _check_thresholds(dt, vt, 1.0, fg_threshold)
     voters = _cast_votes(v, fg_threshold)                                               # step 1
     h, w = voters.mag2.shape
-    cluster, centers, counts, spread = cluster_votes(voters.x, voters.y, (h, w), float(dt), voters.cells)  # step 2
+    # Step 2. Step 3 neither keeps nor boosts a cluster short of VT by more than its zero-vector CM pixels can add,
+    # and reads the votes only by the ids of the clusters it boosts: the clustering may stop once only such clusters
+    # are left to seed (their votes get cluster -1).
+    floor = vt - _max_center_pixels(fg_threshold)
+    cluster, centers, counts, spread = cluster_votes(voters.x, voters.y, (h, w), float(dt), voters.cells, floor)
     # Step 3. Only clusters within reach of VT care about their zero-vector CM pixels.
-    near_vt = np.flatnonzero((counts < vt) & (counts + _max_center_pixels(fg_threshold) >= vt))
+    near_vt = np.flatnonzero((counts < vt) & (counts >= floor))
     if len(near_vt):
         _, _, lab = _center_pixels(_lookup(voters.idx, cluster + 1, w), voters.mag2, centers[near_vt], near_vt + 1,
                                    fg_threshold)

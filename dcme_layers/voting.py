@@ -1,6 +1,7 @@
 """The vectorised kernels of DCME decoding's steps (dcme_layers/decoding.py has the steps and their rules): votes
-binned on the pixel grid, step 2's greedy clustering, step 4's nearest-center assignment, the zero-vector CM pixels,
-and the watershed ablation. Pure numpy, scipy's KD-tree for noisy maps, scikit-image for the watershed.
+binned on the pixel grid, step 4's nearest-center assignment, the zero-vector CM pixels, and the watershed ablation
+(step 2's clustering is in dcme_layers/clustering.py). Pure numpy, scipy's KD-tree for many centers, scikit-image for
+the watershed.
 """
 from functools import partial
 
@@ -8,108 +9,60 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 _FAR = 1 << 20       # votes are binned into cells with coordinates clipped to +-_FAR (far votes stay far)
-_BRUTE_FORCE = 256   # up to this many occupied cells, step 2 compares each seed with every cell (no KD-tree)
 # Up to this many kept centers, step 4 measures every (cell, center) distance; beyond (a poorly trained net's output
 # has hundreds), a KD-tree over the centers finds the two nearest ones.
 _BRUTE_FORCE_CENTERS = 32
+_MASK_LIMIT = 1 << 24   # step 4 marks the cells near a center on a mask of up to this many pixels
 _HALF_DIAGONAL = 0.5 * np.sqrt(2.0) + 1e-9
 _RING = np.array([(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx])   # the 8 neighbours (dy, dx)
 
 
 def vote_cells(vx, vy, shape=None):
     """Bin votes on the pixel grid: (cells, cell) with cells (N, 2) int64 the occupied (x, y) cells in row-major
-    order and cell (M,) the index of each vote's cell. Given the image ``shape`` (H, W), many votes (more than an
-    eighth of the pixels) and all of them inside the image, a bincount over the image replaces the sort (same
-    result, faster)."""
+    order and cell (M,) int64 the index of each vote's cell. Given the image ``shape`` (H, W), many votes (more than
+    an eighth of the pixels) and all of them inside the image, marking the image replaces the sort (same result,
+    faster)."""
     cx = np.clip(np.rint(vx), -_FAR, _FAR).astype(np.int64)
     cy = np.clip(np.rint(vy), -_FAR, _FAR).astype(np.int64)
     if shape is not None and 8 * len(cx) > shape[0] * shape[1]:
         h, w = shape
         if cx.min() >= 0 and cy.min() >= 0 and cx.max() < w and cy.max() < h:
             key = cy * w + cx
-            occupied = np.flatnonzero(np.bincount(key, minlength=h * w))
-            lookup = np.empty(h * w, np.int64)
+            mark = np.zeros(h * w, bool)
+            mark[key] = True
+            occupied = np.flatnonzero(mark)
+            lookup = np.empty(h * w, np.int32)     # (int32: half the memory to touch)
             lookup[occupied] = np.arange(len(occupied))
             oy, ox = np.divmod(occupied, w)
-            return np.stack([ox, oy], axis=1), lookup[key]
-    keys, cell = np.unique((cy + _FAR) * (4 * _FAR) + (cx + _FAR), return_inverse=True)
-    cells = np.stack([keys % (4 * _FAR) - _FAR, keys // (4 * _FAR) - _FAR], axis=1)
-    return cells, cell.ravel()
+            return np.stack([ox, oy], axis=1), lookup[key].astype(np.int64)
+    return _sorted_cells(cx, cy)
 
 
-def cluster_votes(vx, vy, shape, dt, cells=None):
-    """Step 2: greedy clustering of votes (vx, vy) inside an image of ``shape`` (H, W) with distance DT.
-
-    ``cells`` is ``vote_cells(vx, vy)`` when already computed. Returns (cluster, centers, counts, spread):
-    cluster (M,) int64 index of each vote's cluster, -1 for votes more than DT outside the image; centers (C, 2)
-    float64 mean vote of each cluster; counts (C,) int64 votes per cluster; spread (C,) float64 mean squared
-    distance of the cluster's votes (at their cells' means) to its center. Clusters are in the order they were
-    seeded (strongest grid cell first).
-    """
-    h, w = shape
-    cells, cell = vote_cells(vx, vy) if cells is None else cells
-    cluster = np.full(len(vx), -1, np.int64)
-    m = int(np.ceil(dt))                         # a vote up to DT outside the image may belong to a CM inside
-    inside_cell = (cells[:, 0] >= -m) & (cells[:, 0] < w + m) & (cells[:, 1] >= -m) & (cells[:, 1] < h + m)
-    inside = inside_cell[cell]
-    if not inside.any():
-        return cluster, np.zeros((0, 2)), np.zeros(0, np.int64), np.zeros(0)
-    if inside_cell.all():                        # the usual case: no renumbering needed
-        occupied, c, x, y = cells, cell, vx, vy
-    else:                                        # renumber the occupied cells near the image 0..N-1 (in order)
-        occupied = cells[inside_cell]
-        c = (np.cumsum(inside_cell) - 1)[cell[inside]]
-        x, y = vx[inside], vy[inside]
-    n = np.bincount(c, minlength=len(occupied))
-    sx = np.bincount(c, weights=x, minlength=len(occupied))
-    sy = np.bincount(c, weights=y, minlength=len(occupied))
-    means = np.stack([sx / n, sy / n], axis=1)
-    order = np.lexsort((np.arange(len(n)), -n))  # most votes first, ties by row-major cell order
-    if len(means) <= _BRUTE_FORCE:
-        owner, seeds = _greedy_small(means, order, dt)
-    else:
-        owner, seeds = _greedy_large(means, order, dt)
-    counts = np.bincount(owner, weights=n, minlength=seeds)
-    centers = np.stack([np.bincount(owner, weights=sx, minlength=seeds),
-                        np.bincount(owner, weights=sy, minlength=seeds)], axis=1) / counts[:, None]
-    # Spread between cells (the spread of the votes inside one pixel cell, <= 1/6 px^2, is left out).
-    d2 = ((means - centers[owner]) ** 2).sum(1)
-    spread = np.bincount(owner, weights=n * d2, minlength=seeds) / counts
-    cluster[inside] = owner[c]
-    return cluster, centers, counts.astype(np.int64), spread
+def _sorted_cells(cx, cy):
+    """``vote_cells`` by sorting the votes' (clipped) cells (cx, cy) in row-major order."""
+    if len(cx) == 0:
+        return np.zeros((0, 2), np.int64), np.zeros(0, np.int64)
+    x0, y0 = cx.min(), cy.min()
+    span = cx.max() - x0 + 1
+    perm, key = _stable_sort((cy - y0) * span + (cx - x0))
+    first = np.empty(len(key), bool)              # the first vote of each cell in sorted order
+    first[0] = True
+    np.not_equal(key[1:], key[:-1], out=first[1:])
+    cell = np.empty(len(key), np.int64)
+    cell[perm] = np.cumsum(first) - 1
+    key = key[first]
+    return np.stack([key % span + x0, key // span + y0], axis=1), cell
 
 
-def _greedy_small(means, order, dt):
-    """Step 2's greedy absorption for a few cells (a clean map): all pairwise distances, then plain Python."""
-    d = np.hypot(means[:, None, 0] - means[None, :, 0], means[:, None, 1] - means[None, :, 1])
-    rows, cols = np.nonzero(d < dt)
-    near = np.split(cols, np.cumsum(np.bincount(rows, minlength=len(means)))[:-1])
-    owner = [-1] * len(means)
-    seeds = 0
-    for s in order.tolist():
-        if owner[s] < 0:
-            for j in near[s].tolist():           # includes s itself
-                if owner[j] < 0:
-                    owner[j] = seeds
-            seeds += 1
-    return np.array(owner, np.int64), seeds
-
-
-def _greedy_large(means, order, dt):
-    """Step 2's greedy absorption for many cells (a noisy map): one KD-tree ball query per seed."""
-    owner = np.full(len(means), -1, np.int64)
-    tree = cKDTree(means)
-    seeds = 0
-    for s in order.tolist():                    # one pass over the cells; absorbed cells are skipped
-        if owner[s] >= 0:
-            continue
-        near = np.asarray(tree.query_ball_point(means[s], dt), np.int64)
-        near = near[owner[near] < 0]
-        d = np.hypot(means[near, 0] - means[s, 0], means[near, 1] - means[s, 1])
-        owner[near[d < dt]] = seeds
-        owner[s] = seeds
-        seeds += 1
-    return owner, seeds
+def _stable_sort(key):
+    """(perm, key[perm]) for non-negative int64 keys, ties in index order. Where the keys leave room, each index rides
+    in the low bits of its key through one plain sort (a few times faster than an argsort)."""
+    bits = max(1, (len(key) - 1).bit_length())
+    if key.max() >= 1 << (62 - bits):
+        perm = np.argsort(key, kind="stable")
+        return perm, key[perm]
+    packed = np.sort(key << bits | np.arange(len(key)))
+    return packed & ((1 << bits) - 1), packed >> bits
 
 
 def assign_votes(vx, vy, centers, et, cells=None):
@@ -117,7 +70,8 @@ def assign_votes(vx, vy, centers, et, cells=None):
 
     Exact and vectorized: votes are grouped by pixel cell (``cells`` = ``vote_cells(vx, vy)`` when already
     computed); a cell whose center is decisively inside one center's ET-disc and nearer to it than to any other
-    (margins of half a cell diagonal) sends all its votes there, a cell decisively outside every disc none; the
+    (margins of half a cell diagonal) sends all its votes there, a cell decisively outside every disc none (no
+    distance measured for the cells outside every center's box, ``_near_centers``: a noisy map's background); the
     votes of the remaining (boundary) cells get exact distances.
     """
     out = np.full(len(vx), -1, np.int64)
@@ -125,16 +79,41 @@ def assign_votes(vx, vy, centers, et, cells=None):
         return out
     cells, cell = vote_cells(vx, vy) if cells is None else cells
     nearest = _two_nearest if len(centers) <= _BRUTE_FORCE_CENTERS else partial(_two_nearest_tree, bound=et)
-    k1, d1, d2 = nearest(cells.astype(np.float64), centers)
+    near = _near_centers(cells, centers, et + _HALF_DIAGONAL + 1.0)   # the others: sure_out, with 1 px to spare
+    k1, d1, d2 = nearest(cells[near].astype(np.float64), centers)
     with np.errstate(invalid="ignore"):             # inf - inf where no center is near: not sure_in either way
         sure_in = (d1 + _HALF_DIAGONAL < et) & (d2 - d1 > 2 * _HALF_DIAGONAL)
     sure_out = d1 - _HALF_DIAGONAL >= et
-    out[:] = np.where(sure_in, k1, -1)[cell]
-    unsure = np.flatnonzero(~(sure_in | sure_out)[cell])
+    k = np.full(len(cells), -1, np.int64)           # per cell: its center, -1 for none or not sure
+    k[near] = np.where(sure_in, k1, -1)
+    unsure = np.zeros(len(cells), bool)
+    unsure[near] = ~(sure_in | sure_out)
+    out[:] = k[cell]
+    unsure = np.flatnonzero(unsure[cell])
     if len(unsure):
         k, d, _ = nearest(np.stack([vx[unsure], vy[unsure]], 1), centers)
         out[unsure] = np.where(d < et, k, -1)
     return out
+
+
+def _near_centers(cells, centers, reach):
+    """Which (x, y) ``cells`` lie within ``reach`` of some center per axis (a box around each center), marked on a
+    mask around the centers; every cell where the mask would exceed ``_MASK_LIMIT`` pixels. A cell outside every
+    box is farther than ``reach`` from every center."""
+    lo = np.floor(centers.min(0) - reach).astype(np.int64)
+    hi = np.ceil(centers.max(0) + reach).astype(np.int64)
+    size = hi - lo + 1                               # (columns, rows)
+    if size[0] * size[1] > _MASK_LIMIT:
+        return np.ones(len(cells), bool)
+    mask = np.zeros((size[1], size[0]), bool)
+    a = np.ceil(centers - reach).astype(np.int64) - lo
+    b = np.floor(centers + reach).astype(np.int64) - lo + 1
+    for (x0, y0), (x1, y1) in zip(a.tolist(), b.tolist()):
+        mask[y0:y1, x0:x1] = True
+    x, y = cells[:, 0] - lo[0], cells[:, 1] - lo[1]
+    near = (x >= 0) & (x < size[0]) & (y >= 0) & (y < size[1])
+    near[near] = mask[y[near], x[near]]
+    return near
 
 
 def _two_nearest_tree(points, centers, bound):
@@ -158,16 +137,17 @@ def _two_nearest(points, centers, chunk=1 << 20):
     """Index of the nearest center, its distance and the distance of the second nearest (inf if K = 1)."""
     k1 = np.empty(len(points), np.int64)
     d1 = np.empty(len(points))
-    d2 = np.full(len(points), np.inf)
+    d2 = np.empty(len(points))
     step = max(1, chunk // len(centers))
     for a in range(0, len(points), step):       # chunks bound the (points x centers) memory
         p = points[a:a + step]
         d = np.hypot(p[:, :1] - centers[:, 0], p[:, 1:] - centers[:, 1])
         j = np.argmin(d, axis=1)
+        rows = np.arange(len(p))
         k1[a:a + step] = j
-        d1[a:a + step] = d[np.arange(len(p)), j]
-        if len(centers) > 1:
-            d2[a:a + step] = np.partition(d, 1, axis=1)[:, 1]
+        d1[a:a + step] = d[rows, j]
+        d[rows, j] = np.inf                     # then the least is the second nearest (faster than np.partition)
+        d2[a:a + step] = d.min(1)
     return k1, d1, d2
 
 

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dcme_layers import voting
+from dcme_layers import clustering, voting
 from dcme_layers.decoding import PAPER_THRESHOLDS, decode, parse_thresholds
 from dcme_layers.encoding import instance_anchors, vector_map
 
@@ -211,8 +211,8 @@ def test_small_and_large_clustering_paths_agree(monkeypatch):
     v = vector_map(m) + rng.normal(0, 0.8, (2, 80, 120)).astype(np.float32) * (m > 0)
     small = decode(v, DT, VT, ET)
     ys, xs = np.nonzero(m)
-    assert len(voting.vote_cells(xs + v[0][ys, xs], ys + v[1][ys, xs])[0]) <= voting._BRUTE_FORCE
-    monkeypatch.setattr(voting, "_BRUTE_FORCE", 0)
+    assert len(voting.vote_cells(xs + v[0][ys, xs], ys + v[1][ys, xs])[0]) <= clustering._BRUTE_FORCE
+    monkeypatch.setattr(clustering, "_BRUTE_FORCE", 0)
     large = decode(v, DT, VT, ET)
     for x, y in zip(small, large):
         np.testing.assert_array_equal(x, y)
@@ -302,6 +302,134 @@ def test_vote_cells_grid_and_sort_agree(seed, spread):
     b = vote_cells(vx, vy, (40, 60))      # grid path when every vote is inside the 40x60 image
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     assert np.array_equal(a[0][a[1]], np.stack([np.rint(vx), np.rint(vy)], 1))
+    assert np.all(np.diff(a[0][:, 1] * 10 ** 6 + a[0][:, 0]) > 0)      # distinct cells in row-major order
+
+
+@pytest.mark.parametrize("scale", [1, 1 << 50])
+def test_stable_sort_equals_argsort(scale):
+    """Indices packed into the keys' low bits (small keys) or an argsort (keys without room): a stable sort."""
+    from dcme_layers.voting import _stable_sort
+
+    key = np.random.default_rng(4).integers(0, 50, 3000) * scale
+    perm, sorted_key = _stable_sort(key)
+    assert np.array_equal(perm, np.argsort(key, kind="stable")) and np.array_equal(sorted_key, np.sort(key))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Step 2 stops early on a noisy map once no cluster left to seed can reach VT (with its zero-vector CM pixels): the
+# clusters it keeps must be those of the plain greedy, and decode's output must not change.
+
+
+def lattice_votes(pairs, h=300, w=500):
+    """The votes at ``pairs`` (x, y) plus isolated single votes 20 px apart (more than 2 DT) away from (250, 150):
+    enough cells for step 2's grid path. Returns (vx, vy)."""
+    lattice = [(x, y) for y in range(5, h, 20) for x in range(5, w, 20) if np.hypot(x - 250, y - 150) > 25]
+    vx, vy = np.array(list(pairs) + lattice, float).T
+    assert len(vx) > clustering._BRUTE_FORCE
+    return vx, vy
+
+
+def test_early_stop_bound_is_tight():
+    """20 cells of 2 votes on a ring (radii 4.53-4.95 px: every pair closer than DT = 10, but each cell's opposite one
+    farther than 9 px) make one cluster of 40, the isolated votes clusters of 1. Checked before the cells of 2 votes,
+    the bound must stop the clustering (no cluster at all) only when min_votes exceeds 40; before the single votes,
+    it stops after the ring's cluster."""
+    offsets = ((4.5, 0.5), (0.5, 4.5), (4.5, 1.5), (1.5, 4.5), (3.5, 3.5))
+    ring = [(250.5 + a * dx, 150.5 + b * dy + e) for dx, dy in offsets for a in (-1, 1) for b in (-1, 1)
+            for e in (-0.1, 0.1)]
+    vx, vy = lattice_votes(ring)
+    _, _, counts, _ = clustering.cluster_votes(vx, vy, (300, 500), 10.0, min_votes=40)
+    assert list(counts) == [40]
+    _, _, counts, _ = clustering.cluster_votes(vx, vy, (300, 500), 10.0, min_votes=0)
+    assert counts[0] == 40 and np.all(counts[1:] == 1) and len(counts) == len(vx) - 39
+    _, _, counts, _ = clustering.cluster_votes(vx, vy, (300, 500), 10.0, min_votes=41)
+    assert len(counts) == 0
+
+
+@pytest.mark.parametrize("dx, dy", [(10.49, 0), (0, 10.49), (10.45, 0.9)])
+def test_grid_window_reaches_cells_int_dt_plus_one_apart(dx, dy):
+    """Two votes closer than DT = 10.5 whose cells lie 11 apart (per axis) make one cluster, and the bound sees
+    it: with min_votes = 2 the clustering does not stop."""
+    vx, vy = lattice_votes([(250.49, 150.49), (250.49 + dx, 150.49 + dy)])
+    assert np.hypot(dx, dy) < 10.5 and max(abs(np.rint(250.49 + dx) - 250), abs(np.rint(150.49 + dy) - 150)) == 11
+    cluster, _, counts, _ = clustering.cluster_votes(vx, vy, (300, 500), 10.5, min_votes=2)
+    assert cluster[0] == cluster[1] and counts[cluster[0]] == 2 and len(counts) == len(vx) - 1
+
+
+def test_cluster_short_of_vt_by_its_two_cm_pixels_is_kept():
+    """A 5x4 rectangle: its CM lies between two pixels whose vectors (0.5 px) do not vote, so 18 votes + 2 CM
+    pixels reach VT = 20 (step 3); the early stop's floor (VT less the most CM pixels) must leave such a cluster."""
+    m = rect_map(30, 40, [(10, 20, 15, 24)])
+    dec = decode(vector_map(m), DT, 20, ET)
+    assert list(dec.votes) == [20] and np.array_equal(dec.labels > 0, m > 0)
+
+
+def plain_greedy(vx, vy, shape, dt):
+    """Step 2 without shortcuts: (cluster per vote, counts, centers) of the greedy over the cells near the image."""
+    h, w = shape
+    cx, cy, m = np.rint(vx).astype(int), np.rint(vy).astype(int), int(np.ceil(dt))
+    cells = sorted({(y, x) for x, y in zip(cx.tolist(), cy.tolist()) if -m <= x < w + m and -m <= y < h + m})
+    index = {c: i for i, c in enumerate(cells)}
+    vote_cell = np.array([index.get((y, x), -1) for x, y in zip(cx.tolist(), cy.tolist())])
+    n = np.bincount(vote_cell[vote_cell >= 0], minlength=len(cells))
+    means = np.array([[vx[vote_cell == i].mean(), vy[vote_cell == i].mean()] for i in range(len(cells))])
+    owner = np.full(len(cells), -1)
+    seeds = 0
+    for s in sorted(range(len(cells)), key=lambda i: (-n[i], i)):
+        if owner[s] < 0:
+            owner[(owner < 0) & (np.hypot(*(means - means[s]).T) < dt)] = seeds
+            seeds += 1
+    cluster = np.where(vote_cell >= 0, owner[vote_cell], -1)
+    counts = np.bincount(cluster[cluster >= 0], minlength=seeds)
+    centers = np.array([[vx[cluster == k].mean(), vy[cluster == k].mean()] for k in range(seeds)])
+    return cluster, counts, centers
+
+
+def noisy_rectangles(rng, h=120, w=200, background=0.05, reach=30.0):
+    """Rectangles with N(0, 1.5 px) on their vectors and random votes (up to ``reach`` px) on a share of the
+    background: a network-like noisy map whose background votes land mostly alone."""
+    m = rect_map(h, w, [(10, 10, 40, 50), (60, 120, 100, 170), (70, 20, 95, 60), (15, 140, 30, 160)])
+    v = vector_map(m) + (rng.normal(0, 1.5, (2, h, w)) * (m > 0)).astype(np.float32)
+    ys, xs = np.nonzero((m == 0) & (rng.random((h, w)) < background))
+    angle, length = rng.uniform(0, 2 * np.pi, len(ys)), rng.uniform(0, reach, len(ys))
+    v[0, ys, xs], v[1, ys, xs] = length * np.cos(angle), length * np.sin(angle)
+    return v
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("background, dt", [(0.05, 10), (0.4, 10), (0.05, 15)])
+def test_early_stop_keeps_the_plain_greedy_clusters(monkeypatch, seed, background, dt):
+    """For every VT from 12 to 80 (floors from 3 to 71 votes, some of them just above what the noise gathers):
+    the clusters seeded before the stop are the plain greedy's and every later one falls short of the floor; and
+    decode's output is the same without the stop. Across VTs, the bound both holds and fails."""
+    from dcme_layers.decoding import _max_center_pixels, find_centers
+
+    v = noisy_rectangles(np.random.default_rng(seed), background=background)
+    ys, xs = np.nonzero(np.hypot(v[0], v[1]) > 0.5)
+    vx, vy = xs + v[0, ys, xs].astype(np.float64), ys + v[1, ys, xs].astype(np.float64)
+    assert len(voting.vote_cells(vx, vy)[0]) > clustering._BRUTE_FORCE     # the grid path, where the stop is
+    ref_cluster, ref_counts, ref_centers = plain_greedy(vx, vy, v.shape[1:], dt)
+    bound = clustering._out_of_reach
+    seen, outcomes = [], set()
+    monkeypatch.setattr(clustering, "_out_of_reach", lambda *a: seen.append(bound(*a)) or seen[-1])
+    for vt in range(12, 81, 2):
+        floor = vt - _max_center_pixels(0.5)
+        seen.clear()
+        cluster, centers, counts, _ = clustering.cluster_votes(vx, vy, v.shape[1:], dt, min_votes=floor)
+        outcomes.add(tuple(seen))
+        k = len(counts)
+        assert (k < len(ref_counts)) == seen[-1]
+        assert np.array_equal(counts, ref_counts[:k]) and np.all(ref_counts[k:] < floor)
+        np.testing.assert_allclose(centers, ref_centers[:k], rtol=0, atol=1e-9)
+        assert np.array_equal(cluster, np.where(ref_cluster < k, ref_cluster, -1))
+        if vt % 10 == 0:                     # steps 1-4, bit for bit (with the stop, then without)
+            with_stop = find_centers(v, dt, vt)[:3] + tuple(decode(v, dt, vt, 1.5 * dt))
+            with pytest.MonkeyPatch.context() as no_stop:
+                no_stop.setattr(clustering, "_CHECK_LEVELS", ())
+                without = find_centers(v, dt, vt)[:3] + tuple(decode(v, dt, vt, 1.5 * dt))
+            for x, y in zip(with_stop, without):
+                assert np.array_equal(x, y)
+    assert any(o[-1] for o in outcomes) and (False, False) in outcomes
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -414,7 +542,7 @@ def test_decode_equals_the_dense_reference(monkeypatch, method, fast_paths):
     centers) and with its KD-tree paths forced."""
 
     if not fast_paths:
-        monkeypatch.setattr(voting, "_BRUTE_FORCE", 0)
+        monkeypatch.setattr(clustering, "_BRUTE_FORCE", 0)
         monkeypatch.setattr(voting, "_BRUTE_FORCE_CENTERS", 0)
     rng = np.random.default_rng(12)
     for trial in range(6):
