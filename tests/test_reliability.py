@@ -267,13 +267,19 @@ def test_negative_counts_and_a_zero_size_are_refused(repo, tiny_cityscapes, tmp_
     assert not (tmp_path / "out").exists()
 
 
+def _ctrl_c_default():
+    """SIGINT as a terminal's foreground process has it: a suite started in the background by a non-interactive
+    shell (`make test &`) inherits SIGINT ignored, and so would the tool under test."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_ctrl_c_on_encode_is_one_line_and_resumable(repo, tiny_cityscapes, tmp_path, workers):
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "tools/encode_data.py", "--root", str(tiny_cityscapes), "--out", str(out),
                              "--size", *SIZE, "--splits", "train", "val", "--workers", workers, "--commit-every", "1",
                              "--test-delay", "3.0", "--quiet"], cwd=repo, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=_ctrl_c_default)
     done = out / "train.partial" / "done.txt"
     deadline = time.time() + 60
     while time.time() < deadline and not (done.exists() and done.read_text().count("\n") >= 1):
@@ -290,6 +296,10 @@ def test_ctrl_c_on_encode_is_one_line_and_resumable(repo, tiny_cityscapes, tmp_p
 def test_encoding_in_this_process_leaves_ctrl_c_alone(tiny_cityscapes, tmp_path):
     """Only pool workers ignore SIGINT: a serial encode (--workers 1, or a library call) must not make its own
     process, or the processes it starts later, deaf to Ctrl-C."""
-    lmdb_io.encode_dataset(tiny_cityscapes, tmp_path / "out", ["val"], size=(43, 86), workers=1, progress=False,
-                           log=lambda *_: None)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)   # as Python starts in a terminal
+    try:
+        lmdb_io.encode_dataset(tiny_cityscapes, tmp_path / "out", ["val"], size=(43, 86), workers=1,
+                               progress=False, log=lambda *_: None)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
