@@ -64,6 +64,16 @@ def frames_of(root, split, names, where):
     return [by_name[n] for n in names]
 
 
+def ground_truth_size(frame):
+    """(H, W) of a frame's ground truth from its PNG header (cs_eval validates the files before scoring); a
+    missing or non-PNG file gets read_ground_truth's one line naming it."""
+    try:
+        size = _png_size(frame.instance_ids)
+    except OSError:
+        size = None
+    return size or cityscapes.read_ground_truth(frame).shape
+
+
 def best_scored(labels, scores, n):
     """The ``n`` best-scored instances of a decoded label map (a poorly trained net yields hundreds), renumbered
     in their order: (labels (h, w), scores (min(K, n),))."""
@@ -119,12 +129,12 @@ def evaluate_model(model, split, root, encoded, out, weights, classifier=None, o
             t1 = time.perf_counter()
             spent["decode"] += t1 - t0
             spent["frames"] += 1
-            if classifier is not None:  # the ground truth's size from its header (cs_eval validates it)
+            if classifier is not None:
                 image = np.ascontiguousarray(images[frame_key(index[frame.name], frame.name)].transpose(1, 2, 0))
                 t2 = time.perf_counter()
                 label_ids, conf = classifier.classify(image, labels)
                 spent["classify"] += time.perf_counter() - t2
-                return labels, label_ids, conf * scores, _png_size(frame.instance_ids)
+                return labels, label_ids, conf * scores, ground_truth_size(frame)
             gt_ids = cityscapes.read_ground_truth(frame)
             label_ids = majority_label_ids(labels, cityscapes.instance_map(cityscapes.subsample_ids(gt_ids, size)))
             keep = label_ids > 0

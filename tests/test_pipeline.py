@@ -14,7 +14,7 @@ import pytest
 caffe = pytest.importorskip("caffe", reason="run `make setup` first")
 
 import models  # noqa: E402
-from dcme_layers import caffe_log, inference  # noqa: E402
+from dcme_layers import caffe_log, cityscapes, inference, pipeline  # noqa: E402
 from dcme_layers.caffe_log import INFO_LINE  # noqa: E402
 from dcme_layers.lmdb_io import encode_dataset  # noqa: E402
 from models.segnet import net as segnet  # noqa: E402
@@ -84,6 +84,16 @@ def test_end_to_end_report_has_all_four_metrics(tiny_cityscapes, encoded, weight
     assert run.returncode != 0 and "pred_vectors.h5: exists with other settings (weights:" in run.stderr, \
         run.stderr[-2000:]
     assert run.stderr.splitlines()[-1].startswith("evaluate: ") and "--force" in run.stderr.splitlines()[-1]
+
+
+def test_ground_truth_size_from_the_header_and_one_line_for_bad_files(tiny_cityscapes, tmp_path):
+    frame = cityscapes.list_frames(tiny_cityscapes, "val")[0]
+    assert pipeline.ground_truth_size(frame) == cityscapes.read_instance_ids(frame.instance_ids).shape
+    junk = tmp_path / "junk_gtFine_instanceIds.png"
+    junk.write_bytes(b"not a png")
+    for path, says in ((junk, "cannot decode instanceIds PNG"), (tmp_path / "gone.png", "no such instanceIds file")):
+        with pytest.raises(cityscapes.DataError, match=f"^{path}: {says}"):
+            pipeline.ground_truth_size(frame._replace(instance_ids=str(path)))
 
 
 def test_nan_blob_foreign_and_truncated_blob_files(tiny_cityscapes, encoded, weights, tmp_path):
