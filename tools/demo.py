@@ -54,8 +54,8 @@ DATA = synthetic.ROOT
 # truth merges CMs closer than 10 px and drops instances under 50 pixels (the report's oracle rows).
 # GoogLeNet: a quarter of the channels too (slim=4, models/googlenet/net.py; the paper's 224x224 crops, extracted
 # at the demo's size like the test-time crops), from scratch with Adam lr 1e-3 for 400 iterations of 8 crops. The
-# paper's "poly" SGD lr 1e-3 fine-tunes ImageNet weights; from xavier weights the full net was still at the majority
-# class (cars) after 60 iterations (2 s each). The slim one takes ~0.3 s per iteration and ~20 ms per test crop
+# paper's "poly" SGD lr 1e-3 fine-tunes ImageNet weights; from xavier weights the full net after 60 iterations (2 s
+# each) scored on cars only. The slim one takes ~0.3 s per iteration and ~20 ms per test crop
 # (the full one ~160 ms, on 2 cores). Measured with the same SegNet (8.8 AP with oracle classes): the demo's
 # GoogLeNet 6.9 AP; the full one after 60 iterations 2.1; the slim one with these settings but another random
 # stream (a TEST phase in its solver) 2.7, and 2.5 after 800 iterations: on 6 val frames the classifier's draw
