@@ -73,14 +73,11 @@ def atomic_write(path, write, suffix=None):
     return path
 
 
-def write_png(path, img, compression=None, error=DataError):
+def write_png(path, img, error=DataError):
     """Write a uint8 image (H, W) or (H, W, 3) BGR as PNG at `path` atomically (``atomic_write``), creating its
-    folder. `compression`: cv2.IMWRITE_PNG_COMPRESSION level (None: OpenCV's default). An image OpenCV cannot encode
-    raises `error` ("<path>: cannot write PNG"). Returns `path` as a Path."""
-    params = [] if compression is None else [cv2.IMWRITE_PNG_COMPRESSION, int(compression)]
-
+    folder. An image OpenCV cannot encode raises `error` ("<path>: cannot write PNG"). Returns `path` as a Path."""
     def write(tmp):
-        ok, buf = cv2.imencode(".png", np.ascontiguousarray(img), params)
+        ok, buf = cv2.imencode(".png", np.ascontiguousarray(img))
         if not ok:
             raise error(f"{path}: cannot write PNG")
         tmp.write_bytes(buf.tobytes())

@@ -24,7 +24,7 @@ import numpy as np
 
 from dcme_layers import cityscapes
 from dcme_layers.cityscapes import INSTANCE_LABEL_IDS, INSTANCE_LABELS
-from dcme_layers.export import PRED_SUFFIX, EvaluationError, _png_size, prediction_file
+from dcme_layers.export import PRED_SUFFIX, EvaluationError, png_size, prediction_file
 
 #: The four metrics of the paper's tables, in order.
 METRICS = ("AP", "AP50%", "AP100m", "AP50m")
@@ -142,7 +142,7 @@ def _match_one(job):
     for mask in pred_info:
         if not os.path.isfile(mask):
             raise EvaluationError(f"{pred}: mask {mask} does not exist")
-        got = _png_size(mask)
+        got = png_size(mask)
         if got != shape:
             raise EvaluationError(f"{mask}: mask must be a {shape[1]}x{shape[0]} PNG like its ground truth {gt}"
                                   f"{', got not a PNG' if got is None else f', got {got[1]}x{got[0]}'}")
@@ -211,7 +211,7 @@ def evaluate(frames, pred_dir, name="", distance="auto", workers=1):
             raise EvaluationError(f"{p}: missing prediction file for frame {f.name}")
         if not os.path.isfile(f.instance_ids):
             raise EvaluationError(f"{f.instance_ids}: missing ground truth for prediction {p}")
-        cityscapes.read_ground_truth(f, _png_size(f.image))  # one line for bad ground truth, not the evaluator's
+        cityscapes.read_ground_truth(f, png_size(f.image))  # one line for bad ground truth, not the evaluator's
     sides = [_side_files(f.instance_ids) for f in frames]
     have = all(a.is_file() and b.is_file() for a, b in sides)
     if distance == "auto":

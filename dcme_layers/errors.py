@@ -2,8 +2,8 @@
 ``DcmeError``; the tools catch it by name and print its one-line message. It is a ValueError, as every one of them
 was before the family existed, so ``except ValueError`` keeps working.
 
-Subclasses: ``cityscapes.DataError`` (bad input data; in turn ``classify.ClassifyError``,
-``evaluation.EvaluationError``, ``inference.InferenceError``, ``resumable.DiskFullError``), ``encoding.EncodingError``,
+Subclasses: ``cityscapes.DataError`` (bad input data; in turn ``crops.ClassifyError``,
+``export.EvaluationError``, ``inference.InferenceError``, ``resumable.DiskFullError``), ``encoding.EncodingError``,
 ``decoding.DecodingError`` (malformed vector maps, thresholds out of range), ``unpool.UnpoolError``.
 """
 

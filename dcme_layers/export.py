@@ -123,14 +123,14 @@ def export_frame(pred_dir, name, labels, label_ids, scores, size, upsample="near
     lines = []
     boxes = ndimage.find_objects(full, max_label=k) if full is not None else None
     for i in range(1, k + 1):
-        if full is not None:                        # the instance's box only; the rest of the mask stays 0
-            mask = np.zeros(size, bool)
+        mask = np.zeros(size, bool)                 # filled in the instance's box only
+        if full is not None:
             if boxes[i - 1] is not None:
                 mask[boxes[i - 1]] = full[boxes[i - 1]] == i
         else:
-            crop, rs, cs = _bilinear_mask(lab == i, size) if np.any(lab == i) else (None, None, None)
-            mask = np.zeros(size, bool)
-            if crop is not None:
+            one = lab == i
+            if one.any():
+                crop, rs, cs = _bilinear_mask(one, size)
                 mask[rs, cs] = crop
         if not mask.any():
             continue
@@ -162,7 +162,7 @@ def ground_truth_instances(instance_ids):
 def full_resolution_gt(frame):
     """A frame's own ground truth as a prediction (every instance of the 8 classes at full resolution,
     confidence 1): (labels, label ids, scores, size), the form ``export_split`` takes."""
-    ids = cityscapes.read_ground_truth(frame, _png_size(frame.image))
+    ids = cityscapes.read_ground_truth(frame, png_size(frame.image))
     labels, label_ids = ground_truth_instances(ids)
     return labels, label_ids, np.ones(len(label_ids)), ids.shape
 
@@ -211,10 +211,10 @@ def _intact(pred_dir, name, digest):
     if not txt.is_file() or resumable.digest(Path(txt).read_bytes()) != digest:
         return False
     masks = [Path(pred_dir) / line.split(" ")[0] for line in txt.read_text().splitlines() if line]
-    return all(m.is_file() and _png_size(m) for m in masks)
+    return all(m.is_file() and png_size(m) for m in masks)
 
 
-def _png_size(path):
+def png_size(path):
     """(H, W) from a PNG's header, None if it is not a PNG (reads 24 bytes)."""
     with open(path, "rb") as f:
         head = f.read(24)

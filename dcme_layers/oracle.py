@@ -56,8 +56,6 @@ def keep_instances(labels, keep):
     return relabel[labels]
 
 
-
-
 def oracle_predictions(frame, size=paper.SIZE, anchor="cm", method="vote", thresholds="segnet",
                        fg_threshold=FG_THRESHOLD):
     """Decode a frame's ground-truth vector map at ``size`` instead of network output (the paper's oracle).

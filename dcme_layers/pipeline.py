@@ -21,7 +21,7 @@ import numpy as np
 from dcme_layers import cityscapes
 from dcme_layers.cs_eval import evaluate
 from dcme_layers.decoding import PAPER_THRESHOLDS, decode, parse_thresholds
-from dcme_layers.export import EvaluationError, _png_size, export_split
+from dcme_layers.export import EvaluationError, png_size, export_split
 from dcme_layers.inference import infer_split, read_blob, read_frames
 from dcme_layers.lmdb_io import DatumReader, frame_key
 from dcme_layers.oracle import OracleOptions, keep_instances, majority_label_ids, run_oracle
@@ -68,7 +68,7 @@ def ground_truth_size(frame):
     """(H, W) of a frame's ground truth from its PNG header (cs_eval validates the files before scoring); a
     missing or non-PNG file gets read_ground_truth's one line naming it."""
     try:
-        size = _png_size(frame.instance_ids)
+        size = png_size(frame.instance_ids)
     except OSError:
         size = None
     return size or cityscapes.read_ground_truth(frame).shape

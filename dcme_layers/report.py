@@ -6,9 +6,6 @@ from pathlib import Path
 from dcme_layers.cityscapes import atomic_write
 from dcme_layers.cs_eval import CLASS_NAMES, METRICS
 
-# ---------------------------------------------------------------------------------------------------------------
-# Reports
-
 
 def _pct(x):
     return "N/A" if x is None else f"{100 * x:.1f}"
