@@ -16,6 +16,8 @@ MODEL ?= segnet
 SPLIT ?= val
 WEIGHTS ?=
 CLASSIFIER_WEIGHTS ?=
+# `make demo SEED=2`: the demo with another seed (report in out/demo_seed2).
+SEED ?=
 # More tools/evaluate.py options, e.g. ARGS="--oracle --method watershed" or ARGS=--oracle-classes (no GoogLeNet).
 ARGS ?=
 OUT ?= out/$(MODEL)_$(SPLIT)
@@ -46,7 +48,7 @@ evaluate: setup
 	  $(if $(CLASSIFIER_WEIGHTS),--classifier-weights $(CLASSIFIER_WEIGHTS)) $(ARGS)
 
 demo: setup
-	$(PY) tools/demo.py --out out/demo
+	$(PY) tools/demo.py $(if $(SEED),--seed $(SEED))
 
 bench: setup
 	$(PY) tools/bench.py

@@ -213,10 +213,14 @@ def class_map(instance_ids):
 def subsample(image, instance_ids, size=SIZE):
     """Resize an image (area interpolation) and its instance ids (nearest neighbour) to size = (H, W).
     Returns (image, ids as int32)."""
-    h, w = int(size[0]), int(size[1])
     if image.shape[:2] != np.shape(instance_ids):
         raise DataError(f"image {image.shape[:2]} and instance ids {np.shape(instance_ids)} differ in size")
-    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA), subsample_ids(instance_ids, size)
+    return resize_image(image, size), subsample_ids(instance_ids, size)
+
+
+def resize_image(image, size=SIZE):
+    """An image resized to size = (H, W) by area interpolation (how every frame is subsampled)."""
+    return cv2.resize(image, (int(size[1]), int(size[0])), interpolation=cv2.INTER_AREA)
 
 
 def subsample_ids(instance_ids, size=SIZE):

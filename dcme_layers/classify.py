@@ -2,14 +2,16 @@
 probability per instance, from the crops of dcme_layers.crops."""
 import numpy as np
 
-from dcme_layers import cityscapes, netfiles
+from dcme_layers import cityscapes, netfiles, paper
 from dcme_layers.crops import CROP, MARGIN, ClassifyError, instance_crops
 
 
 class Classifier:
-    """GoogLeNet deploy net (prototxt/googlenet_deploy.prototxt + trained weights) over decoded instances."""
+    """GoogLeNet deploy net (prototxt/googlenet_deploy.prototxt + trained weights) over decoded instances.
+    ``size``: the (H, W) its crops are cut at, the resolution its training crops were extracted at
+    (tools/extract_instances.py --size); the pipeline resizes the frame and the decoded masks to it."""
 
-    def __init__(self, deploy_prototxt, weights, batch_size=16, crop=CROP, margin=MARGIN):
+    def __init__(self, deploy_prototxt, weights, batch_size=16, crop=CROP, margin=MARGIN, size=paper.SIZE):
         # checked first: e.g. ImageNet's bvlc_googlenet.caffemodel has no 8-way 'loss3/classifier_cs', which Caffe
         # would silently leave at its filler and classify at random
         self.net = netfiles.load_net(deploy_prototxt, weights)
@@ -17,6 +19,7 @@ class Classifier:
             raise ClassifyError(f"{deploy_prototxt}: no 'prob' output (not prototxt/googlenet_deploy.prototxt)")
         self.deploy, self.weights = deploy_prototxt, weights
         self.batch_size, self.crop, self.margin = batch_size, crop, margin
+        self.size = (int(size[0]), int(size[1]))
         self.class_ids = np.array(cityscapes.INSTANCE_LABEL_IDS, dtype=np.int64)
 
     def probabilities(self, image, labels):

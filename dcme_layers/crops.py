@@ -10,7 +10,7 @@ instances and the test-time crops from decoded ones.
 Training LMDB (one per split, `<out>/<split>`): caffe Datum, uint8 3x224x224 BGR, `label` = class index 0..7 in
 Cityscapes trainId order (`cityscapes.CLASS_INDEX`). Keys `<sha1 prefix>_<frame>_<instance id>`: LMDB iterates
 in key order, so the hash prefix gives Caffe's sequential Data layer a fixed pseudo-random (shuffled) order without
-holding the split in memory. `<out>/<split>/manifest.json` holds the counts per class and the settings.
+holding the split in memory; a `seed` enters the hash, so each seed has its own order. `<out>/<split>/manifest.json` holds the counts per class and the settings.
 """
 import hashlib
 import json
@@ -26,6 +26,8 @@ from dcme_layers.cityscapes import atomic_write
 
 MEAN_BGR = np.array(paper.GOOGLENET_MEAN_BGR, dtype=np.float32)
 CROP, MARGIN, MIN_PIXELS = paper.CROP, paper.MARGIN, paper.MIN_PIXELS
+#: Least share of a side of an instance's box that a training fragment keeps (``fragment_boxes``).
+FRAGMENT_SIDE = 0.3
 MAP_SIZE = 1 << 40  # LMDB address space (sparse file; BVLC convert_imageset uses the same)
 
 
@@ -94,8 +96,26 @@ def instance_crops(image_bgr, labels, crop=CROP, margin=MARGIN):
     return out
 
 
-def frame_instances(frame, size=paper.SIZE, crop=CROP, margin=MARGIN, min_pixels=MIN_PIXELS):
+def fragment_boxes(box, n, rng, smallest=FRAGMENT_SIDE):
+    """``n`` random sub-boxes (x0, y0, x1, y1), exclusive ends, of ``box``: each side a uniform share in
+    [``smallest``, 1] of the box's, at a uniform position inside it (at least one pixel a side). (n, 4) int64."""
+    x0, y0, x1, y1 = (int(v) for v in box)
+    out = np.zeros((n, 4), np.int64)
+    for k in range(n):
+        w = max(1, int(round((x1 - x0) * rng.uniform(smallest, 1))))
+        h = max(1, int(round((y1 - y0) * rng.uniform(smallest, 1))))
+        x = x0 + int(rng.integers(0, x1 - x0 - w + 1))
+        y = y0 + int(rng.integers(0, y1 - y0 - h + 1))
+        out[k] = (x, y, x + w, y + h)
+    return out
+
+
+def frame_instances(frame, size=paper.SIZE, crop=CROP, margin=MARGIN, min_pixels=MIN_PIXELS, seed=None,
+                    fragments=0):
     """Crops of a frame's ground-truth instances of the 8 classes at `size` (H, W), the resolution DCME works at.
+    `seed` (None or an int) changes the keys' hash prefix, so the LMDB's order, and the fragments' draw.
+    `fragments`: per instance, that many more crops of random parts of its box (``fragment_boxes``) with its class:
+    decoding splits large instances into pieces, which the classifier then has to name too.
 
     Returns (records, skipped): records = [(key, class index, (crop, crop, 3) uint8)], skipped = number of instances
     with fewer than `min_pixels` pixels at `size`."""
@@ -103,29 +123,38 @@ def frame_instances(frame, size=paper.SIZE, crop=CROP, margin=MARGIN, min_pixels
     inst, boxes, areas = instance_boxes(cityscapes.instance_map(ids), margin)
     keep = areas >= min_pixels
     inst, boxes = inst[keep], boxes[keep]
+    names = [f"{frame.name}_{iid}" for iid in inst]
+    if fragments:
+        rng = np.random.default_rng([0 if seed is None else int(seed), int(hashlib.sha1(frame.name.encode())
+                                                                            .hexdigest()[:8], 16)])
+        parts = [fragment_boxes(b, fragments, rng) for b in boxes]
+        names += [f"{n}_part{j}" for n in names for j in range(fragments)]
+        inst = np.concatenate([inst, np.repeat(inst, fragments)])
+        boxes = np.concatenate([boxes] + parts) if parts else boxes
     crops = crop_boxes(image, boxes, crop)
     records = []
-    for iid, c in zip(inst, crops):
-        name = f"{frame.name}_{iid}"
-        key = hashlib.sha1(name.encode()).hexdigest()[:12] + "_" + name
+    for name, iid, c in zip(names, inst, crops):
+        hashed = name if seed is None else f"{seed}/{name}"
+        key = hashlib.sha1(hashed.encode()).hexdigest()[:12] + "_" + name
         records.append((key, cityscapes.CLASS_INDEX[int(iid) // 1000], c))
     return records, int((~keep).sum())
 
 
 def _frame_job(args):
-    frame, size, crop, margin, min_pixels = args
-    return frame.name, frame_instances(frame, size, crop, margin, min_pixels)
+    frame, size, crop, margin, min_pixels, seed, fragments = args
+    return frame.name, frame_instances(frame, size, crop, margin, min_pixels, seed, fragments)
 
 
 def extract_instances(root, split, out, size=paper.SIZE, crop=CROP, margin=MARGIN, min_pixels=MIN_PIXELS,
-                      workers=1, force=False, log=print):
+                      workers=1, force=False, seed=None, fragments=0, log=print):
     """Write `<out>/<split>`: LMDB of the instance crops of `split` of the Cityscapes root `root`, + manifest.json.
 
     A resumable.Job: written in `<out>/<split>.partial` (one synced LMDB transaction per frame, then its line in
     done.txt: "<skipped> <n0> .. <n7>") and renamed when complete, so `<out>/<split>` is always a finished LMDB.
     An interrupted run resumes from the frames it finished (a frame committed but not yet marked done is
     extracted again under the same keys); a finished one of the same settings and inputs is returned as is, one
-    whose inputs changed is redone, one of other settings raises DataError unless `force`. Returns the manifest."""
+    whose inputs changed is redone, one of other settings raises DataError unless `force`. `seed`: the LMDB's
+    order and `fragments` the crops of parts added per instance (frame_instances). Returns the manifest."""
     import lmdb
 
     frames = cityscapes.list_frames(root, split)
@@ -133,6 +162,10 @@ def extract_instances(root, split, out, size=paper.SIZE, crop=CROP, margin=MARGI
         raise ClassifyError(f"{Path(root) / 'gtFine' / split}: no frames")
     settings = dict(root=str(Path(root).resolve()), split=split, size=[int(size[0]), int(size[1])], crop=crop,
                     margin=margin, min_pixels=min_pixels, frames=[f.name for f in frames])
+    if seed is not None:
+        settings["seed"] = int(seed)
+    if fragments:
+        settings["fragments"] = int(fragments)
     inputs = {f.name: [f.image, f.instance_ids, f.label_ids] for f in frames}
     with resumable.Job(Path(out) / split, settings, inputs, force, what="instance LMDB", log=log) as job:
         if job.up_to_date():
@@ -141,7 +174,7 @@ def extract_instances(root, split, out, size=paper.SIZE, crop=CROP, margin=MARGI
         todo = [f for f in frames if f.name not in done]
         env = lmdb.open(str(job.partial), map_size=MAP_SIZE, subdir=True)
         try:
-            jobs = [(f, tuple(size), crop, margin, min_pixels) for f in todo]
+            jobs = [(f, tuple(size), crop, margin, min_pixels, seed, fragments) for f in todo]
             results = lmdb_io.jobs_results(_frame_job, jobs, workers, serial_single_thread=False)
             for name, (records, skipped) in tqdm(results, total=len(frames), initial=len(frames) - len(todo),
                                                  desc=f"instances {split}", unit="frame"):

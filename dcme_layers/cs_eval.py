@@ -30,6 +30,9 @@ from dcme_layers.export import PRED_SUFFIX, EvaluationError, png_size, predictio
 METRICS = ("AP", "AP50%", "AP100m", "AP50m")
 #: The 8 evaluated classes by name, in trainId order (person ... bicycle).
 CLASS_NAMES = tuple(l.name for l in INSTANCE_LABELS)
+#: Frame resamples of the bootstrap interval of AP and AP50% (``evaluate(bootstrap=...)``), and its level.
+BOOTSTRAP = 200
+LEVEL = 0.9
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -182,19 +185,69 @@ def _evaluate_matches(matches, args):
     return ap
 
 
+def _resample_ap(picks):
+    """AP and AP50% of each resample of the frames (lists of frame indices), from the matches in _RESAMPLED."""
+    keys, matches, args = _RESAMPLED["keys"], _RESAMPLED["matches"], _RESAMPLED["args"]
+    out = []
+    for pick in picks:
+        sample = {f"{keys[i]}#{j}": matches[keys[i]] for j, i in enumerate(pick)}  # a frame drawn twice counts twice
+        with np.errstate(all="ignore"), _quiet_warnings():
+            avg = _evaluator().computeAverages(_evaluate_matches(sample, args), args)
+        out.append((avg["allAp"], avg["allAp50%"]))
+    return out
+
+
+_RESAMPLED = {}  # what _resample_ap reads: set before the (forked) workers start
+
+
+def bootstrap_interval(matches, args, resamples=BOOTSTRAP, level=LEVEL, seed=0, workers=1):
+    """Percentile bootstrap over frames: the frames are drawn with replacement ``resamples`` times, each draw is
+    scored by the evaluator's own ``evaluateMatches`` on the per-frame matches (no new matching), and the interval
+    is the central ``level`` of the draws' AP and AP50% (the unlimited-distance metrics).
+
+    Arguments:
+        matches: {gt path: {"groundTruth", "prediction"}} from the evaluator's ``assignGt2Preds``, one per frame.
+        args: the evaluator's args of the run.
+    Returns:
+        {"AP": [lo, hi], "AP50%": [lo, hi], "level": level, "resamples": resamples}, fractions.
+    """
+    a = copy(args)
+    a.distanceAvailable = False        # only the first (infinite) distance: what AP and AP50% are computed on
+    keys = sorted(matches)
+    rng = np.random.default_rng(seed)
+    picks = [rng.integers(0, len(keys), len(keys)) for _ in range(resamples)]
+    _RESAMPLED.update(keys=keys, matches=matches, args=a)
+    try:
+        if workers > 1:
+            import multiprocessing
+            chunks = [picks[i::workers] for i in range(workers)]
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                draws = [d for part in pool.map(_resample_ap, chunks) for d in part]
+        else:
+            draws = _resample_ap(picks)
+    finally:
+        _RESAMPLED.clear()
+    tail = 50 * (1 - level)
+    lo, hi = np.nanpercentile(np.array(draws, np.float64), [tail, 100 - tail], axis=0)
+    return {"AP": [float(lo[0]), float(hi[0])], "AP50%": [float(lo[1]), float(hi[1])], "level": level,
+            "resamples": resamples}
+
+
 def _num(x):
     x = float(x)
     return None if not np.isfinite(x) else x
 
 
-def evaluate(frames, pred_dir, name="", distance="auto", workers=1):
+def evaluate(frames, pred_dir, name="", distance="auto", workers=1, bootstrap=0):
     """Score the predictions in ``pred_dir`` (``<frame>_pred.txt`` + masks) against the frames' gtFine.
 
     frames: cityscapes.Frame list (the ground truth); every frame needs its prediction .txt, and every .txt in
     pred_dir needs a frame (else EvaluationError naming the file). distance: True, False or "auto" (AP100m and
     AP50m when every frame has disparity and camera files, else None). workers: processes for the per-image
-    matching (identical AP). Returns a JSON-ready dict: name, frames, distance_available, AP, AP50%, AP100m,
-    AP50m (fractions in [0, 1]; None = not available) and classes {class name: same four metrics}.
+    matching (identical AP). bootstrap: resamples of the frames for a LEVEL interval of AP and AP50%
+    (``bootstrap_interval``), 0 for none. Returns a JSON-ready dict: name, frames, distance_available, AP, AP50%,
+    AP100m, AP50m (fractions in [0, 1]; None = not available), classes {class name: same four metrics} and, with
+    ``bootstrap``, interval {"AP": [lo, hi], "AP50%": [lo, hi], "level", "resamples"}.
     """
     frames = list(frames)
     if not frames:
@@ -240,6 +293,8 @@ def evaluate(frames, pred_dir, name="", distance="auto", workers=1):
         res["classes"][label] = {"AP": _num(c["ap"]), "AP50%": _num(c["ap50%"]),
                                  "AP100m": _num(c["ap100m"]) if distance else None,
                                  "AP50m": _num(c["ap50m"]) if distance else None}
+    if bootstrap:
+        res["interval"] = bootstrap_interval(matches, args, bootstrap, workers=workers)
     return res
 
 

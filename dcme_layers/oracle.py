@@ -106,6 +106,7 @@ class OracleOptions:
         full_res: add the full-resolution ground truth row (AP = 1 by construction).
         gt_subsampled: add the ground truth subsampled to ``size`` without decoding.
         figures: frames drawn (input | magnitude | instances) per decoded configuration.
+        bootstrap: resamples of the frames for each row's AP interval (cs_eval.bootstrap_interval); 0: none.
     """
     size: tuple = paper.SIZE
     anchors: tuple = ("cm", "bbox")
@@ -115,6 +116,7 @@ class OracleOptions:
     full_res: bool = True
     gt_subsampled: bool = True
     figures: int = 3
+    bootstrap: int = 0
 
 
 def run_oracle(frames, out, options=OracleOptions(), workers=1, progress=True, title=None, force=False):
@@ -134,12 +136,13 @@ def run_oracle(frames, out, options=OracleOptions(), workers=1, progress=True, t
     if o.full_res:
         pred = out / "gt-full-res"
         export_split(frames, pred, full_resolution_gt, progress=progress, desc="gt full res", force=force)
-        results.append(evaluate(frames, pred, name="GT, full resolution", workers=workers))
+        results.append(evaluate(frames, pred, name="GT, full resolution", workers=workers))  # AP 1: no interval
     if o.gt_subsampled:
         pred = out / f"gt-{h}x{w}-{o.upsample}"
         export_split(frames, pred, lambda f: _as_pred(subsampled_gt_predictions(f, o.size)), o.upsample, progress,
                      desc=f"gt {h}x{w}", settings={"size": [h, w]}, force=force)
-        results.append(evaluate(frames, pred, name=f"GT at {h}x{w}, no decoding ({o.upsample})", workers=workers))
+        results.append(evaluate(frames, pred, name=f"GT at {h}x{w}, no decoding ({o.upsample})", workers=workers,
+                                bootstrap=o.bootstrap))
     for anchor in o.anchors:
         for method in o.methods:
             cfg = oracle_config_name(anchor, method, th, o.size, o.upsample)
@@ -153,7 +156,7 @@ def run_oracle(frames, out, options=OracleOptions(), workers=1, progress=True, t
 
             export_split(frames, out / cfg, predict, o.upsample, progress, desc=cfg, force=force,
                          settings={"anchor": anchor, "method": method, "thresholds": list(th), "size": [h, w]})
-            results.append(evaluate(frames, out / cfg, workers=workers,
+            results.append(evaluate(frames, out / cfg, workers=workers, bootstrap=o.bootstrap,
                                     name=f"GT at {h}x{w}, {anchor.upper()} anchor, {method} decoding"))
             for f in frames[:o.figures]:
                 p = drawn.get(f.name) or oracle_predictions(f, o.size, anchor, method, th)  # export up to date

@@ -2,11 +2,13 @@
 
 1. ``inference.infer_split``: the deploy net's 2-D vector maps for every encoded frame, saved to HDF5 (resumable).
 2. ``decoding.decode``: the four decoding steps with the model's (DT, VT, ET) at the encoded resolution.
-3. ``classify.Classifier``: GoogLeNet gives each decoded instance one of the 8 classes (``classes="oracle"`` takes
-   the majority ground-truth class instead, to separate segmentation from classification errors).
+3. ``classify.Classifier``: GoogLeNet gives each decoded instance one of the 8 classes, from crops of the frame at
+   the classifier's own resolution (``Classifier.size``). Without a classifier, or beside it with ``oracle``, each
+   instance takes the majority ground-truth class instead, to separate segmentation from classification errors;
+   the report's confusion matrix shows where GoogLeNet's classes go.
 4. ``export.export_split`` / ``cs_eval.evaluate``: masks upsampled to the ground truth's resolution, scored by
-   cityscapesscripts' evaluator (AP, AP50%, AP100m, AP50m), written as report.md / report.json, with the oracle
-   rows (decoded ground truth) beside it when asked.
+   cityscapesscripts' evaluator (AP, AP50%, AP100m, AP50m, with bootstrap intervals), written as report.md /
+   report.json with figures of the first frames, and the oracle rows (decoded ground truth) beside it when asked.
 
 Confidence of an instance = classifier probability x decoding score (``Decoded.scores``), so that the evaluator's
 precision-recall ranking sees both how sure the class is and how consistent the votes were.
@@ -19,8 +21,9 @@ import h5py
 import numpy as np
 
 from dcme_layers import cityscapes
-from dcme_layers.cs_eval import evaluate
+from dcme_layers.cs_eval import BOOTSTRAP, CLASS_NAMES, evaluate
 from dcme_layers.decoding import PAPER_THRESHOLDS, decode, parse_thresholds
+from dcme_layers.encoding import vector_map
 from dcme_layers.export import EvaluationError, png_size, export_split
 from dcme_layers.inference import infer_split, read_blob, read_frames
 from dcme_layers.lmdb_io import DatumReader, frame_key
@@ -37,22 +40,25 @@ class EvalOptions:
         method: step 4 of decoding, "vote" (the paper) or "watershed" (ablation).
         upsample: masks to the ground truth's resolution (export.UPSAMPLING).
         max_instances: per frame, the best-scored decoded instances kept (like COCO's 100 detections).
-        figures: frames drawn as input | magnitude | instances PNGs.
-        oracle: add the decoded-ground-truth rows (oracle.run_oracle) to the report.
-        workers: processes for the evaluator's matching.
+        figures: frames drawn (visualize.instance_figure), linked from the report.
+        oracle: add the rows that need the ground truth: the same decoded instances with ground-truth classes
+            (with a classifier) and decoded ground truth (oracle.run_oracle).
+        workers: processes for the evaluator's matching and the bootstrap.
         force: redo the inference and the export even if up to date.
         deploy: the deploy prototxt to infer with; None: prototxt/<model>_deploy.prototxt (the demo passes its own,
             e.g. a slim SegNet).
+        bootstrap: resamples of the frames for each row's AP interval (cs_eval.bootstrap_interval); 0: none.
     """
     thresholds: object = None
     method: str = "vote"
     upsample: str = "nearest"
     max_instances: int = 100
-    figures: int = 3
+    figures: int = 4
     oracle: bool = False
     workers: int = 1
     force: bool = False
     deploy: object = None
+    bootstrap: int = BOOTSTRAP
 
 
 def frames_of(root, split, names, where):
@@ -84,13 +90,35 @@ def best_scored(labels, scores, n):
     return keep_instances(labels, keep), scores[keep]
 
 
+def confusion_matrix(pairs):
+    """Rows: the majority ground-truth class of each decoded instance (the 8 classes, then "none": no ground-truth
+    instance under it); columns: the class the classifier gave. pairs: (N, 2) label ids (0 = none) -> (9, 8) int."""
+    index = {i: k for k, i in enumerate(cityscapes.INSTANCE_LABEL_IDS)}
+    m = np.zeros((len(index) + 1, len(index)), np.int64)
+    for truth, given in np.asarray(pairs, np.int64).reshape(-1, 2):
+        m[index.get(int(truth), len(index)), index[int(given)]] += 1
+    return m
+
+
+def format_confusion(m):
+    """Markdown of a confusion_matrix, with each row's share classified right."""
+    rows = list(CLASS_NAMES) + ["none"]
+    lines = ["| majority ground truth \\ GoogLeNet | " + " | ".join(CLASS_NAMES) + " | right |",
+             "|" + "---|" * (len(CLASS_NAMES) + 2)]
+    for k, name in enumerate(rows):
+        n = m[k].sum()
+        right = f"{100 * m[k, k] / n:.0f}%" if k < len(CLASS_NAMES) and n else "-"
+        lines.append(f"| {name} ({n}) | " + " | ".join(str(v) for v in m[k]) + f" | {right} |")
+    return "\n".join(lines)
+
+
 def evaluate_model(model, split, root, encoded, out, weights, classifier=None, options=EvalOptions()):
     """Run the whole test pipeline; returns the list of evaluate() results (model first, oracle rows after).
 
     classifier: a ``classify.Classifier``, or None for oracle classes (the majority ground-truth class under each
     decoded instance). options: an ``EvalOptions``.
     """
-    from dcme_layers.visualize import side_by_side, write_png
+    from dcme_layers.visualize import instance_figure, write_figure
 
     o = options
     out, split_dir = Path(out), Path(encoded) / split
@@ -101,73 +129,127 @@ def evaluate_model(model, split, root, encoded, out, weights, classifier=None, o
     deploy = o.deploy or f"prototxt/{model}_deploy.prototxt"
     blobs = infer_split(deploy, weights, split_dir, out / "pred_vectors.h5", model,
                         force=o.force)
-    cfg = f"dt{th[0]:g}-vt{th[1]}-et{th[2]:g}-{o.method}-{'googlenet' if classifier else 'oracle-classes'}"
-    pred_dir = out / f"pred-{cfg}"
-    settings = dict(weights=str(Path(weights).resolve()),
-                    classifier=str(Path(classifier.weights).resolve()) if classifier else None,
-                    max_instances=o.max_instances)
-    inputs = [blobs, split_dir / "images" / "data.mdb"]
-    inputs += [classifier.deploy, classifier.weights] if classifier else []
-    figures = {f.name for f in frames[:o.figures]}
-    drawn = {}  # the figure frames' (vector map, decoded labels), decoded once
-    spent = dict(decode=0.0, classify=0.0, frames=0)  # seconds of this run's exported frames (the report's timing)
+    figures = [f.name for f in frames[:o.figures]]
+    results, notes, sections = [], [], []
 
     with h5py.File(blobs, "r") as h5, DatumReader(split_dir / "images") as images:
-        size = h5["vectors"].shape[2:]  # frames and resolution: the blob file's job.json matched them (infer_split)
+        size = tuple(h5["vectors"].shape[2:])  # frames and resolution: infer_split's job.json matched them
 
-        def decoded(frame):
-            vmap = read_blob(h5, index[frame.name], blobs)
-            dec = decode(vmap, *th, method=o.method)
-            if frame.name in figures:
-                drawn[frame.name] = (vmap, dec.labels)
-            return dec
-
-        def predict(frame):
-            t0 = time.perf_counter()
-            dec = decoded(frame)
-            labels, scores = best_scored(dec.labels, dec.scores, o.max_instances)
-            t1 = time.perf_counter()
-            spent["decode"] += t1 - t0
-            spent["frames"] += 1
-            if classifier is not None:
-                image = np.ascontiguousarray(images[frame_key(index[frame.name], frame.name)].transpose(1, 2, 0))
-                t2 = time.perf_counter()
-                label_ids, conf = classifier.classify(image, labels)
-                spent["classify"] += time.perf_counter() - t2
-                return labels, label_ids, conf * scores, ground_truth_size(frame)
+        def ground_truth(frame):
+            """(full-resolution ids, instance map at the encoded size) of a frame, validated."""
             gt_ids = cityscapes.read_ground_truth(frame)
-            label_ids = majority_label_ids(labels, cityscapes.instance_map(cityscapes.subsample_ids(gt_ids, size)))
-            keep = label_ids > 0
-            spent["classify"] += time.perf_counter() - t1          # oracle classes: from the ground truth
-            return keep_instances(labels, keep), label_ids[keep], scores[keep], gt_ids.shape
+            return gt_ids, cityscapes.instance_map(cityscapes.subsample_ids(gt_ids, size))
 
-        t0 = time.perf_counter()
-        export_split(frames, pred_dir, predict, o.upsample, desc=f"decode+export {model}", settings=settings,
-                     inputs=inputs, force=o.force)
-        spent["total"] = time.perf_counter() - t0
-        for frame in frames[:o.figures]:
-            if frame.name not in drawn:  # the export was up to date: decode the figure frames now
-                decoded(frame)
-            vmap, labels = drawn[frame.name]
-            image = images[frame_key(index[frame.name], frame.name)].transpose(1, 2, 0)
-            write_png(out / "figures" / f"{frame.name}.png", side_by_side(image, vmap, labels))
-    results = [evaluate(frames, pred_dir, workers=o.workers,
-                        name=f"DCME {model} ({'GoogLeNet' if classifier else 'oracle'} classes), "
-                             f"DT={th[0]:g} VT={th[1]} ET={th[2]:g}, {o.method}")]
-    notes = [f"Model {model}, weights {weights}; {len(frames)} frames of {split} at {size[0]}x{size[1]}, "
-             f"masks upsampled ({o.upsample}) to the ground truth's resolution.",
-             "Confidence = GoogLeNet probability x decoding score." if classifier else
-             "Classes: majority ground-truth class under each decoded instance (no classifier).",
-             f"At most the {o.max_instances} best-scored decoded instances of a frame are kept."]
-    if spent["frames"]:
-        n = spent["frames"]
-        rest = spent["total"] - spent["decode"] - spent["classify"]
-        notes.append(f"Time per frame in this run ({n} frames exported): decode {1e3 * spent['decode'] / n:.0f} ms, "
-                     f"classify {1e3 * spent['classify'] / n:.0f} ms, export {1e3 * rest / n:.0f} ms.")
+        def classifier_image(frame):
+            """The frame at the classifier's resolution: the encoded image, or the frame resized like it."""
+            if tuple(classifier.size) == size:
+                return np.ascontiguousarray(images[frame_key(index[frame.name], frame.name)].transpose(1, 2, 0))
+            return cityscapes.resize_image(cityscapes.read_image(frame.image), classifier.size)
+
+        def predictions(classes, spent):
+            """predict(frame) for export_split: decoded labels, classes from ``classes`` (a Classifier or None:
+            ground truth), confidences; it records the classifier's (truth, class) pairs and the figure frames."""
+            def predict(frame):
+                t0 = time.perf_counter()
+                vmap = read_blob(h5, index[frame.name], blobs)
+                dec = decode(vmap, *th, method=o.method)
+                labels, scores = best_scored(dec.labels, dec.scores, o.max_instances)
+                t1 = time.perf_counter()
+                gt_ids, inst = ground_truth(frame)
+                truth = majority_label_ids(labels, inst)                          # (K,) 0 = no instance
+                t2 = time.perf_counter()
+                if classes is not None:
+                    crop_labels = labels if tuple(classes.size) == size else cityscapes.subsample_ids(
+                        labels, classes.size)
+                    label_ids, conf = classes.classify(classifier_image(frame), crop_labels)
+                    spent["pairs"][frame.name] = np.stack([truth, label_ids], 1)
+                    scores = conf * scores
+                else:
+                    keep = truth > 0
+                    labels, label_ids, scores = keep_instances(labels, keep), truth[keep], scores[keep]
+                t3 = time.perf_counter()
+                spent["decode"] += t1 - t0
+                spent["classify"] += t3 - t2
+                spent["frames"] += 1
+                if frame.name in figures:
+                    spent["drawn"][frame.name] = (vmap, labels, label_ids, scores, gt_ids, inst)
+                return labels, label_ids, scores, gt_ids.shape
+            return predict
+
+        def score(classes):
+            """Export and score the decoded instances with ``classes``; returns the evaluate() result."""
+            cfg = f"dt{th[0]:g}-vt{th[1]}-et{th[2]:g}-{o.method}-{'googlenet' if classes else 'oracle-classes'}"
+            settings = dict(weights=str(Path(weights).resolve()), max_instances=o.max_instances,
+                            classifier=str(Path(classes.weights).resolve()) if classes else None)
+            inputs = [blobs, split_dir / "images" / "data.mdb"]
+            inputs += [classes.deploy, classes.weights] if classes else []
+            spent = dict(decode=0.0, classify=0.0, frames=0, pairs={}, drawn={})
+            predict = predictions(classes, spent)
+            t0 = time.perf_counter()
+            pred_dir = out / f"pred-{cfg}"
+            export_split(frames, pred_dir, predict, o.upsample, desc=f"decode+export {model}", settings=settings,
+                         inputs=inputs, force=o.force)
+            total = time.perf_counter() - t0
+            what = "GoogLeNet" if classes else "ground-truth"
+            if spent["frames"]:
+                n = spent["frames"]
+                rest = total - spent["decode"] - spent["classify"]
+                notes.append(f"Time per frame with {what} classes ({n} frames exported in this run): decode "
+                             f"{1e3 * spent['decode'] / n:.0f} ms, classify {1e3 * spent['classify'] / n:.0f} ms, "
+                             f"export {1e3 * rest / n:.0f} ms.")
+            # an export that was up to date skipped predict: recompute what the report needs from those frames
+            for f in frames:
+                if (classes is not None and f.name not in spent["pairs"]) or (
+                        f.name in figures and f.name not in spent["drawn"]):
+                    predict(f)
+            result = evaluate(frames, pred_dir, workers=o.workers, bootstrap=o.bootstrap,
+                              name=f"DCME {model} ({what} classes), DT={th[0]:g} VT={th[1]} ET={th[2]:g}, "
+                                   f"{o.method}")
+            if classes is not None:
+                m = confusion_matrix(np.concatenate([spent["pairs"][f.name] for f in frames]))
+                result["confusion"] = {"rows": list(CLASS_NAMES) + ["none"], "columns": list(CLASS_NAMES),
+                                       "counts": m.tolist()}
+                sections.append(("GoogLeNet's classes of the decoded instances",
+                                 "Each decoded instance's majority ground-truth class (rows; none: no ground-truth "
+                                 "instance under it) against GoogLeNet's class (columns), over the split.\n\n"
+                                 + format_confusion(m)))
+            return result, spent["drawn"]
+
+        results, drawn = score(classifier)
+        results = [results]
+        if o.oracle and classifier is not None:
+            results.append(score(None)[0])
+        links = []
+        for name in figures:
+            vmap, labels, label_ids, scores, gt_ids, inst = drawn[name]
+            frame = frames[index[name]]
+            class_names = {i: l.name for i, l in zip(cityscapes.INSTANCE_LABEL_IDS, cityscapes.INSTANCE_LABELS)}
+            captions = [f"{class_names[int(c)]} {s:.2f}" for c, s in zip(label_ids, scores)]
+            path = out / "figures" / f"{name}.png"
+            write_figure(path, instance_figure(cityscapes.read_image(frame.image), labels, captions, gt_ids, vmap,
+                                            vector_map(inst)))
+            links.append(f"![{name}](figures/{name}.png)")
+        if links:
+            sections.append(("Figures", f"The first {len(links)} frames: decoded instances with "
+                             f"{'GoogLeNet' if classifier else 'ground-truth'} classes and their confidence | the "
+                             f"ground truth, with |V| of each below.\n\n" + "\n\n".join(links)))
+    notes[:0] = [f"Model {model}, weights {weights}; {len(frames)} frames of {split} at {size[0]}x{size[1]}, "
+                 f"masks upsampled ({o.upsample}) to the ground truth's resolution.",
+                 "Confidence = GoogLeNet probability x decoding score; ground-truth classes: the majority "
+                 "ground-truth class under each decoded instance, which drops instances on background."
+                 if classifier else
+                 "Classes: majority ground-truth class under each decoded instance (no classifier).",
+                 f"At most the {o.max_instances} best-scored decoded instances of a frame are kept."]
+    if classifier is not None and tuple(classifier.size) != size:
+        notes.append(f"GoogLeNet's crops are cut from the frame at {classifier.size[0]}x{classifier.size[1]} "
+                     f"(the resolution it was trained at), the decoded masks upsampled to it.")
     if o.oracle:
-        results += run_oracle(frames, out / "oracle", OracleOptions(size=tuple(size), thresholds=th,
-                                                                    upsample=o.upsample, figures=0),
+        results += run_oracle(frames, out / "oracle", OracleOptions(size=size, thresholds=th, upsample=o.upsample,
+                                                                    anchors=("cm",), methods=(o.method,),
+                                                                    full_res=False, figures=0,
+                                                                    bootstrap=o.bootstrap),
                               workers=o.workers, force=o.force)
-        notes.append("Oracle rows decode the ground-truth vector maps instead of network output (tools/oracle.py).")
-    write_report(results, out, title=f"DCME {model} on {split}", notes=notes)
+        notes.append("Oracle rows (GT at ...) decode the ground-truth vector maps instead of network output "
+                     "(tools/oracle.py gives the whole table).")
+    write_report(results, out, title=f"DCME {model} on {split}", notes=notes, sections=sections)
     return results

@@ -3,6 +3,8 @@
 All images are BGR uint8 (OpenCV's order) and are written as PNG with ``write_png`` (``cityscapes.write_png``:
 temporary file + rename).
 """
+from pathlib import Path
+
 import cv2
 import numpy as np
 
@@ -78,3 +80,85 @@ def side_by_side(image, vmap, labels, centers=None, gap=4):
 def write_png(path, img):
     """Write a uint8 image as PNG atomically (``cityscapes.write_png``; OSError if OpenCV cannot encode it)."""
     return cityscapes.write_png(path, img, error=OSError)
+
+
+def write_figure(path, img):
+    """Write a BGR uint8 figure as a 256-colour PNG (PIL's octree quantizer), atomically: a tenth of the bytes of
+    a full-colour one (a 2052x1080 ``instance_figure`` of noisy output: 0.15 MB against 1.4 MB)."""
+    from PIL import Image
+
+    rgb = Image.fromarray(np.ascontiguousarray(np.asarray(img, np.uint8)[..., ::-1]))
+    quantized = rgb.quantize(colors=256, method=Image.Quantize.FASTOCTREE)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    cityscapes.atomic_write(Path(path), lambda t: quantized.save(t, format="PNG", optimize=True))
+
+
+#: Width in pixels of each panel of ``instance_figure`` (its height follows the frame's aspect ratio).
+FIGURE_WIDTH = 1024
+
+
+def _overlay(image, labels, captions, colors, alpha=0.45):
+    """``image`` with instances 1..K of ``labels`` (same (H, W)) as translucent ``colors`` ((K + 1, 3) BGR), their
+    contours, and ``captions`` (K strings, '' for none) at each instance's top left corner."""
+    out = image.astype(np.float32)
+    fg = labels > 0
+    out[fg] = (1 - alpha) * out[fg] + alpha * colors[labels[fg]]
+    out = out.astype(np.uint8)
+    for k, caption in enumerate(captions, start=1):
+        mask = (labels == k).astype(np.uint8)
+        if not mask.any():
+            continue
+        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(out, contours, -1, tuple(int(c) for c in colors[k]), 2, cv2.LINE_AA)
+        if caption:
+            ys, xs = np.nonzero(mask)
+            _text(out, caption, (int(xs.min()), max(int(ys.min()) - 4, 12)), 0.45)
+    return out
+
+
+def _text(img, text, origin, scale):
+    """White text with a black outline at ``origin`` (x, y of the baseline's start), readable on any colour."""
+    for color, thick in (((0, 0, 0), 3), ((255, 255, 255), 1)):
+        cv2.putText(img, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, color, thick, cv2.LINE_AA)
+
+
+def _titled(panel, title):
+    """``panel`` under a 28-pixel white strip holding ``title``."""
+    strip = np.full((28, panel.shape[1], 3), 255, np.uint8)
+    cv2.putText(strip, title, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.vstack([strip, panel])
+
+
+def instance_figure(image, pred_labels, pred_captions, gt_ids, pred_vmap, gt_vmap, width=FIGURE_WIDTH):
+    """One frame for people: decoded instances | ground-truth instances on the frame, |V| of each below.
+
+    Arguments:
+        image: (H, W, 3) uint8 BGR frame (any size; resized to ``width`` columns).
+        pred_labels: (h, w) decoded instances 1..K at the encoded size; pred_captions: K strings ("car 0.83").
+        gt_ids: (H', W') Cityscapes instanceIds of the frame (raw ids; the 8 classes' instances are drawn).
+        pred_vmap, gt_vmap: (2, h, w) predicted and ground-truth vector maps at the encoded size.
+    Returns:
+        (2 * (28 + height), 2 * width + 4, 3) uint8 BGR: a 2 x 2 grid of titled panels.
+    """
+    height = int(round(width * image.shape[0] / image.shape[1]))
+    frame = cv2.resize(np.asarray(image, np.uint8), (width, height), interpolation=cv2.INTER_AREA)
+    pred = cv2.resize(np.asarray(pred_labels, np.int32), (width, height), interpolation=cv2.INTER_NEAREST)
+    inst = cv2.resize(cityscapes.instance_map(gt_ids).astype(np.int32), (width, height),
+                      interpolation=cv2.INTER_NEAREST)
+    gt_raw, gt = np.unique(inst, return_inverse=True)           # (K'+1,) raw ids with 0 first, (H*W,) compact
+    gt = gt.reshape(inst.shape).astype(np.int32)
+    names = {l.id: l.name for l in cityscapes.INSTANCE_LABELS}
+    gt_captions = [names[int(i) // 1000] for i in gt_raw[1:]] if gt_raw[0] == 0 else []
+    top = float(max(magnitude(gt_vmap).max(initial=0.0), 1.0))  # one scale for both |V| panels: the truth's
+
+    def mag(vmap):
+        return cv2.resize(magnitude_image(vmap, top), (width, height), interpolation=cv2.INTER_NEAREST)
+
+    k = len(pred_captions)
+    panels = [_titled(_overlay(frame, pred, pred_captions, palette(k)), f"decoded: {k} instances (class score)"),
+              _titled(_overlay(frame, gt, gt_captions, palette(len(gt_captions), seed=1)),
+                      f"ground truth: {len(gt_captions)} instances"),
+              _titled(mag(pred_vmap), f"|V| predicted (blue 0 .. red {top:.0f} px at the encoded size)"),
+              _titled(mag(gt_vmap), "|V| ground truth (same scale)")]
+    sep = np.full((panels[0].shape[0], 4, 3), 255, np.uint8)
+    return np.vstack([np.hstack([panels[0], sep, panels[1]]), np.hstack([panels[2], sep, panels[3]])])

@@ -213,6 +213,38 @@ def test_extract_resumes_after_an_error(sample_instances, tmp_path):
     assert not (out / "train.partial").exists()
 
 
+def test_fragment_boxes_lie_inside_the_box():
+    rng = np.random.default_rng(0)
+    boxes = crops.fragment_boxes((10, 20, 110, 70), 200, rng)
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    assert (boxes[:, :2] >= (10, 20)).all() and (boxes[:, 2] <= 110).all() and (boxes[:, 3] <= 70).all()
+    assert w.min() >= 30 and h.min() >= 15 and w.max() > 90 and h.max() > 45     # sides from 30% to all of it
+    assert len({tuple(b) for b in boxes}) > 150                                   # drawn, not fixed
+    assert (crops.fragment_boxes((5, 5, 6, 6), 3, rng) == (5, 5, 6, 6)).all()  # a 1-pixel box: itself
+
+
+def test_extract_with_fragments_and_seed(tiny_cityscapes, tmp_path):
+    """--fragments N adds N crops of parts of each instance with its class; --seed reorders the LMDB."""
+    pytest.importorskip("caffe", reason="run `make setup` first")
+    kw = dict(size=(128, 256), min_pixels=20)
+    plain = crops.extract_instances(tiny_cityscapes, "train", tmp_path / "plain", **kw)
+    one = crops.extract_instances(tiny_cityscapes, "train", tmp_path / "one", seed=1, fragments=2, **kw)
+    assert one["count"] == 3 * plain["count"] > 0 and one["settings"]["fragments"] == 2
+    labels = {_frame_and_id(k): label for k, label, _ in _read_lmdb(tmp_path / "plain" / "train")}
+    entries = _read_lmdb(tmp_path / "one" / "train")
+    parts = [(k, label, img) for k, label, img in entries if "_part" in k]
+    assert len(parts) == 2 * len(labels)
+    for key, label, img in parts:                        # a part carries its instance's class, and is another crop
+        parent = _frame_and_id(key.rsplit("_part", 1)[0])
+        assert label == labels[parent]
+    whole = {_frame_and_id(k): img for k, _, img in entries if "_part" not in k}
+    assert sum(np.array_equal(img, whole[_frame_and_id(k.rsplit("_part", 1)[0])]) for k, _, img in parts) == 0
+    two = crops.extract_instances(tiny_cityscapes, "train", tmp_path / "two", seed=2, fragments=2, **kw)
+    names = [k.split("_", 1)[1] for k, _, _ in entries]
+    other = [k.split("_", 1)[1] for k, _, _ in _read_lmdb(tmp_path / "two" / "train")]
+    assert two["count"] == one["count"] and sorted(names) == sorted(other) and names != other
+
+
 def test_extract_cli_missing_root_is_one_line(tmp_path, repo):
     r = subprocess.run([sys.executable, "tools/extract_instances.py", "--root", str(tmp_path / "nowhere"),
                         "--out", str(tmp_path / "out")], cwd=repo, capture_output=True, text=True)

@@ -16,8 +16,9 @@ def test_cpu_configuration_is_small_with_scaled_thresholds():
     assert dt > 2.5 and vt > 3 and et > 3.75
     assert "85x170" in c["encoded"] and "85x170" in c["segnet_prefix"] and "85x170" in c["instances"]
     assert c["slim"] > 1 and f"slim{c['slim']}" in c["segnet_prefix"]   # a slim SegNet: its own snapshots
-    assert c["data"] != demo.DATA and c["train_frames"] > 12              # more training frames, own root
-    assert c["min_pixels"] == 3                     # MIN_PIXELS 50 at 340x680, a sixteenth of the pixels
+    n, n_val = c["frames"]
+    assert c["data"] != demo.DATA and n > 12 and n_val >= 30     # more training frames, a val set of 30, own root
+    assert c["googlenet"]["size"] == (340, 680) and c["min_pixels"] == 50   # crops at the paper's size
     assert c["segnet"]["type"] == "Adam" and c["segnet"]["max_iter"] > 8
     g = c["googlenet"]
     assert g["slim"] > 1 and f"slim{g['slim']}" in c["googlenet_prefix"]   # a slim GoogLeNet: its own snapshots
@@ -32,11 +33,20 @@ def test_a_changed_configuration_gets_new_snapshot_names(monkeypatch):
     assert after["googlenet_prefix"] == before["googlenet_prefix"]    # GoogLeNet's settings did not change
 
 
+def test_the_seed_sets_every_random_stream():
+    one, two = demo.config(gpu=False, seed=1), demo.config(gpu=False, seed=2)
+    assert one["segnet_solver"]["random_seed"] == one["googlenet_solver"]["random_seed"] == 1      # fillers, solvers
+    assert two["segnet_solver"]["random_seed"] == two["googlenet_solver"]["random_seed"] == 2
+    for key in ("encoded", "instances", "segnet_prefix", "googlenet_prefix"):   # data order, crops, own snapshots
+        assert one[key] != two[key] and one[key] == demo.config(gpu=False, seed=1)[key]
+    assert one["data"] == two["data"]                                           # the same synthetic frames
+
+
 def test_gpu_configuration_is_the_papers_resolution():
     c = demo.config(gpu=True)
     assert c["device"] == "gpu" and c["size"] == (340, 680)
     assert c["thresholds"] == PAPER_THRESHOLDS["segnet"]
-    assert c["slim"] == 1 and c["data"] == demo.DATA   # the paper's SegNet on the default synthetic set
+    assert c["slim"] == 1 and c["frames"][1] >= 30       # the paper's SegNet, scored on 30 val frames
     assert c["encoded"] != demo.config(gpu=False)["encoded"]
 
 

@@ -248,3 +248,36 @@ def test_bad_predictions_raise_clear_errors(val, gt_preds, tmp_path):
     txt.write_text(txt.read_text() + " ")            # a trailing space: 4 fields
     with pytest.raises(export.EvaluationError, match="Invalid prediction file"):
         cs_eval.evaluate(val, pred)
+
+
+def test_bootstrap_draws_frames_with_replacement(val, tmp_path):
+    """Two frames: each draw is frame 0 twice, frame 1 twice, or both, so the interval's ends are the lowest and
+    the highest of the frames' own APs and the pair's AP (a frame drawn twice scores as that frame alone)."""
+    for f in val:
+        o = oracle.oracle_predictions(f, (85, 170), thresholds=(2.5, 3, 3.75))
+        for d in (tmp_path / "both", tmp_path / f.name):
+            export.export_frame(d, f.name, o.labels, o.label_ids, o.scores, o.size)
+    alone = [cs_eval.evaluate([f], tmp_path / f.name, distance=False)["AP"] for f in val]
+    r = cs_eval.evaluate(val, tmp_path / "both", distance=False, bootstrap=40)
+    assert alone[0] != pytest.approx(alone[1])
+    lo, hi = r["interval"]["AP"]
+    assert lo == pytest.approx(min(alone + [r["AP"]])) and hi == pytest.approx(max(alone + [r["AP"]]))
+    assert r["interval"]["resamples"] == 40 and r["interval"]["level"] == cs_eval.LEVEL
+    assert cs_eval.evaluate(val, tmp_path / "both", distance=False, bootstrap=40)["interval"] == r["interval"]
+    assert "interval" not in cs_eval.evaluate(val, tmp_path / "both", distance=False)
+    md = report.format_tables([r])
+    assert f"{100 * r['AP']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]" in md
+
+
+def test_confusion_matrix_rows_are_the_ground_truth():
+    from dcme_layers.pipeline import confusion_matrix, format_confusion
+
+    from cityscapesscripts.helpers.labels import name2label
+
+    person, car = name2label["person"].id, name2label["car"].id
+    m = confusion_matrix([(person, person), (person, car), (0, car), (car, car)])
+    names = list(cs_eval.CLASS_NAMES)
+    assert m.shape == (9, 8) and m.sum() == 4
+    assert m[names.index("person"), names.index("person")] == 1 and m[names.index("person"), names.index("car")] == 1
+    assert m[8, names.index("car")] == 1 and m[names.index("car"), names.index("car")] == 1
+    assert "| person (2) | 1 | 0 | 1 |" in format_confusion(m) and "| 50% |" in format_confusion(m)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import h5py
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ import pytest
 caffe = pytest.importorskip("caffe", reason="run `make setup` first")
 
 import models  # noqa: E402
-from dcme_layers import caffe_log, cityscapes, inference, pipeline  # noqa: E402
+from dcme_layers import caffe_log, cityscapes, inference, pipeline, visualize  # noqa: E402
 from dcme_layers.caffe_log import INFO_LINE  # noqa: E402
 from dcme_layers.lmdb_io import encode_dataset  # noqa: E402
 from models.segnet import net as segnet  # noqa: E402
@@ -56,26 +57,33 @@ def run_evaluate(tiny_cityscapes, encoded, weights, out, *extra):
 
 
 def test_end_to_end_report_has_all_four_metrics(tiny_cityscapes, encoded, weights, tmp_path):
-    run = run_evaluate(tiny_cityscapes, encoded, weights, tmp_path / "eval", "--oracle", "--figures", "1")
+    run = run_evaluate(tiny_cityscapes, encoded, weights, tmp_path / "eval", "--oracle", "--figures", "1",
+                       "--bootstrap", "7")
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     rows = report["results"]
-    assert rows[0]["name"].startswith("DCME segnet (GoogLeNet classes)")
-    assert len(rows) > 1 and any("oracle" in n.lower() or "GT" in n for n in (r["name"] for r in rows[1:]))
+    assert [r["name"].split(",")[0] for r in rows] == [
+        "DCME segnet (GoogLeNet classes)", "DCME segnet (ground-truth classes)", f"GT at {SIZE[0]}x{SIZE[1]}",
+        f"GT at {SIZE[0]}x{SIZE[1]}"]
     for row in rows:  # the tiny set has disparity and camera files: every metric is a number
         for metric in ("AP", "AP50%", "AP100m", "AP50m"):
             assert isinstance(row[metric], float) and 0.0 <= row[metric] <= 1.0, (row["name"], metric)
-    assert rows[1]["AP"] == 1.0  # the full-resolution ground truth scores itself perfectly
+        lo, hi = row["interval"]["AP"]
+        assert lo <= hi and row["interval"]["resamples"] == 7
+    assert rows[2]["AP"] > rows[1]["AP"]   # undecoded ground truth beats a 4-iteration SegNet
     md = (tmp_path / "eval" / "report.md").read_text()
     assert all(m in md for m in ("AP50%", "AP100m", "AP50m"))
-    timing = re.search(r"Time per frame in this run \(2 frames exported\): decode (\d+) ms, classify (\d+) ms, "
-                       r"export (\d+) ms\.", md)
+    timing = re.search(r"Time per frame with GoogLeNet classes \(2 frames exported in this run\): decode (\d+) ms, "
+                       r"classify (\d+) ms, export (\d+) ms\.", md)
     assert timing and int(timing[2]) > 0      # GoogLeNet's forward passes take milliseconds on any CPU
+    confusion = np.array(rows[0]["confusion"]["counts"])
+    assert confusion.shape == (9, 8) and "## GoogLeNet's classes of the decoded instances" in md
     with h5py.File(tmp_path / "eval" / "pred_vectors.h5", "r") as f:
         assert f["vectors"].shape == (2, 2) + SIZE and np.isfinite(f["vectors"][...]).all()
-    assert len(list((tmp_path / "eval" / "figures").glob("*.png"))) == 1
-    preds = list((tmp_path / "eval").glob("pred-*/*_pred.txt"))
-    assert len(preds) == 2
+    figures = list((tmp_path / "eval" / "figures").glob("*.png"))
+    assert len(figures) == 1 and f"(figures/{figures[0].name})" in md
+    assert cv2.imread(str(figures[0])).shape[1] == 2 * visualize.FIGURE_WIDTH + 4
+    assert len(list((tmp_path / "eval").glob("pred-*/*_pred.txt"))) == 4   # GoogLeNet's and ground-truth classes
 
     # Rerunning into the same --out with other weights must not reuse the old blobs or predictions.
     other = tmp_path / "other.caffemodel"

@@ -113,3 +113,31 @@ def test_no_configured_debian_archive_is_one_line(tmp_path):
     assert rc == 1
     err = [line for line in out.splitlines() if line.startswith("caffe_source:")]
     assert len(err) == 1 and "no Debian archive is configured" in err[0] and "CAFFE_SRC" in err[0], out
+
+
+def test_a_broken_venv_is_made_again_not_trusted(tmp_path):
+    """A .venv left by a failed attempt (a python without pip, as `python3 -m venv` leaves it when python3-venv is
+    missing) is deleted and created again by the venv step, which then installs requirements.txt."""
+    repo = tmp_path / "repo"
+    (repo / "tools").mkdir(parents=True)
+    (repo / "tools" / "setup_caffe.sh").write_text(SETUP.read_text())
+    (repo / "requirements.txt").write_text("# nothing to install\n")
+    subprocess.run(["python3", "-m", "venv", "--without-pip", str(repo / ".venv")], check=True)
+    (repo / ".venv" / "stale").write_text("from the failed attempt\n")
+    assert subprocess.run([str(repo / ".venv" / "bin" / "python"), "-m", "pip", "--version"],
+                          capture_output=True).returncode != 0
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON"}
+    run = subprocess.run(["bash", str(repo / "tools" / "setup_caffe.sh"), "--venv-only"], cwd=repo, timeout=300,
+                         env=dict(env, DCME_CACHE=str(tmp_path / "cache"), PIP_NO_INDEX="1"), capture_output=True,
+                         text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "not a working venv with pip" in run.stdout and "creating" in run.stdout
+    assert not (repo / ".venv" / "stale").exists()
+    assert subprocess.run([str(repo / ".venv" / "bin" / "python"), "-m", "pip", "--version"],
+                          capture_output=True).returncode == 0
+    # a working venv is kept as it is on the next run
+    (repo / ".venv" / "kept").write_text("")
+    again = subprocess.run(["bash", str(repo / "tools" / "setup_caffe.sh"), "--venv-only"], cwd=repo, timeout=300,
+                           env=dict(env, DCME_CACHE=str(tmp_path / "cache"), PIP_NO_INDEX="1"),
+                           capture_output=True, text=True)
+    assert again.returncode == 0 and (repo / ".venv" / "kept").exists(), again.stdout + again.stderr

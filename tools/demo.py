@@ -60,14 +60,16 @@ DATA = synthetic.ROOT
 # GoogLeNet 6.9 AP; the full one after 60 iterations 2.1; the slim one with these settings but another random
 # stream (a TEST phase in its solver) 2.7, and 2.5 after 800 iterations: on 6 val frames the classifier's draw
 # moves AP by points. The rest of the gap is segmentation: decoded pieces of trucks are called persons or cars.
-CPU = dict(device="cpu", size=(85, 170), slim=4, train_frames=100, thresholds=paper.THRESHOLDS["segnet"],
+#: The default --seed.
+SEED = 1
+CPU = dict(device="cpu", size=(85, 170), slim=4, frames=(100, 30), thresholds=paper.THRESHOLDS["segnet"],
            segnet=dict(type="Adam", base_lr=1e-3, momentum=0.9, momentum2=0.999, lr_policy="step", stepsize=900,
                        gamma=0.1, batch_size=4, max_iter=1200),
-           googlenet=dict(slim=4, type="Adam", base_lr=1e-3, momentum2=0.999, lr_policy="fixed", power=None,
-                          max_iter=400))
-GPU = dict(device="gpu", size=(340, 680), slim=1, train_frames=None, thresholds=None,
+           googlenet=dict(slim=4, size=paper.SIZE, fragments=0, mirror=False, type="Adam", base_lr=1e-3,
+                          momentum2=0.999, lr_policy="fixed", power=None, max_iter=400))
+GPU = dict(device="gpu", size=(340, 680), slim=1, frames=(12, 30), thresholds=None,
            segnet=dict(type="Adam", base_lr=1e-3, momentum=0.9, momentum2=0.999, batch_size=4, max_iter=2000),
-           googlenet=dict(slim=1, max_iter=500))
+           googlenet=dict(slim=1, size=paper.SIZE, fragments=0, mirror=False, max_iter=500))
 
 
 def cuda_build(variant_text):
@@ -85,32 +87,37 @@ def gpu_usable(variant_file=ROOT / ".venv" / ".caffe_variant", caffe=CAFFE):
         return False
 
 
-def config(gpu):
+def config(gpu, seed=SEED):
     """The demo's configuration: input size, SegNet and GoogLeNet solver settings and widths (slim), decoding
-    thresholds (given, or the paper's SegNet values scaled to the size), the synthetic set, and where its data,
-    solvers and snapshots go. A snapshot prefix ends in a digest of its net's settings, so that a changed
-    configuration trains anew instead of reusing the last one's weights."""
+    thresholds (given, or the paper's SegNet values scaled to the size), the synthetic set (train, val frames),
+    and where its data, solvers and snapshots go. ``seed`` sets every random stream the demo controls: the train
+    LMDB's order (encode_data --seed), the crops' order (extract_instances --seed) and both solvers' random_seed
+    (fillers, dropout). A snapshot prefix ends in a digest of its net's settings, so that a changed
+    configuration (or seed) trains anew instead of reusing the last one's weights."""
     from models.googlenet import net as googlenet
 
-    c = dict(GPU if gpu else CPU)
+    c = dict(GPU if gpu else CPU, seed=seed)
     s = c["segnet"]
-    c["segnet_solver"] = dict(s, snapshot=s["max_iter"], test_iter=None, display=5, average_loss=5, random_seed=1701)
-    g = {k: v for k, v in c["googlenet"].items() if k != "slim"}      # on top of the paper's solver at batch 8
-    c["googlenet_solver"] = dict(googlenet.SMOKE, **g, snapshot=g["max_iter"])
+    c["segnet_solver"] = dict(s, snapshot=s["max_iter"], test_iter=None, display=5, average_loss=5, random_seed=seed)
+    data_keys = ("slim", "size", "fragments", "mirror")                  # the crops and the net, not the solver
+    g = {k: v for k, v in c["googlenet"].items() if k not in data_keys}  # on the paper's solver, batch 8
+    c["googlenet_solver"] = dict(googlenet.SMOKE, **g, snapshot=g["max_iter"], random_seed=seed)
     h, w = c["size"]
     tag = f"demo_{h}x{w}"
-    n = c["train_frames"]
+    n, n_val = c["frames"]
     th = parse_thresholds(c["thresholds"]) if c["thresholds"] else scale_thresholds("segnet", c["size"])
 
     def prefix(model, slim, settings):
         key = digest(json.dumps([tag, n, slim, settings], sort_keys=True).encode())[:8]
         return f"models/{model}/{model}_{tag}{f'_slim{slim}' if slim > 1 else ''}_{key}"
 
-    c.update(data=DATA if n is None else f"{DATA}_train{n}", tag=tag, thresholds=th, encoded=f"data/lmdb_{tag}",
-             instances=f"data/instances_{tag}",
-             min_pixels=max(1, round(paper.MIN_PIXELS * h * w / (paper.SIZE[0] * paper.SIZE[1]))),
+    ch, cw = c["googlenet"]["size"]                                   # where the crops are cut (Classifier.size)
+    c.update(data=f"{DATA}_train{n}_val{n_val}", tag=tag, thresholds=th, encoded=f"data/lmdb_{tag}_seed{seed}",
+             instances=f"data/instances_{tag}_crops{ch}x{cw}_fragments{c['googlenet']['fragments']}_seed{seed}",
+             min_pixels=max(1, round(paper.MIN_PIXELS * ch * cw / (paper.SIZE[0] * paper.SIZE[1]))),
              segnet_prefix=prefix("segnet", c["slim"], c["segnet_solver"]),
-             googlenet_prefix=prefix("googlenet", c["googlenet"]["slim"], c["googlenet_solver"]))
+             googlenet_prefix=prefix("googlenet", c["googlenet"]["slim"],
+                                     [c["googlenet_solver"]] + [c["googlenet"][k] for k in data_keys[1:]]))
     return c
 
 
@@ -162,8 +169,8 @@ def write_solvers(c, out):
         models.solver(str(net), c["segnet_prefix"], c["segnet_solver"])))
     slim, batch = c["googlenet"]["slim"], c["googlenet_solver"]["batch_size"]
     net = files["googlenet_train"] = d / "googlenet_train.prototxt"
-    atomic_write(net, lambda t: t.write_text(str(googlenet.train_net(f"{c['instances']}/train", None,
-                                                                     batch_size=batch, slim=slim))))
+    atomic_write(net, lambda t: t.write_text(str(googlenet.train_net(f"{c['instances']}/train", None, batch_size=batch,
+                                                                     mirror=c["googlenet"]["mirror"], slim=slim))))
     files["googlenet_deploy"] = d / "googlenet_deploy.prototxt"         # for tools/evaluate.py --classifier-deploy
     write_if_changed(files["googlenet_deploy"], str(googlenet.deploy_net(slim=slim)))
     files["googlenet"] = d / "googlenet_solver.prototxt"
@@ -230,27 +237,34 @@ def plot_losses(curves, path):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="out/demo")
+    ap.add_argument("--out", help="default: out/demo, out/demo_seed<N> for another --seed")
     ap.add_argument("--cpu", action="store_true", help="the CPU configuration even on a CUDA build with a GPU")
+    ap.add_argument("--seed", type=int, default=SEED,
+                    help="seed of every random stream: data and crop order, fillers, solvers (default %(default)s)")
     args = ap.parse_args()
+    args.out = args.out or ("out/demo" if args.seed == SEED else f"out/demo_seed{args.seed}")
     out = ROOT / args.out
     (out / "logs").mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     gpu = not args.cpu and gpu_usable()
-    c = config(gpu)
+    c = config(gpu, args.seed)
     h, w = c["size"]
     dt, vt, et = c["thresholds"]
-    print(f"[demo] {'GPU' if gpu else 'CPU'} configuration: {describe(c)}; thresholds DT={dt:g} VT={vt} ET={et:g}",
-          flush=True)
+    print(f"[demo] {'GPU' if gpu else 'CPU'} configuration, seed {c['seed']}: {describe(c)}; thresholds DT={dt:g} "
+          f"VT={vt} ET={et:g}", flush=True)
     data = c["data"]
     if not (ROOT / data / ".complete").exists():
-        step("generating synthetic Cityscapes", [PY, "tools/make_synthetic_cityscapes.py", "--out", data]
-             + ([] if c["train_frames"] is None else ["--train", str(c["train_frames"])]))
+        n, n_val = c["frames"]
+        step("generating synthetic Cityscapes", [PY, "tools/make_synthetic_cityscapes.py", "--out", data,
+                                                 "--train", str(n), "--val", str(n_val)])
     step(f"encoding DCME vector maps at {h}x{w}",
-         [PY, "tools/encode_data.py", "--root", data, "--out", c["encoded"], "--size", str(h), str(w)])
-    step(f"extracting instance crops at {h}x{w}",
-         [PY, "tools/extract_instances.py", "--root", data, "--out", c["instances"], "--size", str(h), str(w),
-          "--min-pixels", str(c["min_pixels"])])
+         [PY, "tools/encode_data.py", "--root", data, "--out", c["encoded"], "--size", str(h), str(w),
+          "--seed", str(c["seed"])])
+    ch, cw = c["googlenet"]["size"]
+    step(f"extracting instance crops at {ch}x{cw}",
+         [PY, "tools/extract_instances.py", "--root", data, "--out", c["instances"], "--size", str(ch), str(cw),
+          "--min-pixels", str(c["min_pixels"]), "--seed", str(c["seed"]), "--fragments",
+          str(c["googlenet"]["fragments"])])
     solvers = write_solvers(c, out)
     segnet, segnet_curve = train("segnet", solvers["segnet"], c["segnet_prefix"], c, out)
     segnet = bn_stats(segnet, solvers["segnet_train"], c)
@@ -260,6 +274,7 @@ def main():
          [PY, "tools/evaluate.py", "--model", "segnet", "--split", "val", "--root", data, "--encoded", c["encoded"],
           "--out", args.out, "--deploy", str(solvers["segnet_deploy"]), "--weights", segnet,
           "--classifier-deploy", str(solvers["googlenet_deploy"]), "--classifier-weights", googlenet, "--oracle",
+          "--classifier-size", str(ch), str(cw),
           "--force", "--thresholds", f"{dt:g},{vt},{et:g}"])
     report = out / "report.md"
     text = report.read_text()
@@ -270,9 +285,13 @@ def main():
              f"{googlenet_curve[-1][1] if googlenet_curve else float('nan'):.4g}. Wall time of this run: "
              f"{time.time() - t0:.0f} s.\n")
     atomic_write(report, lambda t: t.write_text(text))
-    summary = json.loads((out / "report.json").read_text())["results"][0]
-    print(f"\n[demo] finished in {time.time() - t0:.0f} s. {summary['name']}: AP {100 * summary['AP']:.1f}\n"
-          f"[demo] report: {report}; figures: {out / 'figures'} (training loss: figures/training_loss.png)")
+    rows = json.loads((out / "report.json").read_text())["results"][:2]   # GoogLeNet's, then ground-truth classes
+    print(f"\n[demo] finished in {time.time() - t0:.0f} s (seed {c['seed']}).")
+    for r in rows:
+        lo, hi = r["interval"]["AP"]
+        print(f"[demo] {r['name']}: AP {100 * r['AP']:.1f} ({100 * r['interval']['level']:.0f}% interval "
+              f"{100 * lo:.1f} to {100 * hi:.1f}, bootstrap over the {r['frames']} val frames)")
+    print(f"[demo] report: {report}; figures: {out / 'figures'} (training loss: figures/training_loss.png)")
 
 
 if __name__ == "__main__":

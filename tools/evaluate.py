@@ -37,12 +37,19 @@ def main():
     ap.add_argument("--deploy", help="deploy prototxt matching --weights (default: prototxt/<model>_deploy.prototxt)")
     ap.add_argument("--classifier-deploy", default="prototxt/googlenet_deploy.prototxt",
                     help="GoogLeNet deploy prototxt matching --classifier-weights (default: %(default)s)")
+    ap.add_argument("--classifier-size", nargs=2, type=cli.positive, default=list(paper.SIZE), metavar=("H", "W"),
+                    help="resolution GoogLeNet's crops are cut at: its training crops' (tools/extract_instances.py "
+                         "--size; default %d %d)" % paper.SIZE)
     ap.add_argument("--thresholds", help="DT,VT,ET (default: the model's paper values)")
     ap.add_argument("--method", choices=METHODS, default="vote", help="step 4: vote (paper) or watershed (ablation)")
     ap.add_argument("--upsample", choices=UPSAMPLING, default="nearest")
-    ap.add_argument("--oracle", action="store_true", help="add the decoded-ground-truth rows to the report")
+    ap.add_argument("--oracle", action="store_true",
+                    help="add the rows that use the ground truth: the same instances with ground-truth classes, "
+                         "and decoded ground truth")
     ap.add_argument("--max-instances", type=cli.count, default=100, help="best-scored instances kept per frame")
-    ap.add_argument("--figures", type=cli.count, default=3, help="frames drawn as PNG figures")
+    ap.add_argument("--figures", type=cli.count, default=EvalOptions.figures, help="frames drawn as PNG figures")
+    ap.add_argument("--bootstrap", type=cli.count, default=EvalOptions.bootstrap,
+                    help="resamples of the frames for the AP intervals, 0 for none (default %(default)s)")
     ap.add_argument("--workers", type=cli.positive, default=2, help="processes for the evaluator's matching")
     ap.add_argument("--force", action="store_true", help="redo the inference and the export even if up to date")
     args = ap.parse_args()
@@ -62,9 +69,9 @@ def main():
     out = args.out or f"out/{args.model}_{args.split}"
     try:
         if not args.oracle_classes:
-            classifier = Classifier(args.classifier_deploy, cw)
+            classifier = Classifier(args.classifier_deploy, cw, size=args.classifier_size)
         options = EvalOptions(args.thresholds, args.method, args.upsample, args.max_instances, args.figures,
-                              args.oracle, args.workers, args.force, args.deploy)
+                              args.oracle, args.workers, args.force, args.deploy, args.bootstrap)
         evaluate_model(args.model, args.split, args.root, args.encoded, out, weights, classifier, options)
     except DcmeError as e:  # DataError and the decoder's threshold checks: one line naming the file
         sys.exit(f"evaluate: {e}")

@@ -35,6 +35,10 @@ def main(argv=None):
     p.add_argument("--min-pixels", type=cli.count, default=paper.MIN_PIXELS,
                    help="skip instances with fewer pixels at --size (default %d)" % paper.MIN_PIXELS)
     p.add_argument("--workers", type=cli.positive, default=1, help="processes reading frames (default 1)")
+    p.add_argument("--seed", type=int, help="seed of the LMDB's random order and the fragments (default: one fixed "
+                                            "order)")
+    p.add_argument("--fragments", type=cli.count, default=0,
+                   help="per instance, crops of that many random parts of its box too (default %(default)s)")
     p.add_argument("--force", action="store_true", help="re-extract even if an up-to-date LMDB exists")
     args = p.parse_args(argv)
     if args.crop < 1 or args.margin < 0 or min(args.size) < 1:
@@ -46,7 +50,7 @@ def main(argv=None):
         for split in splits:
             m = crops.extract_instances(args.root, split, args.out, size=args.size, crop=args.crop,
                                         margin=args.margin, min_pixels=args.min_pixels, workers=args.workers,
-                                        force=args.force)
+                                        force=args.force, seed=args.seed, fragments=args.fragments)
             per_class = ", ".join("%s %d" % kv for kv in m["per_class"].items())
             print(f"{args.out}/{split}: {m['count']} instances ({per_class}); "
                   f"{m['skipped_small']} under {args.min_pixels} px skipped")

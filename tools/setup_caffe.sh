@@ -7,6 +7,7 @@
 #   make setup CUDA=0                   back to the CPU build (both stay cached)
 #   make setup CAFFE_SRC=/path          build from a BVLC tree at 99bd997 (git clone or tarball) or a Debian .dsc
 #   bash tools/setup_caffe.sh --source-only   fetch, verify and patch the source, print its build key, stop
+#   bash tools/setup_caffe.sh --venv-only     step 1 alone: a working .venv with requirements.txt, stop
 #
 # Variables: CUDA_ARCH ("90", "80 90": the GPU architectures; default the visible GPU's, else $DEFAULT_CUDA_ARCHS),
 # CUDA_HOME (a CUDA 13 toolkit; default /usr/local/cuda, else the toolchain is installed from PyPI into the cache),
@@ -14,7 +15,9 @@
 # Debian archive from, default /etc/apt).
 #
 # Idempotent: a second run checks stamps and returns in seconds.
-#   1. .venv from requirements.txt (re-installed only when requirements.txt changes).
+#   1. .venv from requirements.txt (re-installed only when requirements.txt changes). Debian's python3-venv and
+#      python3-dev come first when the Python lacks them (minimal images); a .venv that is not a working venv
+#      with pip (left by a failed attempt) is deleted and made again, never trusted.
 #   2. Caffe: a venv made from a Python that already imports caffe (conda, environment.yml) uses that Caffe.
 #      Otherwise the source is, by route:
 #      - Debian (default): the caffe source package $CAFFE_DEB_VERSION from the bullseye suite of the machine's own
@@ -40,7 +43,9 @@ PYTHON=${PYTHON:-python3}
 CACHE=${DCME_CACHE:-$HOME/.cache/dcme-caffe}
 JOBS=${JOBS:-$(nproc)}
 SOURCE_ONLY=0
+VENV_ONLY=0
 [ "${1:-}" = "--source-only" ] && SOURCE_ONLY=1
+[ "${1:-}" = "--venv-only" ] && VENV_ONLY=1
 CAFFE_DEB_VERSION=${CAFFE_DEB_VERSION:-1.0.0+git20180821.99bd997-8}
 CAFFE_DEB_SUITE=bullseye
 BVLC_COMMIT=99bd997
@@ -73,6 +78,21 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 srctool() { python3 "$ROOT/tools/caffe_source.py" "$@"; }
 
 # --- 1. virtual environment ------------------------------------------------------------------------------------
+# What creating the venv and building pycaffe need from Debian (python3 alone on minimal images).
+VENV_PACKAGES=""
+"$PYTHON" -c "import ensurepip, venv" >/dev/null 2>&1 || VENV_PACKAGES="python3-venv"
+"$PYTHON" -c 'import os, sysconfig, sys; sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+  >/dev/null 2>&1 || VENV_PACKAGES="$VENV_PACKAGES python3-dev"
+if [ -n "$VENV_PACKAGES" ]; then
+  say "installing Debian's$VENV_PACKAGES for $PYTHON (log: $CACHE/logs/apt-python.log)"
+  { as_root apt-get update -q && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+      --no-install-recommends $VENV_PACKAGES; } >"$CACHE/logs/apt-python.log" 2>&1 \
+    || fail "apt-get install of$VENV_PACKAGES" "$CACHE/logs/apt-python.log"
+fi
+if [ -e "$VENV" ] && ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+  say "$VENV is not a working venv with pip (left by a failed attempt?): making it again"
+  rm -rf "$VENV"
+fi
 if [ ! -x "$VENV/bin/python" ]; then
   say "creating $VENV"
   if "$PYTHON" -c "import caffe" >/dev/null 2>&1; then
@@ -93,6 +113,7 @@ elif [ "$(cat "$VENV/.requirements" 2>/dev/null)" != "$REQ_HASH" ]; then
     "$VPY" -m pip install --disable-pip-version-check -r "$ROOT/requirements.txt"
   echo "$REQ_HASH" >"$VENV/.requirements"
 fi
+[ $VENV_ONLY = 0 ] || { say "venv ready: $VENV"; return 0; }
 SITE=$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 PYVER=$("$VPY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 NPVER=$("$VPY" -c 'import numpy; print(numpy.__version__)')
