@@ -18,7 +18,9 @@ instance split in two by a pole in front of it, a tiny one (< 100 px at 1024x204
 often a crowd region ("cargroup"/"persongroup": a plain label id in instanceIds) and sometimes an ignored
 instance class (caravan/trailer), textured sky, buildings, vegetation, sidewalk and road, and the ego vehicle.
 """
+import contextlib
 import json
+import multiprocessing
 import os
 import shutil
 from pathlib import Path
@@ -61,13 +63,13 @@ def frame_names(splits):
     return {s: [f"{CITIES[s]}_{i:06d}_{FRAME_NB:06d}" for i in range(n)] for s, n in splits.items()}
 
 
-def generate(out, splits=None, size=SIZE, seed=0, force=False, progress=False):
+def generate(out, splits=None, size=SIZE, seed=0, force=False, progress=False, workers=1):
     """Write a synthetic Cityscapes root at `out` with {split: frame count} frames of size (H, W).
 
     Deterministic: the same (splits, size, seed) gives byte-identical files. A complete root with the same
     configuration is left as is; one with another configuration raises DataError unless force=True (then it is
     replaced). Every file is written to a temporary name and renamed; `.complete` (holding the configuration)
-    is written last, so an interrupted run is simply re-run.
+    is written last, so an interrupted run is simply re-run. workers: processes rendering frames (same files).
     """
     splits = dict(SPLITS if splits is None else splits)
     unknown = set(splits) - set(CITIES)
@@ -93,23 +95,32 @@ def generate(out, splits=None, size=SIZE, seed=0, force=False, progress=False):
         for sub in ("leftImg8bit", "gtFine", "disparity", "camera"):
             shutil.rmtree(out / sub, ignore_errors=True)
     names = frame_names(splits)
-    todo = [(s, i, n) for s in splits for i, n in enumerate(names[s])]
-    if progress:
-        from tqdm import tqdm
-        todo = tqdm(todo, desc="synthetic", unit="frame")
-    split_index = {s: k for k, s in enumerate(CITIES)}
-    for split, i, name in todo:
-        rng = np.random.default_rng([seed, split_index[split], i])
-        fr = render_frame(rng, size)
-        p = frame_paths(out, split, name)
-        write_png(p["image"], fr["image"])
-        write_png(p["label_ids"], fr["label_ids"])
-        write_png(p["instance_ids"], fr["instance_ids"])
-        write_png(p["disparity"], fr["disparity"])
-        _write_json(p["polygons"], fr["polygons"])
-        _write_json(p["camera"], fr["camera"])
+    jobs = [(out, s, i, n, seed, size) for s in splits for i, n in enumerate(names[s])]
+    with contextlib.ExitStack() as stack:
+        done = map(_write_frame, jobs)
+        if workers > 1 and len(jobs) > 1:
+            # spawned, not forked: a fork after this process used OpenCV's thread pool deadlocks in the child
+            pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))))
+            done = pool.imap_unordered(_write_frame, jobs)
+        if progress:
+            from tqdm import tqdm
+            done = tqdm(done, total=len(jobs), desc="synthetic", unit="frame")
+        for _ in done:
+            pass
     _write_json(marker, config)
     return out
+
+
+def _write_frame(job):
+    """Render and write one frame; its random stream depends on (seed, split, index) alone."""
+    out, split, i, name, seed, size = job
+    fr = render_frame(np.random.default_rng([seed, list(CITIES).index(split), i]), size)
+    p = frame_paths(out, split, name)
+    for key in ("image", "label_ids", "instance_ids", "disparity"):
+        write_png(p[key], fr[key])
+    _write_json(p["polygons"], fr["polygons"])
+    _write_json(p["camera"], fr["camera"])
+    return name
 
 
 def default_root():

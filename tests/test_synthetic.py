@@ -106,7 +106,7 @@ def test_scene_content_at_full_resolution():
 
 def test_deterministic_and_config_guard(tmp_path):
     a = synthetic.generate(tmp_path / "a", {"train": 2}, size=(64, 128), seed=5)
-    b = synthetic.generate(tmp_path / "b", {"train": 2}, size=(64, 128), seed=5)
+    b = synthetic.generate(tmp_path / "b", {"train": 2}, size=(64, 128), seed=5, workers=2)  # in two processes
     c = synthetic.generate(tmp_path / "c", {"train": 2}, size=(64, 128), seed=6)
     assert _files(a) == _files(b)
     for f in _files(a):

@@ -66,7 +66,7 @@ CPU = dict(device="cpu", size=(85, 170), slim=4, frames=(100, 30), thresholds=pa
            segnet=dict(type="Adam", base_lr=1e-3, momentum=0.9, momentum2=0.999, lr_policy="step", stepsize=900,
                        gamma=0.1, batch_size=4, max_iter=1200),
            googlenet=dict(slim=4, size=paper.SIZE, fragments=0, mirror=False, type="Adam", base_lr=1e-3,
-                          momentum2=0.999, lr_policy="fixed", power=None, max_iter=400))
+                          momentum2=0.999, lr_policy="step", stepsize=900, gamma=0.1, power=None, max_iter=1200))
 GPU = dict(device="gpu", size=(340, 680), slim=1, frames=(12, 30), thresholds=None,
            segnet=dict(type="Adam", base_lr=1e-3, momentum=0.9, momentum2=0.999, batch_size=4, max_iter=2000),
            googlenet=dict(slim=1, size=paper.SIZE, fragments=0, mirror=False, max_iter=500))

@@ -4,9 +4,10 @@
   .venv/bin/python tools/make_synthetic_cityscapes.py --out data/cityscapes_synthetic [--train 12 --val 6]
 """
 import argparse
+import os
 import sys
 
-from dcme_layers import synthetic
+from dcme_layers import cli, synthetic
 from dcme_layers.errors import DcmeError
 
 
@@ -19,11 +20,14 @@ def main(argv=None):
     p.add_argument("--size", nargs=2, type=int, default=list(synthetic.SIZE), metavar=("H", "W"),
                    help="image size (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=cli.positive, default=os.cpu_count() or 1,
+                   help="processes rendering frames (default: %(default)s; the files are the same)")
     p.add_argument("--force", action="store_true", help="replace a set generated with another configuration")
     a = p.parse_args(argv)
     splits = {s: n for s, n in (("train", a.train), ("val", a.val), ("test", a.test)) if n > 0}
     try:
-        out = synthetic.generate(a.out, splits, size=a.size, seed=a.seed, force=a.force, progress=True)
+        out = synthetic.generate(a.out, splits, size=a.size, seed=a.seed, force=a.force, progress=True,
+                                 workers=a.workers)
     except (DcmeError, OSError) as e:
         print(f"make_synthetic_cityscapes: error: {e}", file=sys.stderr)
         return 1
