@@ -28,7 +28,7 @@ from dcme_layers.export import EvaluationError, png_size, export_split
 from dcme_layers.inference import infer_split, read_blob, read_frames
 from dcme_layers.lmdb_io import DatumReader, frame_key
 from dcme_layers.oracle import OracleOptions, keep_instances, majority_label_ids, run_oracle
-from dcme_layers.report import write_report
+from dcme_layers.report import format_confusion, write_report
 
 
 @dataclass(frozen=True)
@@ -100,18 +100,6 @@ def confusion_matrix(pairs):
     return m
 
 
-def format_confusion(m):
-    """Markdown of a confusion_matrix, with each row's share classified right."""
-    rows = list(CLASS_NAMES) + ["none"]
-    lines = ["| majority ground truth \\ GoogLeNet | " + " | ".join(CLASS_NAMES) + " | right |",
-             "|" + "---|" * (len(CLASS_NAMES) + 2)]
-    for k, name in enumerate(rows):
-        n = m[k].sum()
-        right = f"{100 * m[k, k] / n:.0f}%" if k < len(CLASS_NAMES) and n else "-"
-        lines.append(f"| {name} ({n}) | " + " | ".join(str(v) for v in m[k]) + f" | {right} |")
-    return "\n".join(lines)
-
-
 def evaluate_model(model, split, root, encoded, out, weights, classifier=None, options=EvalOptions()):
     """Run the whole test pipeline; returns the list of evaluate() results (model first, oracle rows after).
 
@@ -130,7 +118,7 @@ def evaluate_model(model, split, root, encoded, out, weights, classifier=None, o
     blobs = infer_split(deploy, weights, split_dir, out / "pred_vectors.h5", model,
                         force=o.force)
     figures = [f.name for f in frames[:o.figures]]
-    results, notes, sections = [], [], []
+    notes, sections = [], []
 
     with h5py.File(blobs, "r") as h5, DatumReader(split_dir / "images") as images:
         size = tuple(h5["vectors"].shape[2:])  # frames and resolution: infer_split's job.json matched them
@@ -169,6 +157,7 @@ def evaluate_model(model, split, root, encoded, out, weights, classifier=None, o
                     labels, label_ids, scores = keep_instances(labels, keep), truth[keep], scores[keep]
                 t3 = time.perf_counter()
                 spent["decode"] += t1 - t0
+                spent["truth"] += t2 - t1
                 spent["classify"] += t3 - t2
                 spent["frames"] += 1
                 if frame.name in figures:
@@ -183,7 +172,7 @@ def evaluate_model(model, split, root, encoded, out, weights, classifier=None, o
                             classifier=str(Path(classes.weights).resolve()) if classes else None)
             inputs = [blobs, split_dir / "images" / "data.mdb"]
             inputs += [classes.deploy, classes.weights] if classes else []
-            spent = dict(decode=0.0, classify=0.0, frames=0, pairs={}, drawn={})
+            spent = dict(decode=0.0, truth=0.0, classify=0.0, frames=0, pairs={}, drawn={})
             predict = predictions(classes, spent)
             t0 = time.perf_counter()
             pred_dir = out / f"pred-{cfg}"
@@ -193,10 +182,11 @@ def evaluate_model(model, split, root, encoded, out, weights, classifier=None, o
             what = "GoogLeNet" if classes else "ground-truth"
             if spent["frames"]:
                 n = spent["frames"]
-                rest = total - spent["decode"] - spent["classify"]
+                rest = total - spent["decode"] - spent["truth"] - spent["classify"]
                 notes.append(f"Time per frame with {what} classes ({n} frames exported in this run): decode "
                              f"{1e3 * spent['decode'] / n:.0f} ms, classify {1e3 * spent['classify'] / n:.0f} ms, "
-                             f"export {1e3 * rest / n:.0f} ms.")
+                             f"export {1e3 * rest / n:.0f} ms (and {1e3 * spent['truth'] / n:.0f} ms reading the "
+                             f"ground truth{' for the confusion matrix' if classes else ''}).")
             # an export that was up to date skipped predict: recompute what the report needs from those frames
             for f in frames:
                 if (classes is not None and f.name not in spent["pairs"]) or (
@@ -215,16 +205,14 @@ def evaluate_model(model, split, root, encoded, out, weights, classifier=None, o
                                  + format_confusion(m)))
             return result, spent["drawn"]
 
-        results, drawn = score(classifier)
-        results = [results]
-        if o.oracle and classifier is not None:
-            results.append(score(None)[0])
+        first, drawn = score(classifier)
+        results = [first] + ([score(None)[0]] if o.oracle and classifier is not None else [])
+        class_name = dict(zip(cityscapes.INSTANCE_LABEL_IDS, CLASS_NAMES))
         links = []
         for name in figures:
             vmap, labels, label_ids, scores, gt_ids, inst = drawn[name]
             frame = frames[index[name]]
-            class_names = {i: l.name for i, l in zip(cityscapes.INSTANCE_LABEL_IDS, cityscapes.INSTANCE_LABELS)}
-            captions = [f"{class_names[int(c)]} {s:.2f}" for c, s in zip(label_ids, scores)]
+            captions = [f"{class_name[int(c)]} {s:.2f}" for c, s in zip(label_ids, scores)]
             path = out / "figures" / f"{name}.png"
             write_figure(path, instance_figure(cityscapes.read_image(frame.image), labels, captions, gt_ids, vmap,
                                             vector_map(inst)))

@@ -32,6 +32,18 @@ def format_tables(results):
     return "\n".join(lines)
 
 
+def format_confusion(m):
+    """Markdown of a confusion_matrix, with each row's share classified right."""
+    rows = list(CLASS_NAMES) + ["none"]
+    lines = ["| majority ground truth \\ GoogLeNet | " + " | ".join(CLASS_NAMES) + " | right |",
+             "|" + "---|" * (len(CLASS_NAMES) + 2)]
+    for k, name in enumerate(rows):
+        n = m[k].sum()
+        right = f"{100 * m[k, k] / n:.0f}%" if k < len(CLASS_NAMES) and n else "-"
+        lines.append(f"| {name} ({n}) | " + " | ".join(str(v) for v in m[k]) + f" | {right} |")
+    return "\n".join(lines)
+
+
 def write_report(results, out_dir, title="DCME instance segmentation on Cityscapes", notes=(), sections=()):
     """Write ``report.md`` and ``report.json`` (atomically) for one evaluate() result or a list of them.
 

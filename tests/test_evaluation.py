@@ -270,7 +270,8 @@ def test_bootstrap_draws_frames_with_replacement(val, tmp_path):
 
 
 def test_confusion_matrix_rows_are_the_ground_truth():
-    from dcme_layers.pipeline import confusion_matrix, format_confusion
+    from dcme_layers.pipeline import confusion_matrix
+    from dcme_layers.report import format_confusion
 
     from cityscapesscripts.helpers.labels import name2label
 

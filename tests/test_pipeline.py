@@ -74,7 +74,8 @@ def test_end_to_end_report_has_all_four_metrics(tiny_cityscapes, encoded, weight
     md = (tmp_path / "eval" / "report.md").read_text()
     assert all(m in md for m in ("AP50%", "AP100m", "AP50m"))
     timing = re.search(r"Time per frame with GoogLeNet classes \(2 frames exported in this run\): decode (\d+) ms, "
-                       r"classify (\d+) ms, export (\d+) ms\.", md)
+                       r"classify (\d+) ms, export (\d+) ms \(and (\d+) ms reading the ground truth for the "
+                       r"confusion matrix\)\.", md)
     assert timing and int(timing[2]) > 0      # GoogLeNet's forward passes take milliseconds on any CPU
     confusion = np.array(rows[0]["confusion"]["counts"])
     assert confusion.shape == (9, 8) and "## GoogLeNet's classes of the decoded instances" in md

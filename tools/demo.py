@@ -1,22 +1,24 @@
 #!/usr/bin/env python
 """`make demo`: the whole DCME pipeline on the embedded synthetic Cityscapes, in a configuration that learns within
-minutes on 2 CPU cores (on a CUDA build with a working GPU: at the paper's 340x680).
+minutes on 2 CPU cores (on a CUDA build with a working GPU: at the paper's 340x680). README, "The demo", gives its
+choices with their measurements.
 
-1. generate the synthetic set (tools/make_synthetic_cityscapes.py; on the CPU with 100 training frames)
-                                                          -> data/cityscapes_synthetic (CPU: ..._train100)
-2. encode it at the demo's size (tools/encode_data.py --size H W)               -> data/lmdb_demo_<H>x<W>
-3. extract the instance crops at that size (tools/extract_instances.py --size)  -> data/instances_demo_<H>x<W>
+1. generate the synthetic set (tools/make_synthetic_cityscapes.py)   -> data/cityscapes_synthetic_train<N>_val<M>
+2. encode it at the demo's size, the train LMDB in the seed's order (tools/encode_data.py --size H W --seed)
+                                                                       -> data/lmdb_demo_<H>x<W>_seed<S>
+3. extract the ground-truth instance crops at GoogLeNet's size (tools/extract_instances.py --size --seed)
+                                                                       -> data/instances_demo_<H>x<W>_crops..._seed<S>
 4. train SegNet and GoogLeNet (on the CPU slim ones: a quarter of the channels; `caffe train` with the demo
    solvers written to --out/solvers; progress bar, full log in --out/logs), then recompute SegNet's BatchNorm
    statistics (tools/compute_bn_stats.py)
                           -> models/*/*_demo_<H>x<W>[_slim4]_<settings digest>_iter_N[_bnstats].caffemodel
-5. infer, decode (see CPU below for the thresholds), classify, export and score (tools/evaluate.py with the
-   demo's own deploy nets from --out/solvers), with the oracle rows; the training loss curves go to
-   --out/figures/training_loss.png and into the report.
-Everything lands in --out (default out/demo): report.md / report.json, figures/, logs/. Steps already done are
-skipped, so a second run only re-scores (inference and export with --force: out/demo is the demo's own, and its
-weights change whenever its configuration does). The paper's own configuration stays `caffe train -solver
-prototxt/segnet_solver.prototxt` (340x680, SGD lr 1e-8, batch 15).
+5. infer, decode, classify, export and score (tools/evaluate.py with the demo's own deploy nets, --oracle): the
+   DCME row with GoogLeNet's classes and with ground-truth classes, each with its 90% bootstrap interval over the
+   val frames, the classifier's confusion matrix, figures of 4 val frames, the oracle rows and the loss curves.
+Everything lands in --out (default out/demo, out/demo_seed<S> for another --seed): report.md / report.json,
+figures/, logs/. Steps already done are skipped, so a second run only re-scores (inference and export with
+--force: out/demo is the demo's own, and its weights change whenever its configuration does). The paper's own
+configuration stays `caffe train -solver prototxt/segnet_solver.prototxt` (340x680, SGD lr 1e-8, batch 15).
 """
 import argparse
 import json
@@ -39,27 +41,12 @@ PY = sys.executable
 CAFFE = str(ROOT / ".venv" / "bin" / "caffe")
 DATA = synthetic.ROOT
 
-# CPU: SegNet at a quarter of the paper's side (85x170, 16x fewer pixels) and a quarter of its channels (slim=4,
-# models/segnet/net.py), about 0.5 s per iteration of 4 images on 2 cores (the full SegNet at 85x170: 5 to 8 s),
-# so 1200 iterations fit where 120 did. Trained on 100 synthetic frames in their own root (the default set has 12:
-# a net trained on them memorises them, 2 px median vector error on train but 10 px on val). Adam lr 1e-3 (it
-# scales each step by the gradient's RMS, so the sum-over-pixels EuclideanLoss needs no lr tuned to the size;
-# with a slim-8 net 3e-3 spiked and 1e-2 stalled), divided by 10 for the last quarter. After training the BatchNorm
-# statistics are recomputed over the training set (bn_stats). Decoding thresholds: the paper's SegNet values in
-# pixels, not scaled to the size (scaled: DT 2.5, VT 3, ET 3.75). The scaled ones assume vectors as accurate as
-# the paper's at 340x680; this briefly trained net is several pixels off at 85x170, which splits an instance's
-# votes into many clusters and keeps 3-vote clusters of noise. Chosen on training frames (the 12 of the default
-# set, oracle classes, a slim SegNet after 750 of these iterations): AP 1.4 with (4, 20, 6), 10.8 with (8, 20, 10),
-# 11.0 with (10, 50, 15), 12.0 with (12, 40, 14); the scaled ones were worse still. The price: decoded ground
-# truth merges CMs closer than 10 px and drops instances under 50 pixels (the report's oracle rows).
-# GoogLeNet: a quarter of the channels too (slim=4, models/googlenet/net.py; the paper's 224x224 crops, extracted
-# at the demo's size like the test-time crops), from scratch with Adam lr 1e-3 for 400 iterations of 8 crops. The
-# paper's "poly" SGD lr 1e-3 fine-tunes ImageNet weights; from xavier weights the full net after 60 iterations (2 s
-# each) scored on cars only. The slim one takes ~0.3 s per iteration and ~20 ms per test crop
-# (the full one ~160 ms, on 2 cores). Measured with the same SegNet (8.8 AP with oracle classes): the demo's
-# GoogLeNet 6.9 AP; the full one after 60 iterations 2.1; the slim one with these settings but another random
-# stream (a TEST phase in its solver) 2.7, and 2.5 after 800 iterations: on 6 val frames the classifier's draw
-# moves AP by points. The rest of the gap is segmentation: decoded pieces of trucks are called persons or cars.
+# CPU: SegNet at a quarter of the paper's side (85x170) and a quarter of its channels, so that a thousand
+# iterations fit in minutes; 100 training frames, since a net memorises the default set's 12. Adam scales each step
+# by the gradient's RMS, so the sum-over-pixels EuclideanLoss needs no lr tuned to the size. The paper's SegNet
+# thresholds in pixels, unscaled: scaled to 85x170 they split this net's few-pixel-off votes into many clusters.
+# GoogLeNet: a quarter of the channels, from scratch (no ImageNet weights offline), on crops cut at the paper's
+# 340x680 like its test-time crops (Classifier.size), long enough to learn the minority classes.
 #: The default --seed.
 SEED = 1
 CPU = dict(device="cpu", size=(85, 170), slim=4, frames=(100, 30), thresholds=paper.THRESHOLDS["segnet"],
@@ -221,11 +208,13 @@ def plot_losses(curves, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.2))
+    fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 3.6))
     for ax, (name, curve) in zip(list(axes) if len(curves) > 1 else [axes], curves.items()):
         if curve:
             it, loss = zip(*curve)
             ax.plot(it, loss, marker=".")
+        else:  # trained by an earlier run whose log is gone
+            ax.text(0.5, 0.5, "no training log in logs/", ha="center", va="center", transform=ax.transAxes)
         ax.set_yscale("log")
         ax.set(title=f"{name} training loss", xlabel="iteration", ylabel="loss")
         ax.grid(True, alpha=0.3)
