@@ -80,7 +80,7 @@ srctool() { python3 "$ROOT/tools/caffe_source.py" "$@"; }
 # --- 1. virtual environment ------------------------------------------------------------------------------------
 # What creating the venv and building pycaffe need from Debian (python3 alone on minimal images).
 VENV_PACKAGES=""
-"$PYTHON" -c "import ensurepip, venv" >/dev/null 2>&1 || VENV_PACKAGES="python3-venv"
+"$PYTHON" -c "import ensurepip, venv" >/dev/null 2>&1 || VENV_PACKAGES=" python3-venv"
 "$PYTHON" -c 'import os, sysconfig, sys; sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
   >/dev/null 2>&1 || VENV_PACKAGES="$VENV_PACKAGES python3-dev"
 if [ -n "$VENV_PACKAGES" ]; then
