@@ -1,8 +1,8 @@
 """dcme-caffe: Distance to Center of Mass Encoding (DCME) for instance segmentation, in BVLC Caffe.
 
 Pure Python: ``paper`` (the paper's constants: sizes, thresholds, means, crops), ``errors`` (``DcmeError``, the base
-of every input error) and ``cli`` (the tools' argument types). Pure numpy (no Caffe import): ``encoding`` (Eqs.
-1-2), ``decoding`` (with its kernels in ``clustering`` and ``voting``), ``cityscapes``, ``synthetic`` (scenes drawn by
+of every input error) and ``cli`` (the tools' argument types). Numpy (no Caffe import): ``encoding`` (Eqs. 1-2),
+``decoding`` (its four steps compiled with numba in ``voting``), ``cityscapes``, ``synthetic`` (scenes drawn by
 ``synthetic_scene``), ``export`` (results format), ``cs_eval`` (the cityscapesscripts evaluator), ``oracle``,
 ``report``, ``resumable`` (the resumable-output mechanism), ``visualize``. Caffe-side: ``caffe/`` (C++/CUDA compiled
 into Caffe by `make setup`: SegNet's native ``Unpool`` layer, and the patches for protobuf 3.21, CUDA 13 and cuDNN

@@ -1,6 +1,5 @@
-"""DCME decoding (arXiv 1711.09060, Section 3): turn a 2-D vector map into instances. Numpy (+ OpenCV's
-integral image for noisy maps, scipy's KD-tree for many centers, scikit-image for the watershed ablation); the kernels
-are in ``clustering`` (step 2) and ``voting`` (the others).
+"""DCME decoding (arXiv 1711.09060, Section 3): turn a 2-D vector map into instances. The steps run as compiled
+loops (``dcme_layers/voting.py``, numba); scikit-image draws the watershed ablation.
 
 A vector map ``V`` has shape (2, H, W): channel 0 = dx (columns), channel 1 = dy (rows), in pixels of the encoded
 resolution (``encoding.vector_map``, Eq. 2). Every instance pixel p stores V(p) = CM - p, so p + V(p) is that
@@ -39,15 +38,15 @@ Scores (the Cityscapes AP needs a ranking): ``votes / (votes + VT) * exp(-spread
 squared distance of the cluster's votes to its CM; in (0, 1). More and tighter votes rank higher; on a
 ground-truth map the spread is ~0 (> 0 only for merged instances) and larger instances rank first.
 """
+import math
+import numbers
 from collections import namedtuple
 
 import numpy as np
 
-from dcme_layers import paper
-from dcme_layers.clustering import cluster_votes
+from dcme_layers import paper, voting
 from dcme_layers.errors import DcmeError
 from dcme_layers.paper import Thresholds
-from dcme_layers.voting import _center_pixels, _lookup, _max_center_pixels, _watershed, assign_votes, vote_cells
 
 #: (DT, VT, ET) per network at the paper's 340x680 (an alias of ``paper.THRESHOLDS``; ``Thresholds`` tuples).
 PAPER_THRESHOLDS = paper.THRESHOLDS
@@ -63,14 +62,16 @@ centers: (K, 2) float64 CM of each instance as (x, y) = (column, row);
 votes: (K,) int64 votes of the instance's cluster (steps 2-3), plus its zero-vector CM pixels (step 4);
 scores: (K,) float32 confidence in (0, 1] for ranking (see the module docstring)."""
 
-Votes = namedtuple("Votes", "idx x y cells mag2 fg")
-Votes.__doc__ = """Step 1's votes of one vector map of shape (2, H, W), M foreground pixels.
+Votes = namedtuple("Votes", "idx x y mag2 cell grid n gx gy margin")
+Votes.__doc__ = """Step 1's votes of one vector map of shape (2, H, W), M foreground pixels, binned for step 2.
 
 idx: (M,) int64 flat (row-major) index of each foreground pixel, ascending;
 x, y: (M,) float64 where each one votes, p + V(p) as (column, row);
-cells: ``vote_cells(x, y, (H, W))``, the votes binned on the pixel grid;
 mag2: (H, W) float32 squared magnitude |V|^2 of every pixel;
-fg: (H, W) bool, the foreground (|V| > fg_threshold)."""
+cell: (M,) int64 the vote's cell (``voting.bin_votes``), -1 more than ``margin`` outside the image;
+grid: (H + 2 margin, W + 2 margin) int32 cell at each position, -1 for none;
+n: (C,) int64 votes per cell; gx, gy: (C,) int64 each cell's column and row on the grid;
+margin: ceil(DT), how far outside the image a cell takes part in step 2."""
 
 Centers = namedtuple("Centers", "centers votes spread voters")
 Centers.__doc__ = """The kept CMs of steps 1-3, K of them, in the order their clusters were seeded.
@@ -136,13 +137,17 @@ def scale_thresholds(thresholds, size, reference=paper.SIZE):
     return parse_thresholds((dt * s, max(1, int(round(vt * s * s))), et * s))
 
 
+def _finite(v):
+    return isinstance(v, numbers.Real) and math.isfinite(v)
+
+
 def _check_thresholds(dt, vt, et, fg_threshold):
     for name, v in (("DT", dt), ("ET", et)):
-        if not (np.isscalar(v) and np.isfinite(v) and v > 0):
+        if not (_finite(v) and v > 0):
             raise DecodingError(f"threshold {name} must be a finite number > 0, got {v!r}")
-    if not (np.isscalar(vt) and np.isfinite(vt) and vt >= 1 and float(vt) == int(vt)):
+    if not (_finite(vt) and vt >= 1 and float(vt) == int(vt)):
         raise DecodingError(f"threshold VT must be an integer >= 1, got {vt!r}")
-    if not (np.isscalar(fg_threshold) and np.isfinite(fg_threshold) and fg_threshold >= 0):
+    if not (_finite(fg_threshold) and fg_threshold >= 0):
         raise DecodingError(f"fg_threshold must be a finite number >= 0, got {fg_threshold!r}")
 
 
@@ -150,7 +155,12 @@ def _check_vmap(vmap):
     v = np.asarray(vmap)
     if v.ndim != 3 or v.shape[0] != 2 or v.shape[1] < 1 or v.shape[2] < 1:
         raise DecodingError(f"vector map must have shape (2, H, W), got {v.shape}")
-    return v.astype(np.float32, copy=False)
+    return np.ascontiguousarray(v, np.float32)
+
+
+def _fg2(fg_threshold):
+    """The squared foreground threshold in float32, the precision |V|^2 is compared in."""
+    return np.float32(fg_threshold * fg_threshold)
 
 
 def decode(vmap, dt, vt, et, method="vote", fg_threshold=FG_THRESHOLD):
@@ -171,7 +181,7 @@ def decode(vmap, dt, vt, et, method="vote", fg_threshold=FG_THRESHOLD):
     _check_thresholds(dt, vt, et, fg_threshold)
     if method not in METHODS:
         raise DecodingError(f"unknown decoding method {method!r}; expected one of {METHODS}")
-    kept = find_centers(v, dt, vt, fg_threshold)                                        # steps 1-3
+    kept = _find_centers(v, dt, vt, fg_threshold)                                       # steps 1-3
     if method == "vote":
         assigned = assign_pixels(kept, et, fg_threshold)                                # step 4
     else:
@@ -183,7 +193,7 @@ def find_centers(vmap, dt, vt, fg_threshold=FG_THRESHOLD):
     """Steps 1-3 of the paper's decoding: the centers of mass that the votes agree on.
 
     1. Every foreground pixel p (|V(p)| > fg_threshold) votes for p + V(p).
-    2. The votes are clustered greedily within DT (``cluster_votes``); a cluster's CM is the mean of its votes.
+    2. The votes are clustered greedily within DT (``voting.cluster_cells``); a cluster's CM is the mean of its votes.
     3. Clusters with fewer than VT votes are dropped; a cluster's zero-vector CM pixels (8-connected to its voters,
        within fg_threshold of the CM) count as votes here, so that a ground-truth instance casts one vote per pixel.
 
@@ -198,30 +208,34 @@ def find_centers(vmap, dt, vt, fg_threshold=FG_THRESHOLD):
     """
     v = _check_vmap(vmap)
     _check_thresholds(dt, vt, 1.0, fg_threshold)
-    voters = _cast_votes(v, fg_threshold)                                               # step 1
-    h, w = voters.mag2.shape
-    # Step 2. Step 3 neither keeps nor boosts a cluster short of VT by more than its zero-vector CM pixels can add,
-    # and reads the votes only by the ids of the clusters it boosts: the clustering may stop once only such clusters
-    # are left to seed (their votes get cluster -1).
-    floor = vt - _max_center_pixels(fg_threshold)
-    cluster, centers, counts, spread = cluster_votes(voters.x, voters.y, (h, w), float(dt), voters.cells, floor)
+    return _find_centers(v, dt, vt, fg_threshold)
+
+
+def _find_centers(v, dt, vt, fg_threshold):
+    """``find_centers`` on a checked map and thresholds."""
+    voters, (mean_x, mean_y, sx, sy) = _cast_votes(v, fg_threshold, int(np.ceil(dt)))           # step 1
+    grid, n, gx, gy = voters.grid, voters.n, voters.gx, voters.gy
+    # Step 2. Step 3 neither keeps nor boosts a cluster short of VT by more than its zero-vector CM pixels can add:
+    # the clustering may stop once only such clusters are left to seed.
+    floor = vt - voting.max_center_pixels(fg_threshold)
+    owner, seeds = voting.cluster_cells(gx, gy, *grid.shape, n, mean_x, mean_y, float(dt), int(floor))
+    counts, centers, spread = voting.cluster_stats(owner, seeds, n, sx, sy, mean_x, mean_y)
     # Step 3. Only clusters within reach of VT care about their zero-vector CM pixels.
     near_vt = np.flatnonzero((counts < vt) & (counts >= floor))
+    keep = np.flatnonzero(counts >= vt)
     if len(near_vt):
-        _, _, lab = _center_pixels(_lookup(voters.idx, cluster + 1, w), voters.mag2, centers[near_vt], near_vt + 1,
-                                   fg_threshold)
-        boosted = counts.copy()
-        np.add.at(boosted, lab - 1, 1)
+        cluster = np.where(voters.cell >= 0, owner[voters.cell], -1)                   # (M,) -1: none
+        _, _, lab = voting.center_pixels(voters.idx, cluster, voters.mag2, float(fg_threshold), _fg2(fg_threshold),
+                                         centers[near_vt], near_vt + 1)
+        boosted = counts + np.bincount(lab - 1, minlength=len(counts))
         keep = np.flatnonzero(boosted >= vt)
-    else:
-        keep = np.flatnonzero(counts >= vt)
     return Centers(centers[keep], counts[keep], spread[keep], voters)
 
 
 def assign_pixels(kept, et, fg_threshold=FG_THRESHOLD):
     """Step 4 of the paper's decoding: every foreground pixel whose vote lands closer than ET to a kept CM joins the
-    nearest one (``assign_votes``); a zero-vector pixel (|V| <= fg_threshold) within fg_threshold of a kept CM joins
-    it when one of its 8 neighbours does. Every other pixel is background.
+    nearest one (``voting.assign_votes``); a zero-vector pixel (|V| <= fg_threshold) within fg_threshold of a kept
+    CM joins it when one of its 8 neighbours does. Every other pixel is background.
 
     Arguments:
         kept: ``find_centers``' ``Centers`` (K kept CMs and the votes of step 1).
@@ -231,14 +245,13 @@ def assign_pixels(kept, et, fg_threshold=FG_THRESHOLD):
         ``Assignment(labels (H, W) int32, order (N,), votes (K,))``: N instances numbered by votes.
     """
     voters, centers = kept.voters, kept.centers
-    h, w = voters.mag2.shape
-    k = assign_votes(voters.x, voters.y, centers, float(et), voters.cells)   # 0-based kept CM per vote, -1 = none
-    cy, cx, clab = _center_pixels(_lookup(voters.idx, k + 1, w), voters.mag2, centers, np.arange(1, len(centers) + 1),
-                                  fg_threshold)
+    k = voting.assign_votes(voters.x, voters.y, voters.cell, voters.n, voters.gx, voters.gy, voters.grid,
+                            voters.margin, centers, float(et))        # (M,) 0-based kept CM per vote, -1 = none
+    cy, cx, clab = voting.center_pixels(voters.idx, k, voters.mag2, float(fg_threshold), _fg2(fg_threshold), centers,
+                                        np.arange(1, len(centers) + 1))
     relabel, order, votes = _numbering(kept, np.bincount(k[k >= 0], minlength=len(centers)), clab)
-    labels = np.zeros(h * w, np.int32)
-    labels[voters.idx] = relabel[k + 1]
-    labels = labels.reshape(h, w)
+    labels = np.zeros(voters.mag2.shape, np.int32)
+    voting.paint_votes(labels, voters.idx, k, relabel)
     labels[cy, cx] = relabel[clab]
     return Assignment(labels, order, votes)
 
@@ -253,28 +266,35 @@ def watershed_pixels(kept, fg_threshold=FG_THRESHOLD):
     Returns:
         ``Assignment(labels (H, W) int32, order (N,), votes (K,))``: N instances numbered by votes.
     """
+    from skimage.segmentation import watershed
+
     mag2, centers = kept.voters.mag2, kept.centers
-    ws = _watershed(np.sqrt(mag2), kept.voters.fg, centers, mag2.shape)          # 1-based, 0 = background
-    cy, cx, clab = _center_pixels(lambda r, c: ws[r, c], mag2, centers, np.arange(1, len(centers) + 1), fg_threshold)
+    h, w = mag2.shape
+    markers = np.zeros((h, w), np.int32)
+    my = np.clip(np.rint(centers[:, 1]).astype(np.int64), 0, h - 1)
+    mx = np.clip(np.rint(centers[:, 0]).astype(np.int64), 0, w - 1)
+    markers[my[::-1], mx[::-1]] = np.arange(len(centers), 0, -1)   # on a shared pixel the stronger CM wins
+    mask = mag2 > _fg2(fg_threshold)
+    mask[my, mx] = True
+    ws = watershed(np.sqrt(mag2), markers, mask=mask).astype(np.int64)             # 1-based, 0 = background
+    cy, cx, clab = voting.center_pixels(np.arange(h * w), ws.ravel() - 1, mag2, float(fg_threshold),
+                                        _fg2(fg_threshold), centers, np.arange(1, len(centers) + 1))
     relabel, order, votes = _numbering(kept, np.bincount(ws.ravel(), minlength=len(centers) + 1)[1:], clab)
     labels = relabel[ws]
     labels[cy, cx] = relabel[clab]
     return Assignment(labels, order, votes)
 
 
-def _cast_votes(v, fg_threshold):
-    """Step 1: the votes p + V(p) of the foreground pixels (|V| > fg_threshold) of a checked (2, H, W) float32 map."""
-    _, h, w = v.shape
-    mag2 = np.einsum("ijk,ijk->jk", v, v)          # squared |V|, one pass (np.hypot is 5x slower)
-    if not mag2.max(initial=0.0) < np.inf:         # NaN or inf anywhere (one reduction instead of isfinite)
+def _cast_votes(v, fg_threshold, margin):
+    """Step 1 (``voting.cast_votes``) on a checked (2, H, W) float32 map, its votes binned (``voting.bin_votes``).
+    Returns (``Votes``, (mean_x, mean_y, sx, sy) of the cells)."""
+    mag2, idx, vx, vy, bad = voting.cast_votes(v, _fg2(fg_threshold))
+    if bad:
         bad = np.count_nonzero(~np.isfinite(v))
         raise DecodingError(f"vector map has {bad} NaN/inf values" if bad else "vector map has values beyond 1e19")
-    fg = mag2 > fg_threshold * fg_threshold
-    idx = np.flatnonzero(fg)
-    ys, xs = np.divmod(idx, w)
-    vx = xs + v[0].ravel()[idx].astype(np.float64)
-    vy = ys + v[1].ravel()[idx].astype(np.float64)
-    return Votes(idx, vx, vy, vote_cells(vx, vy, (h, w)), mag2, fg)
+    h, w = mag2.shape
+    cell, grid, n, mean_x, mean_y, sx, sy, gx, gy = voting.bin_votes(vx, vy, h, w, margin)
+    return Votes(idx, vx, vy, mag2, cell, grid, n, gx, gy, margin), (mean_x, mean_y, sx, sy)
 
 
 def _numbering(kept, pixels, cm_ids):

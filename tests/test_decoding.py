@@ -1,13 +1,19 @@
-"""DCME decoding (dcme_layers/decoding.py): hand-made maps, ground-truth maps from encoding.vector_map
-(hypothesis-generated and real Cityscapes), noisy vectors, merging, the watershed ablation and bad input."""
+"""DCME decoding (dcme_layers/decoding.py, dcme_layers/voting.py): hand-made maps, ground-truth maps from
+encoding.vector_map (hypothesis-generated and real Cityscapes), noisy vectors, merging, the watershed ablation, bad
+input, a dense reference of the four steps, and a stored digest of the decoder's output on a fixed corpus."""
+import hashlib
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dcme_layers import clustering, voting
+from dcme_layers import cityscapes, voting
 from dcme_layers.decoding import PAPER_THRESHOLDS, decode, parse_thresholds
 from dcme_layers.encoding import instance_anchors, vector_map
+from dcme_layers.synthetic_scene import render_frame
 
 DT, VT, ET = PAPER_THRESHOLDS["segnet"]
 
@@ -203,42 +209,6 @@ def test_watershed_ablation_on_separated_instances():
     assert np.array_equal(ws.labels > 0, m > 0)
 
 
-def test_small_and_large_clustering_paths_agree(monkeypatch):
-    """Step 2 brute-forces a few cells and uses a KD-tree for many: same clusters either way."""
-
-    rng = np.random.default_rng(3)
-    m = paint([("ellipse", 30, 40, 12, 18), ("rect", 50, 90, 10, 14), ("ellipse", 20, 60, 8, 9)])
-    v = vector_map(m) + rng.normal(0, 0.8, (2, 80, 120)).astype(np.float32) * (m > 0)
-    small = decode(v, DT, VT, ET)
-    ys, xs = np.nonzero(m)
-    assert len(voting.vote_cells(xs + v[0][ys, xs], ys + v[1][ys, xs])[0]) <= clustering._BRUTE_FORCE
-    monkeypatch.setattr(clustering, "_BRUTE_FORCE", 0)
-    large = decode(v, DT, VT, ET)
-    for x, y in zip(small, large):
-        np.testing.assert_array_equal(x, y)
-    assert len(small.votes) == 3
-
-
-def test_step4_brute_force_and_kd_tree_agree(monkeypatch):
-    """Step 4 measures every (cell, center) distance for a few kept centers and asks a KD-tree for many (a poorly
-    trained net's output): same labels, centers, votes and scores either way, on a clean, a noisy and a
-    random (hundreds of centers) map."""
-
-    rng = np.random.default_rng(5)
-    m = paint([("ellipse", 30, 40, 12, 18), ("rect", 50, 90, 10, 14), ("ellipse", 20, 60, 8, 9)])
-    clean = vector_map(m)
-    noisy = clean + rng.normal(0, 1.5, clean.shape).astype(np.float32) * (m > 0)
-    noise = rng.uniform(-6, 6, (2, 80, 120)).astype(np.float32)
-    for v, th in ((clean, (DT, VT, ET)), (noisy, (DT, VT, ET)), (noise, (2, 3, 3))):
-        monkeypatch.setattr(voting, "_BRUTE_FORCE_CENTERS", 10 ** 9)
-        brute = decode(v, *th)
-        monkeypatch.setattr(voting, "_BRUTE_FORCE_CENTERS", 0)
-        tree = decode(v, *th)
-        for x, y in zip(brute, tree):
-            np.testing.assert_array_equal(x, y)
-    assert len(tree.votes) > 100
-
-
 def test_decode_is_deterministic():
     rng = np.random.default_rng(1)
     m = paint([("ellipse", 30, 40, 12, 18), ("rect", 50, 90, 10, 14), ("ellipse", 60, 30, 8, 20)])
@@ -291,42 +261,24 @@ def test_scale_thresholds():
         parse_thresholds(("a", 1, 2))
 
 
-@settings(max_examples=25, deadline=None)
-@given(st.integers(0, 2 ** 31 - 1), st.floats(0.0, 40.0))
-def test_vote_cells_grid_and_sort_agree(seed, spread):
-    from dcme_layers.voting import vote_cells
-
-    rng = np.random.default_rng(seed)
-    vx, vy = rng.normal(30, spread, 600), rng.normal(20, spread, 600)
-    a = vote_cells(vx, vy)
-    b = vote_cells(vx, vy, (40, 60))      # grid path when every vote is inside the 40x60 image
-    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
-    assert np.array_equal(a[0][a[1]], np.stack([np.rint(vx), np.rint(vy)], 1))
-    assert np.all(np.diff(a[0][:, 1] * 10 ** 6 + a[0][:, 0]) > 0)      # distinct cells in row-major order
-
-
-@pytest.mark.parametrize("scale", [1, 1 << 50])
-def test_stable_sort_equals_argsort(scale):
-    """Indices packed into the keys' low bits (small keys) or an argsort (keys without room): a stable sort."""
-    from dcme_layers.voting import _stable_sort
-
-    key = np.random.default_rng(4).integers(0, 50, 3000) * scale
-    perm, sorted_key = _stable_sort(key)
-    assert np.array_equal(perm, np.argsort(key, kind="stable")) and np.array_equal(sorted_key, np.sort(key))
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Step 2 stops early on a noisy map once no cluster left to seed can reach VT (with its zero-vector CM pixels): the
-# clusters it keeps must be those of the plain greedy, and decode's output must not change.
+# clusters it keeps must be those of the plain greedy.
+
+
+def cluster_votes(vx, vy, shape, dt, min_votes):
+    """Step 2 through the kernels: (cluster of each vote (-1: none), centers (K, 2), counts (K,))."""
+    cell, grid, n, mean_x, mean_y, sx, sy, gx, gy = voting.bin_votes(vx, vy, *shape, int(np.ceil(dt)))
+    owner, seeds = voting.cluster_cells(gx, gy, *grid.shape, n, mean_x, mean_y, float(dt), min_votes)
+    counts, centers, _ = voting.cluster_stats(owner, seeds, n, sx, sy, mean_x, mean_y)
+    return np.where(cell >= 0, owner[cell], -1), centers, counts
 
 
 def lattice_votes(pairs, h=300, w=500):
     """The votes at ``pairs`` (x, y) plus isolated single votes 20 px apart (more than 2 DT) away from (250, 150):
     enough cells for step 2's grid path. Returns (vx, vy)."""
     lattice = [(x, y) for y in range(5, h, 20) for x in range(5, w, 20) if np.hypot(x - 250, y - 150) > 25]
-    vx, vy = np.array(list(pairs) + lattice, float).T
-    assert len(vx) > clustering._BRUTE_FORCE
-    return vx, vy
+    return np.array(list(pairs) + lattice, float).T
 
 
 def test_early_stop_bound_is_tight():
@@ -338,11 +290,11 @@ def test_early_stop_bound_is_tight():
     ring = [(250.5 + a * dx, 150.5 + b * dy + e) for dx, dy in offsets for a in (-1, 1) for b in (-1, 1)
             for e in (-0.1, 0.1)]
     vx, vy = lattice_votes(ring)
-    _, _, counts, _ = clustering.cluster_votes(vx, vy, (300, 500), 10.0, min_votes=40)
+    _, _, counts = cluster_votes(vx, vy, (300, 500), 10.0, min_votes=40)
     assert list(counts) == [40]
-    _, _, counts, _ = clustering.cluster_votes(vx, vy, (300, 500), 10.0, min_votes=0)
+    _, _, counts = cluster_votes(vx, vy, (300, 500), 10.0, min_votes=0)
     assert counts[0] == 40 and np.all(counts[1:] == 1) and len(counts) == len(vx) - 39
-    _, _, counts, _ = clustering.cluster_votes(vx, vy, (300, 500), 10.0, min_votes=41)
+    _, _, counts = cluster_votes(vx, vy, (300, 500), 10.0, min_votes=41)
     assert len(counts) == 0
 
 
@@ -352,7 +304,7 @@ def test_grid_window_reaches_cells_int_dt_plus_one_apart(dx, dy):
     it: with min_votes = 2 the clustering does not stop."""
     vx, vy = lattice_votes([(250.49, 150.49), (250.49 + dx, 150.49 + dy)])
     assert np.hypot(dx, dy) < 10.5 and max(abs(np.rint(250.49 + dx) - 250), abs(np.rint(150.49 + dy) - 150)) == 11
-    cluster, _, counts, _ = clustering.cluster_votes(vx, vy, (300, 500), 10.5, min_votes=2)
+    cluster, _, counts = cluster_votes(vx, vy, (300, 500), 10.5, min_votes=2)
     assert cluster[0] == cluster[1] and counts[cluster[0]] == 2 and len(counts) == len(vx) - 1
 
 
@@ -398,43 +350,29 @@ def noisy_rectangles(rng, h=120, w=200, background=0.05, reach=30.0):
 
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("background, dt", [(0.05, 10), (0.4, 10), (0.05, 15)])
-def test_early_stop_keeps_the_plain_greedy_clusters(monkeypatch, seed, background, dt):
-    """For every VT from 12 to 80 (floors from 3 to 71 votes, some of them just above what the noise gathers):
-    the clusters seeded before the stop are the plain greedy's and every later one falls short of the floor; and
-    decode's output is the same without the stop. Across VTs, the bound both holds and fails."""
-    from dcme_layers.decoding import _max_center_pixels, find_centers
-
+def test_early_stop_keeps_the_plain_greedy_clusters(seed, background, dt):
+    """For every VT from 12 to 80 (floors from 3 to 71 votes, some of them just above what the noise gathers): the
+    clusters seeded before the stop are the plain greedy's and every later one falls short of the floor. Across
+    VTs, the clustering both stops and runs to the end."""
     v = noisy_rectangles(np.random.default_rng(seed), background=background)
     ys, xs = np.nonzero(np.hypot(v[0], v[1]) > 0.5)
     vx, vy = xs + v[0, ys, xs].astype(np.float64), ys + v[1, ys, xs].astype(np.float64)
-    assert len(voting.vote_cells(vx, vy)[0]) > clustering._BRUTE_FORCE     # the grid path, where the stop is
     ref_cluster, ref_counts, ref_centers = plain_greedy(vx, vy, v.shape[1:], dt)
-    bound = clustering._out_of_reach
-    seen, outcomes = [], set()
-    monkeypatch.setattr(clustering, "_out_of_reach", lambda *a: seen.append(bound(*a)) or seen[-1])
+    stopped = set()
     for vt in range(12, 81, 2):
-        floor = vt - _max_center_pixels(0.5)
-        seen.clear()
-        cluster, centers, counts, _ = clustering.cluster_votes(vx, vy, v.shape[1:], dt, min_votes=floor)
-        outcomes.add(tuple(seen))
+        floor = vt - voting.max_center_pixels(0.5)
+        cluster, centers, counts = cluster_votes(vx, vy, v.shape[1:], dt, floor)
         k = len(counts)
-        assert (k < len(ref_counts)) == seen[-1]
+        stopped.add(k < len(ref_counts))
         assert np.array_equal(counts, ref_counts[:k]) and np.all(ref_counts[k:] < floor)
         np.testing.assert_allclose(centers, ref_centers[:k], rtol=0, atol=1e-9)
         assert np.array_equal(cluster, np.where(ref_cluster < k, ref_cluster, -1))
-        if vt % 10 == 0:                     # steps 1-4, bit for bit (with the stop, then without)
-            with_stop = find_centers(v, dt, vt)[:3] + tuple(decode(v, dt, vt, 1.5 * dt))
-            with pytest.MonkeyPatch.context() as no_stop:
-                no_stop.setattr(clustering, "_CHECK_LEVELS", ())
-                without = find_centers(v, dt, vt)[:3] + tuple(decode(v, dt, vt, 1.5 * dt))
-            for x, y in zip(with_stop, without):
-                assert np.array_equal(x, y)
-    assert any(o[-1] for o in outcomes) and (False, False) in outcomes
+    assert stopped == {True, False}
 
 
 # --------------------------------------------------------------------------------------------------------------
 # A dense reference of the paper's four steps (module docstring of dcme_layers/decoding.py): plain numpy, every
-# distance measured, O(N^2); decode() must give the same instances with its binning, KD-trees and fast paths.
+# distance measured, O(N^2); decode() must give the same instances with its binning, buckets and early stop.
 
 
 def _reference_cm_pixels(mag, owner, centers, ids, fg):
@@ -535,15 +473,9 @@ def random_map(rng, h, w):
     return v
 
 
-@pytest.mark.parametrize("fast_paths", [True, False])
 @pytest.mark.parametrize("method", ["vote", "watershed"])
-def test_decode_equals_the_dense_reference(monkeypatch, method, fast_paths):
-    """decode() = reference_decode() on random small maps, with decode's fast paths (brute force for a few cells and
-    centers) and with its KD-tree paths forced."""
-
-    if not fast_paths:
-        monkeypatch.setattr(clustering, "_BRUTE_FORCE", 0)
-        monkeypatch.setattr(voting, "_BRUTE_FORCE_CENTERS", 0)
+def test_decode_equals_the_dense_reference(method):
+    """decode() = reference_decode() on random small maps."""
     rng = np.random.default_rng(12)
     for trial in range(6):
         h, w = rng.integers(14, 30), rng.integers(14, 40)
@@ -555,3 +487,74 @@ def test_decode_equals_the_dense_reference(monkeypatch, method, fast_paths):
             np.testing.assert_allclose(got.centers, centers, rtol=0, atol=1e-9)
             np.testing.assert_array_equal(got.votes, votes)
             np.testing.assert_allclose(got.scores, scores.astype(np.float32), rtol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The decoder's output on a fixed corpus, bit for bit: labels, centers, votes and scores of 1680 decodings against
+# digests stored in tests/decoding_digests.json. A change to any step's arithmetic or order shows here.
+
+DIGESTS = Path(__file__).with_name("decoding_digests.json")
+CORPUS_THRESHOLDS = ((10, 50, 15), (15, 30, 20), (2.5, 3, 3.75), (3, 4, 5), (6, 12, 4), (10.5, 20, 8), (2, 2, 2.5))
+
+
+def spray(v, m, rng, share, reach):
+    """Random vectors up to ``reach`` px on a ``share`` of the background pixels of instance map ``m``."""
+    ys, xs = np.nonzero((m == 0) & (rng.random(m.shape) < share))
+    angle, length = rng.uniform(0, 2 * np.pi, len(ys)), rng.uniform(0, reach, len(ys))
+    v[0, ys, xs], v[1, ys, xs] = length * np.cos(angle), length * np.sin(angle)
+    return v
+
+
+def corpus_maps():
+    """{name: (2, H, W) float32 vector map}: ground truth, noisy (network-like, dense and far noise) and random
+    maps, small and at 340x680."""
+    rng = np.random.default_rng(2024)
+    maps = {}
+    for i in range(24):
+        m = paint([(("rect", "ellipse")[rng.integers(2)], rng.integers(0, 80), rng.integers(0, 120),
+                    rng.integers(2, 15), rng.integers(2, 21)) for _ in range(rng.integers(1, 7))])
+        v = vector_map(m)
+        maps[f"shapes{i}-gt"] = v
+        noisy = v + (rng.normal(0, rng.uniform(0.3, 2.0), v.shape) * (m > 0)).astype(np.float32)
+        maps[f"shapes{i}-noisy"] = spray(noisy, m, rng, 0.05, 30.0)
+        maps[f"shapes{i}-dense"] = spray(noisy.copy(), m, rng, 0.4, 12.0)
+        far = noisy.copy()
+        far[:, rng.random(m.shape) < 0.02] = rng.choice([-1, 1], (2, 1)) * rng.uniform(40, 1e6)
+        maps[f"shapes{i}-far"] = far
+    for i in range(4):
+        m = cityscapes.instance_map(render_frame(np.random.default_rng(i), (340, 680))["instance_ids"])
+        v = vector_map(m)
+        maps[f"scene{i}-gt"] = v
+        maps[f"scene{i}-noisy1"] = v + (rng.normal(0, 1.0, v.shape) * (m > 0)).astype(np.float32)
+        maps[f"scene{i}-network"] = spray(v + (rng.normal(0, 1.5, v.shape) * (m > 0)).astype(np.float32), m, rng,
+                                          0.05, 30.0)
+    for i, (h, w) in enumerate(((80, 120), (340, 680))):
+        maps[f"random{i}"] = rng.uniform(-6, 6, (2, h, w)).astype(np.float32)
+    return maps
+
+
+def decoded_digest(d):
+    """First 16 hex digits of the sha256 of a Decoded's four arrays."""
+    h = hashlib.sha256()
+    for a in d:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+def corpus_digests():
+    """{case: digest} of decode on every corpus map, threshold set and method (and three fg_thresholds on some)."""
+    out = {}
+    for name, v in corpus_maps().items():
+        for th in CORPUS_THRESHOLDS:
+            for method in ("vote", "watershed"):
+                for fg in ((0.5, 0.0, 1.2) if name.endswith("0-noisy") or name.startswith("random") else (0.5,)):
+                    out[f"{name} {th} {method} fg{fg}"] = decoded_digest(decode(v, *th, method=method, fg_threshold=fg))
+    return out
+
+
+def test_decode_matches_the_stored_digests_bit_for_bit():
+    want = json.loads(DIGESTS.read_text())
+    got = corpus_digests()
+    assert sorted(got) == sorted(want)
+    differ = [case for case in want if got[case] != want[case]]
+    assert not differ, f"{len(differ)} of {len(want)} decodings changed, e.g. {differ[:5]}"
