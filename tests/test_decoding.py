@@ -558,3 +558,12 @@ def test_decode_matches_the_stored_digests_bit_for_bit():
     assert sorted(got) == sorted(want)
     differ = [case for case in want if got[case] != want[case]]
     assert not differ, f"{len(differ)} of {len(want)} decodings changed, e.g. {differ[:5]}"
+
+
+def test_compiled_kernels_are_cached_outside_the_repository(repo):
+    import numba
+
+    decode(np.zeros((2, 4, 4), np.float32), 10, 50, 15)
+    cache = Path(numba.config.CACHE_DIR).resolve()
+    assert not cache.is_relative_to(repo.resolve()) and any(cache.rglob("voting.*.nbi"))
+    assert not [p for p in repo.rglob("*.nb[ic]") if ".venv" not in p.parts]
