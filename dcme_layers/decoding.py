@@ -62,16 +62,15 @@ centers: (K, 2) float64 CM of each instance as (x, y) = (column, row);
 votes: (K,) int64 votes of the instance's cluster (steps 2-3), plus its zero-vector CM pixels (step 4);
 scores: (K,) float32 confidence in (0, 1] for ranking (see the module docstring)."""
 
-Votes = namedtuple("Votes", "idx x y mag2 cell grid n gx gy margin")
+Votes = namedtuple("Votes", "idx x y mag2 cell n gx gy margin")
 Votes.__doc__ = """Step 1's votes of one vector map of shape (2, H, W), M foreground pixels, binned for step 2.
 
 idx: (M,) int64 flat (row-major) index of each foreground pixel, ascending;
 x, y: (M,) float64 where each one votes, p + V(p) as (column, row);
 mag2: (H, W) float32 squared magnitude |V|^2 of every pixel;
 cell: (M,) int64 the vote's cell (``voting.bin_votes``), -1 more than ``margin`` outside the image;
-grid: (H + 2 margin, W + 2 margin) int32 cell at each position, -1 for none;
-n: (C,) int64 votes per cell; gx, gy: (C,) int64 each cell's column and row on the grid;
-margin: ceil(DT), how far outside the image a cell takes part in step 2."""
+n: (C,) int64 votes per cell; gx, gy: (C,) int64 each cell's column and row, counted from ``margin`` outside the
+image: ceil(DT), how far outside it a cell takes part in step 2."""
 
 Centers = namedtuple("Centers", "centers votes spread voters")
 Centers.__doc__ = """The kept CMs of steps 1-3, K of them, in the order their clusters were seeded.
@@ -214,11 +213,13 @@ def find_centers(vmap, dt, vt, fg_threshold=FG_THRESHOLD):
 def _find_centers(v, dt, vt, fg_threshold):
     """``find_centers`` on a checked map and thresholds."""
     voters, (mean_x, mean_y, sx, sy) = _cast_votes(v, fg_threshold, int(np.ceil(dt)))           # step 1
-    grid, n, gx, gy = voters.grid, voters.n, voters.gx, voters.gy
+    h, w = voters.mag2.shape
+    n, gx, gy, margin = voters.n, voters.gx, voters.gy, voters.margin
     # Step 2. Step 3 neither keeps nor boosts a cluster short of VT by more than its zero-vector CM pixels can add:
     # the clustering may stop once only such clusters are left to seed.
     floor = vt - voting.max_center_pixels(fg_threshold)
-    owner, seeds = voting.cluster_cells(gx, gy, *grid.shape, n, mean_x, mean_y, float(dt), int(floor))
+    owner, seeds = voting.cluster_cells(gx, gy, h + 2 * margin, w + 2 * margin, n, mean_x, mean_y, float(dt),
+                                        int(floor))
     counts, centers, spread = voting.cluster_stats(owner, seeds, n, sx, sy, mean_x, mean_y)
     # Step 3. Only clusters within reach of VT care about their zero-vector CM pixels.
     near_vt = np.flatnonzero((counts < vt) & (counts >= floor))
@@ -245,7 +246,7 @@ def assign_pixels(kept, et, fg_threshold=FG_THRESHOLD):
         ``Assignment(labels (H, W) int32, order (N,), votes (K,))``: N instances numbered by votes.
     """
     voters, centers = kept.voters, kept.centers
-    k = voting.assign_votes(voters.x, voters.y, voters.cell, voters.n, voters.gx, voters.gy, voters.grid,
+    k = voting.assign_votes(voters.x, voters.y, voters.cell, voters.n, voters.gx, voters.gy, voters.mag2.shape,
                             voters.margin, centers, float(et))        # (M,) 0-based kept CM per vote, -1 = none
     cy, cx, clab = voting.center_pixels(voters.idx, k, voters.mag2, float(fg_threshold), _fg2(fg_threshold), centers,
                                         np.arange(1, len(centers) + 1))
@@ -293,8 +294,8 @@ def _cast_votes(v, fg_threshold, margin):
         bad = np.count_nonzero(~np.isfinite(v))
         raise DecodingError(f"vector map has {bad} NaN/inf values" if bad else "vector map has values beyond 1e19")
     h, w = mag2.shape
-    cell, grid, n, mean_x, mean_y, sx, sy, gx, gy = voting.bin_votes(vx, vy, h, w, margin)
-    return Votes(idx, vx, vy, mag2, cell, grid, n, gx, gy, margin), (mean_x, mean_y, sx, sy)
+    cell, n, mean_x, mean_y, sx, sy, gx, gy = voting.bin_votes(vx, vy, h, w, margin)
+    return Votes(idx, vx, vy, mag2, cell, n, gx, gy, margin), (mean_x, mean_y, sx, sy)
 
 
 def _numbering(kept, pixels, cm_ids):

@@ -66,12 +66,12 @@ def bin_votes(vx, vy, h, w, margin):
     Arguments:
         vx, vy: (M,) float64 votes. h, w: the image size. margin: cells up to this far outside the image count.
     Returns:
-        (cell (M,) int64 cell of each vote, -1 beyond the margin; grid (h + 2 margin, w + 2 margin) int32 cell at
-        each position, -1 for none; n (C,) int64 votes, mean_x, mean_y (C,) float64 mean vote, sx, sy (C,) float64
-        vote sums, gx, gy (C,) int64 each cell's column and row on the grid).
+        (cell (M,) int64 cell of each vote, -1 beyond the margin; n (C,) int64 votes, mean_x, mean_y (C,) float64
+        mean vote, sx, sy (C,) float64 vote sums, gx, gy (C,) int64 each cell's column and row on the grid of
+        h + 2 margin rows and w + 2 margin columns).
     """
     gh, gw = h + 2 * margin, w + 2 * margin
-    grid = np.full(gh * gw, -1, np.int32)
+    grid = np.full(gh * gw, -1, np.int32)            # the cell at each position, in first-vote order
     cell = np.empty(len(vx), np.int64)
     fx = np.empty(len(vx), np.int64)                 # each cell's grid column and row, in first-vote order
     fy = np.empty(len(vx), np.int64)
@@ -93,7 +93,6 @@ def bin_votes(vx, vy, h, w, margin):
     gx, gy = fx[first], fy[first]
     for k in range(count):
         rank[first[k]] = k
-        grid[gy[k] * gw + gx[k]] = k
     n = np.zeros(count, np.int64)
     sx = np.zeros(count)
     sy = np.zeros(count)
@@ -104,7 +103,7 @@ def bin_votes(vx, vy, h, w, margin):
             n[c] += 1
             sx[c] += vx[i]
             sy[c] += vy[i]
-    return cell, grid.reshape(gh, gw), n, sx / n, sy / n, sx, sy, gx, gy
+    return cell, n, sx / n, sy / n, sx, sy, gx, gy
 
 
 @njit(cache=True, nogil=True)
@@ -130,18 +129,9 @@ def _row_major(x, y, w, h):
 
 @njit(cache=True, nogil=True)
 def _seed_order(n):
-    """Cells by votes, most first, ties in row-major order (a stable counting sort)."""
+    """Cells by votes, most first, ties in row-major order."""
     top = n.max() if len(n) else 0
-    start = np.zeros(top + 2, np.int64)
-    for c in range(len(n)):
-        start[top - n[c] + 1] += 1
-    for k in range(1, top + 2):
-        start[k] += start[k - 1]
-    order = np.empty(len(n), np.int64)
-    for c in range(len(n)):
-        order[start[top - n[c]]] = c
-        start[top - n[c]] += 1
-    return order
+    return _counting_sort(top - n, np.arange(len(n)), top + 1)
 
 
 @njit(cache=True, nogil=True)
@@ -366,7 +356,7 @@ def _nearest(x, y, centers, buckets, reach2):
 
 
 @njit(cache=True, nogil=True)
-def assign_votes(vx, vy, cell, n, gx, gy, grid, margin, centers, et):
+def assign_votes(vx, vy, cell, n, gx, gy, shape, margin, centers, et):
     """Step 4: index of the nearest center closer than ET to each vote, -1 where none is (ties: the lower index).
 
     A cell whose centre lies farther than ET + 2 px from every center on some axis (not marked on the grid) holds
@@ -376,8 +366,9 @@ def assign_votes(vx, vy, cell, n, gx, gy, grid, margin, centers, et):
     decisively outside every disc none; the other votes are measured one by one.
 
     Arguments:
-        vx, vy: (M,) float64 votes. cell, n, gx, gy, grid, margin: ``bin_votes``' cell per vote, votes per cell,
-            cell columns and rows, grid and margin. centers: (K, 2) float64 (x, y). et: ET in pixels.
+        vx, vy: (M,) float64 votes. cell, n, gx, gy, margin: ``bin_votes``' cell per vote, votes per cell, cell
+            columns and rows, and margin. shape: the image's (H, W). centers: (K, 2) float64 (x, y). et: ET in
+            pixels.
     Returns:
         (M,) int64 center per vote, -1 for none.
     """
@@ -385,7 +376,7 @@ def assign_votes(vx, vy, cell, n, gx, gy, grid, margin, centers, et):
     if len(centers) == 0:
         return k_of
     side = et + 2.0
-    gh, gw = grid.shape
+    gh, gw = shape[0] + 2 * margin, shape[1] + 2 * margin
     near = np.zeros((gh, gw), np.bool_)              # cells within ET + 2 px of a center on both axes
     for k in range(len(centers)):
         x0, x1 = np.floor(centers[k, 0] - side) + margin, np.ceil(centers[k, 0] + side) + margin + 1

@@ -268,8 +268,10 @@ def test_scale_thresholds():
 
 def cluster_votes(vx, vy, shape, dt, min_votes):
     """Step 2 through the kernels: (cluster of each vote (-1: none), centers (K, 2), counts (K,))."""
-    cell, grid, n, mean_x, mean_y, sx, sy, gx, gy = voting.bin_votes(vx, vy, *shape, int(np.ceil(dt)))
-    owner, seeds = voting.cluster_cells(gx, gy, *grid.shape, n, mean_x, mean_y, float(dt), min_votes)
+    margin = int(np.ceil(dt))
+    cell, n, mean_x, mean_y, sx, sy, gx, gy = voting.bin_votes(vx, vy, *shape, margin)
+    owner, seeds = voting.cluster_cells(gx, gy, shape[0] + 2 * margin, shape[1] + 2 * margin, n, mean_x, mean_y,
+                                        float(dt), min_votes)
     counts, centers, _ = voting.cluster_stats(owner, seeds, n, sx, sy, mean_x, mean_y)
     return np.where(cell >= 0, owner[cell], -1), centers, counts
 
