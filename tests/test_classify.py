@@ -9,6 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
+import helpers
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -113,7 +115,7 @@ def _frame_and_id(key):
 
 def test_extract_cli_tiny_cityscapes(tiny_cityscapes, tmp_path, repo):
     """Both splits by default; one entry per instance with >= min pixels at --size, with its class index."""
-    pytest.importorskip("caffe", reason="run `make setup` first")
+    helpers.import_caffe()
     out = tmp_path / "instances"
     r = subprocess.run([sys.executable, "tools/extract_instances.py", "--root", str(tiny_cityscapes), "--out",
                         str(out), "--size", "128", "256", "--min-pixels", "20"],
@@ -138,9 +140,29 @@ def test_extract_cli_tiny_cityscapes(tiny_cityscapes, tmp_path, repo):
     assert (out / "train" / "data.mdb").read_bytes() == before
 
 
+def test_extract_killed_mid_run_resumes_to_the_uninterrupted_result(tiny_cityscapes, tmp_path):
+    """SIGKILL after the first frame's crops are committed; the rerun resumes and writes the LMDB an uninterrupted
+    run writes, entry for entry."""
+    helpers.import_caffe()
+    args = ["--root", tiny_cityscapes, "--split", "train", "--size", "128", "256", "--min-pixels", "20"]
+    whole = helpers.run_tool("extract_instances", *args, "--out", tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    out = tmp_path / "killed"
+    assert helpers.kill_mid_run("extract_instances", args + ["--out", out], out / "train.partial" / "done.txt") == 1
+    assert not (out / "train").exists()
+    r = helpers.run_tool("extract_instances", *args, "--out", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resuming after 1 done" in r.stdout
+    entries = [(k, label, img.tobytes()) for k, label, img in _read_lmdb(out / "train")]
+    assert entries == [(k, label, img.tobytes()) for k, label, img in _read_lmdb(tmp_path / "whole" / "train")]
+    assert len(entries) > 3
+    manifests = [json.loads((d / "train" / "manifest.json").read_text()) for d in (out, tmp_path / "whole")]
+    assert manifests[0]["per_class"] == manifests[1]["per_class"] and manifests[0]["count"] == len(entries)
+
+
 @pytest.fixture(scope="module")
 def sample_instances(cityscapes_sample, tmp_path_factory):
-    pytest.importorskip("caffe", reason="run `make setup` first")
+    helpers.import_caffe()
     out = tmp_path_factory.mktemp("instances")
     manifest = crops.extract_instances(cityscapes_sample, "train", out, size=(340, 680), min_pixels=50)
     return cityscapes_sample, out, manifest
@@ -225,7 +247,7 @@ def test_fragment_boxes_lie_inside_the_box():
 
 def test_extract_with_fragments_and_seed(tiny_cityscapes, tmp_path):
     """--fragments N adds N crops of parts of each instance with its class; --seed reorders the LMDB."""
-    pytest.importorskip("caffe", reason="run `make setup` first")
+    helpers.import_caffe()
     kw = dict(size=(128, 256), min_pixels=20)
     plain = crops.extract_instances(tiny_cityscapes, "train", tmp_path / "plain", **kw)
     one = crops.extract_instances(tiny_cityscapes, "train", tmp_path / "one", seed=1, fragments=2, **kw)
@@ -257,7 +279,7 @@ def test_extract_cli_missing_root_is_one_line(tmp_path, repo):
 
 @pytest.fixture(scope="module")
 def caffe():
-    caffe = pytest.importorskip("caffe", reason="run `make setup` first")
+    caffe = helpers.import_caffe()
     caffe.set_mode_cpu()
     return caffe
 

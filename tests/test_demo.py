@@ -2,7 +2,9 @@
 working GPU gets the paper's resolution; the thresholds follow the size."""
 import pytest
 
-pytest.importorskip("caffe", reason="run `make setup` first")
+import helpers
+
+helpers.import_caffe()
 
 from dcme_layers.decoding import PAPER_THRESHOLDS, scale_thresholds  # noqa: E402
 from tools import demo  # noqa: E402

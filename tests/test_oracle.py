@@ -1,11 +1,11 @@
 """Oracle mode (decoded ground truth) and tools/oracle.py on the tiny synthetic set, with the real evaluator."""
 import json
-import subprocess
-import sys
 
 import cv2
 import numpy as np
 import pytest
+
+import helpers
 
 from dcme_layers import cityscapes
 from dcme_layers import cs_eval, export, oracle
@@ -43,8 +43,7 @@ def test_majority_label_ids():
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "tools/oracle.py", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
+    return helpers.run_tool("oracle", *args)
 
 
 def test_oracle_cli_writes_the_ablation_report_and_figures(tiny_cityscapes, tmp_path, repo):
