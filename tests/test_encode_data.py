@@ -13,7 +13,7 @@ import pytest
 
 import helpers
 
-helpers.import_caffe()")
+helpers.import_caffe()
 
 from dcme_layers import cityscapes as cs  # noqa: E402
 from dcme_layers import lmdb_io  # noqa: E402

@@ -18,7 +18,7 @@ from dcme_layers import cityscapes as cs
 from dcme_layers import resumable
 from dcme_layers.cityscapes import DataError
 
-caffe = helpers.import_caffe()")
+caffe = helpers.import_caffe()
 
 from dcme_layers import lmdb_io  # noqa: E402
 
