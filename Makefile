@@ -29,8 +29,10 @@ export CITYSCAPES_DATASET
 setup:
 	@bash tools/setup_caffe.sh
 
-# DCME_REQUIRE: what the suite must find (a failure, never a skip, when missing; tests/helpers.py lists the names);
-# -rs prints the reason of every skip; the "ci" hypothesis profile draws the same examples on every run.
+# DCME_REQUIRE: what the suite must find (a failure, never a skip, when missing; tests/helpers.py lists the names),
+# pycaffe and the caffe binary always, more with `make test REQUIRE=sample,unshare`; -rs prints the reason of every
+# skip; the "ci" hypothesis profile draws the same examples on every run.
+REQUIRE ?=
 test: setup
 	DCME_REQUIRE=caffe,caffe-binary$(if $(REQUIRE),$(comma)$(REQUIRE)) HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q -rs tests
 
