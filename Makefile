@@ -3,6 +3,7 @@
 # `make setup CAFFE_SRC=/path` builds from a BVLC tree at 99bd997 (README, "Installing without Debian's bullseye
 # source"). tools/setup_caffe.sh documents every variable.
 SHELL := /bin/bash
+comma := ,
 PY := .venv/bin/python
 CAFFE := .venv/bin/caffe
 
@@ -28,8 +29,12 @@ export CITYSCAPES_DATASET
 setup:
 	@bash tools/setup_caffe.sh
 
+# DCME_REQUIRE: what the suite must find (a failure, never a skip, when missing; tests/helpers.py lists the names),
+# pycaffe and the caffe binary always, more with `make test REQUIRE=sample,unshare`; -rs prints the reason of every
+# skip; the "ci" hypothesis profile draws the same examples on every run.
+REQUIRE ?=
 test: setup
-	$(PY) -m pytest -q tests
+	DCME_REQUIRE=caffe,caffe-binary$(if $(REQUIRE),$(comma)$(REQUIRE)) HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q -rs tests
 
 $(SYNTHETIC)/.complete: | setup
 	$(PY) tools/make_synthetic_cityscapes.py --out $(SYNTHETIC)

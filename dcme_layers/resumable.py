@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,8 @@ DONE = "done.txt"
 HASH_BELOW = 64 << 10
 #: Free space kept in reserve: a write that would leave less stops before it starts.
 RESERVE = 1 << 20
+#: Seconds every job waits after marking items done (tests only: it lets them kill a job between two items).
+ITEM_DELAY = float(os.environ.get("DCME_TEST_ITEM_DELAY") or 0)
 
 
 class DiskFullError(DataError):
@@ -283,6 +286,8 @@ class Job:
             self._done_file.write(lines)
             self._done_file.flush()
             os.fsync(self._done_file.fileno())
+        if ITEM_DELAY:
+            time.sleep(ITEM_DELAY)
 
     def ensure_space(self, nbytes, path=None):
         """Stop with DiskFullError (before writing anything) unless ``nbytes`` + RESERVE bytes are free where

@@ -6,7 +6,9 @@ import sys
 import numpy as np
 import pytest
 
-caffe = pytest.importorskip("caffe")
+import helpers
+
+caffe = helpers.import_caffe()
 from caffe.proto import caffe_pb2  # noqa: E402
 
 import models  # noqa: E402

@@ -9,6 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
+import helpers
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -113,7 +115,7 @@ def _frame_and_id(key):
 
 def test_extract_cli_tiny_cityscapes(tiny_cityscapes, tmp_path, repo):
     """Both splits by default; one entry per instance with >= min pixels at --size, with its class index."""
-    pytest.importorskip("caffe", reason="run `make setup` first")
+    helpers.import_caffe()
     out = tmp_path / "instances"
     r = subprocess.run([sys.executable, "tools/extract_instances.py", "--root", str(tiny_cityscapes), "--out",
                         str(out), "--size", "128", "256", "--min-pixels", "20"],
@@ -138,9 +140,29 @@ def test_extract_cli_tiny_cityscapes(tiny_cityscapes, tmp_path, repo):
     assert (out / "train" / "data.mdb").read_bytes() == before
 
 
+def test_extract_killed_mid_run_resumes_to_the_uninterrupted_result(tiny_cityscapes, tmp_path):
+    """SIGKILL after the first frame's crops are committed; the rerun resumes and writes the LMDB an uninterrupted
+    run writes, entry for entry."""
+    helpers.import_caffe()
+    args = ["--root", tiny_cityscapes, "--split", "train", "--size", "128", "256", "--min-pixels", "20"]
+    whole = helpers.run_tool("extract_instances", *args, "--out", tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    out = tmp_path / "killed"
+    assert helpers.kill_mid_run("extract_instances", args + ["--out", out], out / "train.partial" / "done.txt") == 1
+    assert not (out / "train").exists()
+    r = helpers.run_tool("extract_instances", *args, "--out", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resuming after 1 done" in r.stdout
+    entries = [(k, label, img.tobytes()) for k, label, img in _read_lmdb(out / "train")]
+    assert entries == [(k, label, img.tobytes()) for k, label, img in _read_lmdb(tmp_path / "whole" / "train")]
+    assert len(entries) > 3
+    manifests = [json.loads((d / "train" / "manifest.json").read_text()) for d in (out, tmp_path / "whole")]
+    assert manifests[0]["per_class"] == manifests[1]["per_class"] and manifests[0]["count"] == len(entries)
+
+
 @pytest.fixture(scope="module")
 def sample_instances(cityscapes_sample, tmp_path_factory):
-    pytest.importorskip("caffe", reason="run `make setup` first")
+    helpers.import_caffe()
     out = tmp_path_factory.mktemp("instances")
     manifest = crops.extract_instances(cityscapes_sample, "train", out, size=(340, 680), min_pixels=50)
     return cityscapes_sample, out, manifest
@@ -225,7 +247,7 @@ def test_fragment_boxes_lie_inside_the_box():
 
 def test_extract_with_fragments_and_seed(tiny_cityscapes, tmp_path):
     """--fragments N adds N crops of parts of each instance with its class; --seed reorders the LMDB."""
-    pytest.importorskip("caffe", reason="run `make setup` first")
+    helpers.import_caffe()
     kw = dict(size=(128, 256), min_pixels=20)
     plain = crops.extract_instances(tiny_cityscapes, "train", tmp_path / "plain", **kw)
     one = crops.extract_instances(tiny_cityscapes, "train", tmp_path / "one", seed=1, fragments=2, **kw)
@@ -257,7 +279,7 @@ def test_extract_cli_missing_root_is_one_line(tmp_path, repo):
 
 @pytest.fixture(scope="module")
 def caffe():
-    caffe = pytest.importorskip("caffe", reason="run `make setup` first")
+    caffe = helpers.import_caffe()
     caffe.set_mode_cpu()
     return caffe
 
@@ -407,9 +429,16 @@ def test_classifier(smoke, sample_instances):
     ids, conf = clf.classify(image, labels)
     assert ids.shape == conf.shape == (5,) and conf.dtype == np.float32
     assert set(ids.tolist()) <= set(cityscapes.INSTANCE_LABEL_IDS)
-    assert np.all((conf >= 0) & (conf <= 1)) and conf[3] == 0 and np.all(conf[[0, 1, 2, 4]] >= 1 / 8)
     probs = clf.probabilities(image, labels)
     np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-5)
+    assert conf[3] == 0 and np.array_equal(conf[[0, 1, 2, 4]], probs[[0, 1, 2, 4]].max(axis=1))
+    # the same crops in one batch of 5 through a net of its own (the classifier ran batches of 4 and 1)
+    import caffe
+    net = caffe.Net(str(smoke["deploy"]), str(smoke["weights"]), caffe.TEST)
+    batch = crops.instance_crops(image, labels, clf.crop, clf.margin)
+    net.blobs["data"].reshape(*batch.shape)
+    net.blobs["data"].data[...] = batch
+    np.testing.assert_allclose(probs, net.forward()["prob"].reshape(5, -1), rtol=1e-4, atol=1e-6)
     np.testing.assert_array_equal(ids, np.array(cityscapes.INSTANCE_LABEL_IDS)[probs.argmax(axis=1)])
     ids, conf = clf.classify(image, np.zeros((60, 100), np.int32))
     assert ids.shape == conf.shape == (0,)

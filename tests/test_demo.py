@@ -2,7 +2,9 @@
 working GPU gets the paper's resolution; the thresholds follow the size."""
 import pytest
 
-pytest.importorskip("caffe", reason="run `make setup` first")
+import helpers
+
+helpers.import_caffe()
 
 from dcme_layers.decoding import PAPER_THRESHOLDS, scale_thresholds  # noqa: E402
 from tools import demo  # noqa: E402
@@ -74,8 +76,16 @@ def test_gpu_is_used_only_by_a_cuda_build_whose_device_query_works(tmp_path):
     assert not demo.gpu_usable(cpu, caffe="/nonexistent/caffe")   # a CPU build is never asked
     claims = tmp_path / "claims_cuda"
     claims.write_text("CUDA=1\n")
-    # This machine's Caffe is the CPU_ONLY build: its real `caffe device_query -gpu 0` fails, so no GPU.
-    variant = (demo.ROOT / ".venv" / ".caffe_variant")
-    if variant.is_file() and not demo.cuda_build(variant.read_text()):
-        assert not demo.gpu_usable(claims)
-        assert not demo.gpu_usable()
+    assert not demo.gpu_usable(claims, caffe="/nonexistent/caffe")  # a CUDA build whose caffe does not run
+
+
+def test_a_cpu_only_caffe_is_never_asked_to_train_on_the_gpu(tmp_path):
+    """On the CPU_ONLY build the real `caffe device_query -gpu 0` fails, so even a variant file that claims CUDA
+    gets no GPU."""
+    variant = (demo.ROOT / ".venv" / ".caffe_variant").read_text()      # written by every `make setup`
+    if demo.cuda_build(variant):
+        pytest.skip("this .venv uses a CUDA build of Caffe: whether its GPU works is tools/gpu_check.sh's test")
+    claims = tmp_path / "claims_cuda"
+    claims.write_text("CUDA=1\n")
+    assert not demo.gpu_usable(claims)
+    assert not demo.gpu_usable()

@@ -6,13 +6,14 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import cv2
 import numpy as np
 import pytest
 
-pytest.importorskip("caffe", reason="pycaffe is needed for Datum LMDBs (make setup)")
+import helpers
+
+helpers.import_caffe()
 
 from dcme_layers import cityscapes as cs  # noqa: E402
 from dcme_layers import lmdb_io  # noqa: E402
@@ -108,11 +109,9 @@ def test_kill_and_resume(repo, encoded, tiny_cityscapes, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "tools/encode_data.py", "--root", str(tiny_cityscapes), "--out", str(out), "--size", *SIZE,
            "--splits", "train", "--workers", "1", "--commit-every", "1", "--test-delay", "1.0", "--quiet"]
-    proc = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=helpers.clean_env())
     progress = out / "train.partial" / "done.txt"
-    deadline = time.time() + 60
-    while time.time() < deadline and not (progress.exists() and progress.read_text().count("\n") >= 1):
-        time.sleep(0.05)
+    helpers.wait_for_done(proc, progress)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     done = progress.read_text().count("\n")

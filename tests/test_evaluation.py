@@ -123,6 +123,70 @@ def test_distance_metrics_need_disparity(val, tmp_path):
     assert doc["results"][0]["AP100m"] is None and doc["results"][0]["AP"] == pytest.approx(1.0)
 
 
+# Three 40x40 cars (1600 pixels: over the 1000 that AP100m/AP50m ask for) at 20 m, 80 m and 120 m: depth = baseline
+# * fx / d with baseline * fx = 240 and d = (p - 1) / 256, so disparity PNG values p = 3073, 769 and 513.
+CARS = {26000: (slice(40, 80), slice(10, 50), 3073), 26001: (slice(40, 80), slice(100, 140), 769),
+        26002: (slice(40, 80), slice(190, 230), 513)}
+
+
+def _frame_with_cars_at_three_distances(root):
+    name, city = "depth_000000_000019", "depth"
+    ids = np.full((128, 256), 7, np.uint16)                       # road
+    disparity = np.full((128, 256), 3073, np.uint16)
+    for iid, (rows, cols, p) in CARS.items():
+        ids[rows, cols], disparity[rows, cols] = iid, p
+    paths = {sub: root / sub / "val" / city / f"{name}{suffix}" for sub, suffix in (
+        ("leftImg8bit", cityscapes.IMAGE_SUFFIX), ("gtFine", cityscapes.INSTANCE_SUFFIX),
+        ("labels", cityscapes.LABEL_SUFFIX), ("disparity", "_disparity.png"), ("camera", "_camera.json"))}
+    paths["labels"] = root / "gtFine" / "val" / city / f"{name}{cityscapes.LABEL_SUFFIX}"
+    for path in paths.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(paths["leftImg8bit"]), np.full((128, 256, 3), 90, np.uint8))
+    cv2.imwrite(str(paths["gtFine"]), ids)
+    cv2.imwrite(str(paths["labels"]), cityscapes.class_map(ids))
+    cv2.imwrite(str(paths["disparity"]), disparity)
+    paths["camera"].write_text(json.dumps({"extrinsic": {"baseline": 0.2}, "intrinsic": {"fx": 1200.0}}))
+    (frame,) = cityscapes.list_frames(root, "val")
+    return frame, ids
+
+
+@pytest.mark.parametrize("classes, expect, upstream_raises", [
+    # right on the near car, the two farther ones called person: car recall 1/3 over all three, 1/2 within 100 m,
+    # 1 within 50 m (one score, no false positive: the evaluator's AP is the recall); person has no ground truth
+    ((26, 24, 24), {"AP": 1 / 3, "AP50%": 1 / 3, "AP100m": 1 / 2, "AP50m": 1.0}, False),
+    # the reverse: 2/3 over all, 1/2 within 100 m (the 120 m car's prediction is ignored, not a false positive);
+    # within 50 m the near car is missed and the only car predictions lie on ignored far cars: upstream's IndexError
+    # (#89), scored 0 by the fallback's distance branch
+    ((24, 26, 26), {"AP": 2 / 3, "AP50%": 2 / 3, "AP100m": 1 / 2, "AP50m": 0.0}, True),
+])
+def test_distance_metrics_on_near_and_far_cars_by_hand(tmp_path, classes, expect, upstream_raises):
+    from cityscapesscripts.evaluation import evalInstanceLevelSemanticLabeling as ev
+
+    frame, ids = _frame_with_cars_at_three_distances(tmp_path / "root")
+    dist = cs_eval.instance_distances(ids, *cs_eval._side_files(frame.instance_ids))
+    assert [round(dist[i][0], 6) for i in CARS] == [20.0, 80.0, 120.0] and all(dist[i][1] == 1.0 for i in CARS)
+    labels = np.zeros(ids.shape, np.int32)
+    for k, iid in enumerate(CARS, 1):
+        labels[ids == iid] = k                                     # exact masks, one confidence for all
+    export.export_frame(tmp_path / "pred", frame.name, labels, classes, [0.9] * 3, ids.shape)
+    r = cs_eval.evaluate([frame], tmp_path / "pred")
+    assert r["distance_available"]
+    for metric, value in expect.items():
+        assert r[metric] == pytest.approx(value, abs=1e-12), metric
+        assert r["classes"]["car"][metric] == pytest.approx(value, abs=1e-12), metric
+    assert all(v is None for v in r["classes"]["person"].values())  # no person in the ground truth: N/A
+    args = cs_eval._make_args(tmp_path / "pred", True)
+    gt = cs_eval._gt_instances([frame.instance_ids], True)
+    matches = dict([cs_eval._match_one((str(export.prediction_file(tmp_path / "pred", frame.name)),
+                                        frame.instance_ids, gt[os.path.abspath(frame.instance_ids)], args))])
+    if upstream_raises:                                            # the case only the fallback scores
+        with pytest.raises(IndexError):
+            ev.evaluateMatches(matches, args)
+    else:
+        assert np.array_equal(ev.evaluateMatches(matches, args), cs_eval._evaluate_matches(matches, args),
+                              equal_nan=True)
+
+
 def test_instance_distances(tmp_path):
     ids = np.zeros((4, 6), np.int32)
     ids[:, :3] = 26000

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-caffe = pytest.importorskip("caffe", reason="run `make setup` first")
+import helpers
+
+caffe = helpers.import_caffe()
 from caffe import layers as L, params as P  # noqa: E402
 from caffe.proto import caffe_pb2  # noqa: E402
 
@@ -17,7 +19,7 @@ from models.segnet import net as segnet  # noqa: E402
 from tools import gpu_bundle, gpu_check  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-CAFFE_CMD = REPO / ".venv" / "bin" / "caffe"
+CAFFE_CMD = helpers.caffe_binary()
 ENV = dict(os.environ, GLOG_logtostderr="1", GLOG_minloglevel="0")
 
 ENGINE_PARAM = {"Convolution": "convolution_param", "Deconvolution": "convolution_param",

@@ -10,7 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-caffe = pytest.importorskip("caffe")
+import helpers
+
+caffe = helpers.import_caffe()
 from caffe import layers as L  # noqa: E402
 from caffe.proto import caffe_pb2  # noqa: E402
 from google.protobuf import text_format  # noqa: E402
@@ -311,7 +313,7 @@ def test_segnet_caffe_train_learns_the_vector_map(repo, tmp_path, lmdb_train):
     solver = smoke_solver(tmp_path, "segnet", f"{lmdb_train}/train", f"{lmdb_train}/val", max_iter=iters,
                           snapshot=iters, test_interval=iters)
     env = dict(os.environ, GLOG_minloglevel="0", GLOG_logtostderr="1")
-    run = subprocess.run([str(repo / ".venv" / "bin" / "caffe"), "train", "-solver", solver], cwd=repo, env=env,
+    run = subprocess.run([str(helpers.caffe_binary()), "train", "-solver", solver], cwd=repo, env=env,
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     losses = [float(m) for m in re.findall(r"Iteration \d+ \(.*?\), loss = (\S+)", run.stderr)]

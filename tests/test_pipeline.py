@@ -1,6 +1,5 @@
 """The test pipeline (issue 5): a short end-to-end run of tools/evaluate.py, and its handling of bad blob files."""
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -12,10 +11,12 @@ import h5py
 import numpy as np
 import pytest
 
-caffe = pytest.importorskip("caffe", reason="run `make setup` first")
+import helpers
+
+caffe = helpers.import_caffe()
 
 import models  # noqa: E402
-from dcme_layers import caffe_log, cityscapes, inference, pipeline, visualize  # noqa: E402
+from dcme_layers import caffe_log, cityscapes, inference, lmdb_io, pipeline, visualize  # noqa: E402
 from dcme_layers.caffe_log import INFO_LINE  # noqa: E402
 from dcme_layers.lmdb_io import encode_dataset  # noqa: E402
 from models.segnet import net as segnet  # noqa: E402
@@ -133,23 +134,19 @@ def test_nan_blob_foreign_and_truncated_blob_files(tiny_cityscapes, encoded, wei
 
 
 
-def _env_without_glog_level():
-    return {k: v for k, v in os.environ.items() if k != "GLOG_minloglevel"}
-
-
 def test_tools_load_nets_without_glog_info_lines(encoded, weights, tmp_path):
     """tools/infer.py initialises SegNet (hundreds of glog INFO lines by default) and prints none of them; with
     GLOG_minloglevel=0 set by the user the same run prints them (so the pattern does match Caffe's lines)."""
     cmd = [sys.executable, "tools/infer.py", "--model", "segnet", "--split", "val", "--encoded", str(encoded),
            "--weights", str(weights[0])]
     run = subprocess.run(cmd + ["--out", str(tmp_path / "a.h5")], cwd=REPO, capture_output=True, text=True,
-                         timeout=600, env=_env_without_glog_level())
+                         timeout=600, env=helpers.clean_env())
     assert run.returncode == 0, run.stderr[-2000:]
     info = [line for line in run.stderr.splitlines() if INFO_LINE.match(line)]
     assert not info, info[:3]
     assert (tmp_path / "a.h5").is_file()
     run = subprocess.run(cmd + ["--out", str(tmp_path / "b.h5")], cwd=REPO, capture_output=True, text=True,
-                         timeout=600, env=dict(_env_without_glog_level(), GLOG_minloglevel="0"))
+                         timeout=600, env=helpers.clean_env(GLOG_minloglevel="0"))
     assert run.returncode == 0, run.stderr[-2000:]
     assert sum(bool(INFO_LINE.match(line)) for line in run.stderr.splitlines()) > 100
 
@@ -165,7 +162,7 @@ def test_demo_training_progress_from_real_caffe_train(encoded, tmp_path):
         base_lr=segnet.SMOKE["base_lr"] * (340 * 680) / (SIZE[0] * SIZE[1]))))
     assert caffe_log.max_iter(solver) == 3
     log = tmp_path / "train.log"
-    rc, curve = caffe_log.train([str(REPO / ".venv/bin/caffe"), "train", "-solver", str(solver)], log, 3,
+    rc, curve = caffe_log.train([str(helpers.caffe_binary()), "train", "-solver", str(solver)], log, 3,
                                 progress=False, cwd=REPO)
     assert rc == 0
     assert [it for it, _ in curve] == [0, 1, 2, 3]   # display 1; Caffe prints the last loss after the loop too
@@ -254,13 +251,9 @@ def test_a_frame_marked_done_but_not_on_disk_is_predicted_again(encoded, weights
 
 
 def test_infer_on_a_full_disk_stops_with_one_line_and_resumes(encoded, weights, clean_blobs, tmp_path):
-    from test_reliability import _in_small_disk, needs_small_disk
-
-    if needs_small_disk.args[0]:
-        pytest.skip(needs_small_disk.kwargs["reason"])
     disk, kept = tmp_path / "disk", tmp_path / "kept.h5"
     args = ["--encoded", encoded, "--split", "val", "--weights", weights[0], "--out", disk / "pred_vectors.h5"]
-    r = _in_small_disk(REPO, disk, "1000k", f"""
+    r = helpers.in_small_disk(disk, "1000k", f"""
         a = tool("infer", *{list(map(str, args))!r})
         print("RC1", a.returncode); print("ERR1", a.stderr.strip().splitlines()[-1])
         remount("64m")
@@ -275,3 +268,140 @@ def test_infer_on_a_full_disk_stops_with_one_line_and_resumes(encoded, weights, 
     assert got["RC2"] == "0"
     with h5py.File(kept, "r") as f:
         np.testing.assert_array_equal(f["vectors"][...], clean_blobs)
+
+
+# --- exact end to end: ground-truth maps through the path `make evaluate` takes --------------------------------
+
+GT_SIZE = (85, 170)                 # the tiny set's 256x512 at a third, as 1024x2048 -> 340x680
+GT_THRESHOLDS = (2.5, 3, 3.75)      # the SegNet thresholds scaled to GT_SIZE
+GT_CONFIG = "dt2.5-vt3-et3.75-vote"            # evaluate's prediction folders: pred-{GT_CONFIG}-<classes>
+ORACLE_CONFIG = "cm-vote-dt2.5-vt3-et3.75-85x170-nearest"     # tools/oracle.py's CM/vote folder
+
+
+@pytest.fixture(scope="module")
+def gt_blobs(tiny_cityscapes, weights, tmp_path_factory):
+    """(encoded folder, blob folder, frame names, maps): the blob folder holds pred_vectors.h5 as tools/infer.py
+    writes it (a real inference of the tiny val set at GT_SIZE, with its job record) whose vectors were then replaced
+    by the encoded ground-truth maps of the same frames, what a perfect SegNet outputs."""
+    tmp = tmp_path_factory.mktemp("gt_blobs")
+    encode_dataset(tiny_cityscapes, tmp / "encoded", ["val"], size=GT_SIZE, workers=1, progress=False)
+    blobs = inference.infer_split(REPO / "prototxt/segnet_deploy.prototxt", weights[0], tmp / "encoded" / "val",
+                                  tmp / "blobs" / "pred_vectors.h5", "segnet", log=lambda *_: None)
+    truth = dict(lmdb_io.read_datum_lmdb(tmp / "encoded" / "val" / "vectors"))
+    with h5py.File(blobs, "r+") as f:
+        names = list(f["frames"].asstr()[...])
+        maps = np.stack([truth[lmdb_io.frame_key(i, n)] for i, n in enumerate(names)])
+        assert maps.shape == f["vectors"].shape and not np.array_equal(maps, f["vectors"][...])
+        f["vectors"][...] = maps
+    return tmp / "encoded", tmp / "blobs", names, maps
+
+
+def run_gt_evaluate(tiny_cityscapes, gt_blobs, weights, out, *extra, env=None):
+    """tools/evaluate.py into ``out`` (a copy of the ground-truth blob folder), as `make evaluate` runs it."""
+    if not out.exists():
+        shutil.copytree(gt_blobs[1], out)
+    return helpers.run_tool("evaluate", "--model", "segnet", "--split", "val", "--root", tiny_cityscapes,
+                            "--encoded", gt_blobs[0], "--out", out, "--weights", weights[0], "--thresholds",
+                            ",".join(map(str, GT_THRESHOLDS)), "--workers", "1", "--bootstrap", "0",
+                            "--figures", "0", *extra, timeout=900, env=env)
+
+
+@pytest.fixture(scope="module")
+def gt_evaluated(tiny_cityscapes, gt_blobs, weights, tmp_path_factory):
+    """The ground-truth blobs scored by an uninterrupted `evaluate --oracle-classes`: its --out folder."""
+    out = tmp_path_factory.mktemp("gt_evaluated") / "eval"
+    r = run_gt_evaluate(tiny_cityscapes, gt_blobs, weights, out, "--oracle-classes")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "redoing" not in r.stdout           # the blob file was taken as it is, not inferred again
+    return out
+
+
+def test_ground_truth_maps_through_evaluate_score_exactly_the_oracle_row(tiny_cityscapes, gt_blobs, gt_evaluated,
+                                                                           tmp_path):
+    """Ground-truth maps in pred_vectors.h5, scored by `make evaluate --oracle-classes`, give tools/oracle.py's
+    CM/vote row exactly: every metric overall and per class, and the same exported files byte for byte."""
+    with h5py.File(gt_evaluated / "pred_vectors.h5", "r") as f:
+        np.testing.assert_array_equal(f["vectors"][...], gt_blobs[3])
+    r = helpers.run_tool("oracle", "--root", tiny_cityscapes, "--split", "val", "--size", *GT_SIZE, "--thresholds",
+                         ",".join(map(str, GT_THRESHOLDS)), "--anchor", "cm", "--method", "vote", "--no-full-res",
+                         "--no-gt-subsampled", "--figures", "0", "--out", tmp_path / "oracle")
+    assert r.returncode == 0, r.stderr[-3000:]
+    (oracle_row,) = json.loads((tmp_path / "oracle" / "report.json").read_text())["results"]
+    (row,) = json.loads((gt_evaluated / "report.json").read_text())["results"]
+    assert row["name"].startswith("DCME segnet (ground-truth classes)") and row["frames"] == 2
+    for metric in ("AP", "AP50%", "AP100m", "AP50m", "classes"):
+        assert row[metric] == oracle_row[metric], metric
+    assert row["AP"] > 0.5 and sum(c["AP"] is not None for c in row["classes"].values()) >= 3   # a real score
+    ours = helpers.folder_files(gt_evaluated / f"pred-{GT_CONFIG}-oracle-classes")
+    theirs = helpers.folder_files(tmp_path / "oracle" / ORACLE_CONFIG)
+    assert ours == theirs and len(ours) > 10
+
+
+def test_exported_instances_and_classes_are_the_decoded_ones_frame_by_frame(tiny_cityscapes, gt_blobs, weights,
+                                                                             tmp_path):
+    """With GoogLeNet's classes and --max-instances 3: each frame's .txt and masks are the 3 best-scored instances
+    decoded from that frame's own map, in their order, with the class and probability GoogLeNet gives each."""
+    from PIL import Image
+
+    from dcme_layers.classify import Classifier
+    from dcme_layers.decoding import decode
+    from dcme_layers.export import upsample_labels
+
+    n = 3
+    out = tmp_path / "eval"
+    r = run_gt_evaluate(tiny_cityscapes, gt_blobs, weights, out, "--classifier-weights", weights[1],
+                        "--classifier-size", *GT_SIZE, "--max-instances", n)
+    assert r.returncode == 0, r.stderr[-3000:]
+    encoded, _, names, maps = gt_blobs
+    pred = out / f"pred-{GT_CONFIG}-googlenet"
+    assert sorted(p.name for p in pred.glob("*_pred.txt")) == sorted(f"{name}_pred.txt" for name in names)
+    classifier = Classifier(REPO / "prototxt/googlenet_deploy.prototxt", weights[1], size=GT_SIZE)
+    images = dict(lmdb_io.read_datum_lmdb(encoded / "val" / "images"))
+    for i, name in enumerate(names):
+        dec = decode(maps[i], *GT_THRESHOLDS)
+        assert len(dec.scores) > n                                     # --max-instances has something to drop
+        kept = np.sort(np.argsort(-dec.scores, kind="stable")[:n])     # the n best, in decoding order
+        labels = np.zeros_like(dec.labels)
+        for k, j in enumerate(kept, 1):
+            labels[dec.labels == j + 1] = k
+        image = np.ascontiguousarray(images[lmdb_io.frame_key(i, name)].transpose(1, 2, 0))
+        ids, conf = classifier.classify(image, labels)
+        confidence = conf * dec.scores[kept]
+        lines = (pred / f"{name}_pred.txt").read_text().splitlines()
+        assert lines == [f"masks/{name}_{k:03d}.png {ids[k - 1]} {confidence[k - 1]:.6g}" for k in range(1, n + 1)]
+        full = upsample_labels(labels, (256, 512))
+        for k in range(1, n + 1):
+            mask = np.asarray(Image.open(pred / "masks" / f"{name}_{k:03d}.png").convert("L")) != 0
+            assert np.array_equal(mask, full == k), (name, k)
+
+
+# --- killed mid-run (SIGKILL) and resumed: the result of an uninterrupted run ----------------------------------
+
+def test_infer_killed_mid_run_resumes_to_the_uninterrupted_result(encoded, weights, clean_blobs, tmp_path):
+    out = tmp_path / "pred_vectors.h5"
+    args = ["--encoded", encoded, "--split", "val", "--out", out, "--weights", weights[0]]
+    assert helpers.kill_mid_run("infer", args, tmp_path / "pred_vectors.h5.partial" / "done.txt") == 1
+    assert not out.exists()
+    r = helpers.run_tool("infer", *args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resuming after 1 done" in r.stdout
+    with h5py.File(out, "r") as f:
+        np.testing.assert_array_equal(f["vectors"][...], clean_blobs)
+
+
+def test_export_killed_mid_run_resumes_to_the_uninterrupted_result(tiny_cityscapes, gt_blobs, weights, gt_evaluated,
+                                                                    tmp_path):
+    out = tmp_path / "eval"
+    shutil.copytree(gt_blobs[1], out)
+    pred = f"pred-{GT_CONFIG}-oracle-classes"
+    args = ["--model", "segnet", "--split", "val", "--root", tiny_cityscapes, "--encoded", gt_blobs[0], "--out", out,
+            "--weights", weights[0], "--thresholds", ",".join(map(str, GT_THRESHOLDS)), "--workers", "1",
+            "--bootstrap", "0", "--figures", "0", "--oracle-classes"]
+    assert helpers.kill_mid_run("evaluate", args, out / f"{pred}.partial" / "done.txt") == 1
+    assert not (out / pred).exists()
+    r = run_gt_evaluate(tiny_cityscapes, gt_blobs, weights, out, "--oracle-classes")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resuming after 1 done" in r.stdout
+    assert helpers.folder_files(out / pred) == helpers.folder_files(gt_evaluated / pred)
+    rows = [json.loads((d / "report.json").read_text())["results"] for d in (out, gt_evaluated)]
+    assert rows[0] == rows[1]

@@ -4,7 +4,9 @@ import sys
 
 import pytest
 
-pytest.importorskip("caffe")
+import helpers
+
+helpers.import_caffe()
 
 from tools import make_prototxt  # noqa: E402
 

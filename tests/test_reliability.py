@@ -6,18 +6,19 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import cv2
 import numpy as np
 import pytest
 
+import helpers
+
 from dcme_layers import cityscapes as cs
 from dcme_layers import resumable
 from dcme_layers.cityscapes import DataError
 
-caffe = pytest.importorskip("caffe", reason="pycaffe is needed for Datum LMDBs (make setup)")
+caffe = helpers.import_caffe()
 
 from dcme_layers import lmdb_io  # noqa: E402
 
@@ -103,38 +104,12 @@ def test_a_second_writer_is_refused_with_one_line(tmp_path):
 
 # --- a full disk: a real tmpfs in a private mount namespace ----------------------------------------------------
 
-def _small_disk_available():
-    return shutil.which("unshare") and subprocess.run(["unshare", "-r", "-m", "true"]).returncode == 0
-
-
-needs_small_disk = pytest.mark.skipif(not _small_disk_available(),
-                                      reason="needs unshare -r -m (user and mount namespaces) for a small tmpfs")
-
-
-def _in_small_disk(repo, disk, size, script, timeout=600):
-    """Run the Python `script` in a private mount namespace where `disk` is a tmpfs of `size` (e.g. "1300k");
-    `remount(size)` inside the script gives it more room. Returns the CompletedProcess."""
-    disk.mkdir(parents=True, exist_ok=True)
-    prelude = textwrap.dedent(f"""
-        import subprocess, sys
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size={size}", "tmpfs", "{disk}"], check=True)
-        def remount(size):
-            subprocess.run(["mount", "-o", "remount,size=" + size, "{disk}"], check=True)
-        def tool(name, *args):
-            return subprocess.run([sys.executable, "tools/" + name + ".py", *map(str, args)], capture_output=True,
-                                  text=True)
-    """)
-    return subprocess.run(["unshare", "-r", "-m", sys.executable, "-c", prelude + textwrap.dedent(script)], cwd=repo,
-                          capture_output=True, text=True, timeout=timeout, env=dict(os.environ, PYTHONPATH=str(repo)))
-
-
-@needs_small_disk
 def test_encode_on_a_full_disk_stops_with_one_line_and_resumes(repo, tiny_cityscapes, tmp_path):
     clean = tmp_path / "clean"
     assert _run(repo, "encode_data", "--root", tiny_cityscapes, "--out", clean, "--size", *SIZE, "--quiet",
                 "--splits", "train").returncode == 0
     disk, keep = tmp_path / "disk", tmp_path / "kept"
-    r = _in_small_disk(repo, disk, "1300k", f"""
+    r = helpers.in_small_disk(disk, "1300k", f"""
         a = tool("encode_data", "--root", "{tiny_cityscapes}", "--out", "{disk}/lmdb", "--size", *{SIZE!r},
                  "--splits", "train", "--workers", "1", "--commit-every", "1", "--quiet")
         print("RC1", a.returncode); print("ERR1", a.stderr.strip().replace(chr(10), " | "))
@@ -153,11 +128,10 @@ def test_encode_on_a_full_disk_stops_with_one_line_and_resumes(repo, tiny_citysc
     assert _content(keep) == _content(clean / "train")  # identical to a run that had room
 
 
-@needs_small_disk
 def test_a_write_error_from_a_full_disk_becomes_one_line(repo, tmp_path):
     """The writer's own ENOSPC (not the free-space check before it) is turned into the same line."""
     disk = tmp_path / "disk"
-    r = _in_small_disk(repo, disk, "256k", f"""
+    r = helpers.in_small_disk(disk, "256k", f"""
         from dcme_layers import resumable
         with resumable.Job("{disk}/out", {{}}) as job:
             job.start()
@@ -280,10 +254,7 @@ def test_ctrl_c_on_encode_is_one_line_and_resumable(repo, tiny_cityscapes, tmp_p
                              "--size", *SIZE, "--splits", "train", "val", "--workers", workers, "--commit-every", "1",
                              "--test-delay", "3.0", "--quiet"], cwd=repo, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=_ctrl_c_default)
-    done = out / "train.partial" / "done.txt"
-    deadline = time.time() + 60
-    while time.time() < deadline and not (done.exists() and done.read_text().count("\n") >= 1):
-        time.sleep(0.05)
+    helpers.wait_for_done(proc, out / "train.partial" / "done.txt")
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group (val: >= 6 s left)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130

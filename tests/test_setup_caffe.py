@@ -19,7 +19,7 @@ PATCHES = sorted((REPO / "dcme_layers" / "caffe" / "patches").glob("*.patch"))
 BVLC_PATCHES = sorted((REPO / "dcme_layers" / "caffe" / "patches" / "bvlc").glob("*.patch"))
 
 needs_source = pytest.mark.skipif(not DSC.exists(), reason=f"no cached Debian source in {CACHE / 'src'} "
-                                                          "(make setup fetches it)")
+                                                          "(make setup fetches it unless Caffe is built from CAFFE_SRC)")
 
 
 def setup_source(tmp_path, **env):
@@ -53,9 +53,10 @@ def test_debian_source_takes_every_patch_and_keeps_the_build_key(tmp_path):
     assert (tree / "src/caffe/layers/unpool_layer.cu").exists()
     # The same source from the default route (Debian's archive) has the same key: the key names the source and the
     # build, never the route, so a machine that built once finds its build without fetching again.
-    prefix_file = REPO / ".venv" / ".caffe_prefix"
-    if prefix_file.exists() and "-cpu-" in prefix_file.read_text():
-        assert Path(prefix_file.read_text().strip()).name.startswith(key + "-")
+    # .venv's build (the variant the scratch run inherits) has this key exactly when it was built from this source.
+    prefix = Path((REPO / ".venv" / ".caffe_prefix").read_text().strip())
+    variant = dict(line.split("=", 1) for line in (REPO / ".venv" / ".caffe_variant").read_text().split())
+    assert prefix.name.startswith(key + "-") == (variant["SRC_ID"] == f"deb-{VERSION}"), (prefix, key, variant)
 
 
 @needs_source

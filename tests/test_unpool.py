@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+import helpers
 from hypothesis import given, settings, strategies as st
 
-caffe = pytest.importorskip("caffe")
+caffe = helpers.import_caffe()
 from caffe import layers as L, params as P  # noqa: E402
 
 from dcme_layers.unpool import UnpoolError  # noqa: E402
