@@ -300,7 +300,13 @@ def _ap_task(item):
 
 
 def _temporary_folder():
-    return tempfile.mkdtemp(prefix="dcme-tune-", dir=TMPFS if os.path.isdir(TMPFS) else None)
+    """A new folder for masks in TMPFS (else the system's); those a killed run left (its pid gone) are removed."""
+    where = Path(TMPFS if os.path.isdir(TMPFS) else tempfile.gettempdir())
+    for old in where.glob("dcme-tune-*-*"):
+        pid = old.name.split("-")[2]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(old, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"dcme-tune-{os.getpid()}-", dir=where)
 
 
 def _search(frames, settings, done, job, progress):
@@ -410,7 +416,7 @@ def write_heatmap(path, settings, results, best, paper_key, title):
     plt.close(fig)
 
 
-def _confirm(frames, source, size, th, options):
+def _confirm(frames, th, options):
     """The setting scored at full resolution as ``make evaluate`` scores it (masks upsampled, ``export_split`` +
     ``cs_eval.evaluate``): {"AP", "AP50%"}."""
     tmp = _temporary_folder()
@@ -472,7 +478,7 @@ def tune(frames, source, grid, out, options=TuneOptions(), split=""):
         try:
             results, spent = _search(frames, settings, done, job, o.progress)
             best = best_setting({_key(th): results[_key(th)] for th in settings})
-            confirmed = _confirm(frames, source, size, parse_thresholds(best), o) if o.confirm else None
+            confirmed = _confirm(frames, parse_thresholds(best), o) if o.confirm else None
         finally:
             _RUN.clear()
             _FRAMES.clear()

@@ -1,6 +1,5 @@
 """tools/tune_thresholds.py: a grid of decoding thresholds scored by the real cityscapesscripts evaluator on the tiny
 synthetic set, with the oracle noise model and with an HDF5 file of maps in tools/infer.py's layout."""
-import json
 import subprocess
 import sys
 import zlib
