@@ -310,8 +310,8 @@ def main():
              f"\n## Decoding thresholds\n\n![AP over DT x VT on training frames](tune/heatmap.png)\n\n"
              f"DT={dt:g}, VT={vt}, ET={et:g}: the best AP of a {' x '.join(str(len(g)) for g in c['grid'])} grid "
              f"on the first {TUNE_FRAMES} training frames (SegNet's maps, ground-truth classes; tools/"
-             f"tune_thresholds.py, table in tune/table.md). Frames the net was trained on: its maps there are "
-             f"somewhat better than on val.\n")
+             f"tune_thresholds.py, table in tune/table.md). Frames the net was trained on: its maps there may be "
+             f"better than on val (not measured).\n")
     atomic_write(report, lambda t: t.write_text(text))
     rows = json.loads((out / "report.json").read_text())["results"][:2]   # GoogLeNet's, then ground-truth classes
     print(f"\n[demo] finished in {time.time() - t0:.0f} s (seed {c['seed']}).")
