@@ -19,12 +19,19 @@ WEIGHTS ?=
 CLASSIFIER_WEIGHTS ?=
 # `make demo SEED=2`: the demo with another seed (report in out/demo_seed2).
 SEED ?=
-# More tools/evaluate.py options, e.g. ARGS="--oracle --method watershed" or ARGS=--oracle-classes (no GoogLeNet).
+# More tools/evaluate.py (tools/tune_thresholds.py) options, e.g. ARGS="--oracle --method watershed" or
+# ARGS=--oracle-classes (no GoogLeNet).
 ARGS ?=
 OUT ?= out/$(MODEL)_$(SPLIT)
+# `make evaluate THRESHOLDS=DT,VT,ET` (default: the model's paper values), e.g. $$(cat out/segnet_val/tune/best.txt).
+THRESHOLDS ?=
+# `make tune` searches the thresholds on the maps `make evaluate` wrote (PREDICTIONS); ORACLE_NOISE=1: on the
+# ground truth plus network-like noise instead. Output: $(OUT)/tune (table, best.txt, heatmap.png).
+PREDICTIONS ?= $(OUT)/pred_vectors.h5
+ORACLE_NOISE ?=
 export CITYSCAPES_DATASET
 
-.PHONY: setup test synthetic encode-data prototxt evaluate demo bench gpu-bundle clean-data
+.PHONY: setup test synthetic encode-data prototxt evaluate tune demo bench gpu-bundle clean-data
 
 setup:
 	@bash tools/setup_caffe.sh
@@ -50,7 +57,12 @@ prototxt: setup
 evaluate: setup
 	$(PY) tools/evaluate.py --model $(MODEL) --split $(SPLIT) --root $(CITYSCAPES_DATASET) \
 	  --encoded $(ENCODED) --out $(OUT) $(if $(WEIGHTS),--weights $(WEIGHTS)) \
-	  $(if $(CLASSIFIER_WEIGHTS),--classifier-weights $(CLASSIFIER_WEIGHTS)) $(ARGS)
+	  $(if $(CLASSIFIER_WEIGHTS),--classifier-weights $(CLASSIFIER_WEIGHTS)) \
+	  $(if $(THRESHOLDS),--thresholds $(THRESHOLDS)) $(ARGS)
+
+tune: setup
+	$(PY) tools/tune_thresholds.py --root $(CITYSCAPES_DATASET) --split $(SPLIT) --out $(OUT)/tune \
+	  $(if $(ORACLE_NOISE),--oracle-noise,--predictions $(PREDICTIONS)) $(ARGS)
 
 demo: setup
 	$(PY) tools/demo.py $(if $(SEED),--seed $(SEED))

@@ -24,7 +24,10 @@ class Classifier:
 
     def probabilities(self, image, labels):
         """(K, 8) float32 class probabilities (columns in cityscapes.INSTANCE_LABEL_IDS order) of instances 1..K."""
-        crops = instance_crops(image, labels, self.crop, self.margin)
+        return self.forward(instance_crops(image, labels, self.crop, self.margin))
+
+    def forward(self, crops):
+        """(K, 8) float32 class probabilities of net input crops (K, 3, crop, crop) (``crops.instance_crops``)."""
         probs = np.zeros((len(crops), len(self.class_ids)), dtype=np.float32)
         data = self.net.blobs["data"]
         for start in range(0, len(crops), self.batch_size):
@@ -46,7 +49,10 @@ class Classifier:
 
         Returns (class_ids (K,) int64 regular Cityscapes label ids, e.g. car = 26; confidences (K,) float32 in
         [0, 1], the softmax probability of that class; 0 for an id with no pixel). K = 0 gives empty arrays."""
-        probs = self.probabilities(image, labels)
+        return self.decide(self.probabilities(image, labels), labels)
+
+    def decide(self, probs, labels):
+        """``classify``'s answer from the (K, 8) probabilities of the instances 1..K of ``labels``."""
         best = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=np.int64)
         conf = probs[np.arange(len(probs)), best]
         present = np.isin(np.arange(1, len(probs) + 1), labels)

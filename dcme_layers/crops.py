@@ -91,9 +91,15 @@ def instance_crops(image_bgr, labels, crop=CROP, margin=MARGIN):
     out = np.zeros((max(k, 0), 3, crop, crop), dtype=np.float32)
     ids, boxes, _ = instance_boxes(np.where(labels > 0, labels, 0), margin)
     if len(ids):
-        out[ids - 1] = crop_boxes(image, boxes, crop).transpose(0, 3, 1, 2).astype(np.float32)
-        out[ids - 1] -= MEAN_BGR[:, None, None]
+        out[ids - 1] = box_crops(image, boxes, crop)
     return out
+
+
+def box_crops(image_bgr, boxes, crop=CROP):
+    """Net input for boxes (x0, y0, x1, y1) of ``image_bgr`` ((H, W, 3) uint8 BGR): (K, 3, crop, crop) float32,
+    BGR minus MEAN_BGR. A crop depends on its box alone (``tuning`` classifies each distinct box once)."""
+    out = crop_boxes(image_bgr, boxes, crop).transpose(0, 3, 1, 2).astype(np.float32)
+    return out - MEAN_BGR[:, None, None]
 
 
 def fragment_boxes(box, n, rng, smallest=FRAGMENT_SIDE):

@@ -57,10 +57,11 @@ def _no_exit(what):
         raise EvaluationError(f"{what}: {msg}") from None
 
 
-def _make_args(pred_dir, distance):
+def _make_args(pred_dir, distance, region_scale=1.0):
     ev = _evaluator()
     args = ev.CArgs()
     args.__dict__.update(copy(vars(ev.args)))
+    args.minRegionSizes = np.asarray(args.minRegionSizes) * region_scale
     args.predictionPath = os.path.abspath(pred_dir)
     args.predictionWalk = None
     args.quiet = True
@@ -183,6 +184,48 @@ def _evaluate_matches(matches, args):
                 except IndexError:
                     ap[d, li, oi] = 0.0
     return ap
+
+
+def evaluator_args(pred_dir, region_scale=1.0):
+    """The evaluator's args for scoring the predictions under ``pred_dir`` without distances (AP and AP50%).
+
+    Arguments:
+        pred_dir: folder every predicted mask lies in (the evaluator refuses masks outside it).
+        region_scale: factor on the evaluator's least ground-truth region size (100 pixels at 1024x2048), for
+            ground truth subsampled to another size: its area ratio (1 at full resolution).
+    Returns:
+        The evaluator's ``CArgs``.
+    """
+    return _make_args(pred_dir, False, region_scale)
+
+
+def ground_truth_instances(gt_file):
+    """The evaluator's instances dict of one instanceIds PNG (its ``instances2dict``), without distances.
+
+    Returns:
+        {class name: [{"instID", "labelID", "pixelCount", "medDist", "distConf"}]}.
+    """
+    return _gt_instances([gt_file], False)[os.path.abspath(gt_file)]
+
+
+def match_frame(pred_txt, gt_file, gt_instances, args):
+    """One frame's matches by the evaluator's ``assignGt2Preds``, with the input checks of ``evaluate``.
+
+    Arguments:
+        pred_txt: the frame's ``<frame>_pred.txt`` (masks of the ground truth's size).
+        gt_file: its instanceIds PNG; gt_instances: ``ground_truth_instances(gt_file)``.
+    Returns:
+        (absolute gt path, {"groundTruth", "prediction"}), an item of the matches ``average_precision`` takes.
+    """
+    return _match_one((str(pred_txt), str(gt_file), gt_instances, args))
+
+
+def average_precision(matches, args):
+    """AP and AP50% (fractions) of per-frame matches by the evaluator's ``evaluateMatches`` and
+    ``computeAverages`` (NaN when no frame has ground truth of any class)."""
+    with np.errstate(all="ignore"), _quiet_warnings():
+        avg = _evaluator().computeAverages(_evaluate_matches(matches, args), args)
+    return float(avg["allAp"]), float(avg["allAp50%"])
 
 
 def _resample_ap(picks):

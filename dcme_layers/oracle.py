@@ -3,7 +3,8 @@ output, export and score them beside the full-resolution and the subsampled grou
 
 ``oracle_predictions`` / ``subsampled_gt_predictions`` give one frame's instances at the encoded resolution (CM or
 bbox anchors, vote or watershed decoding); ``majority_label_ids`` + ``keep_instances`` give decoded instances their
-ground-truth classes; ``run_oracle`` makes the table for a split.
+ground-truth classes; ``noisy_map`` makes a ground-truth map look like network output; ``run_oracle`` makes the
+table for a split.
 """
 from collections import namedtuple
 from dataclasses import dataclass
@@ -72,6 +73,29 @@ def oracle_predictions(frame, size=paper.SIZE, anchor="cm", method="vote", thres
     keep = label_ids > 0
     return Oracle(keep_instances(dec.labels, keep), label_ids[keep], dec.scores[keep], full, image, vmap,
                   dec.centers[keep])
+
+
+def noisy_map(vmap, inst, rng, sigma=1.5, background=0.05, reach=30.0):
+    """A network-like vector map: the ground truth plus Gaussian noise on the instances and random background votes.
+
+    Arguments:
+        vmap: (2, H, W) float32 ground-truth vector map (``encoding.vector_map``).
+        inst: (H, W) instance map of the same frame (0 = background).
+        rng: a ``numpy.random.Generator``.
+        sigma: standard deviation (pixels) of the N(0, sigma) added to both channels of every instance pixel.
+        background: share of the background pixels that get a random vector.
+        reach: the random vectors' largest length (pixels); direction and length uniform.
+    Returns:
+        (2, H, W) float32, a new map.
+    """
+    out = vmap + (rng.normal(0, sigma, vmap.shape) * (inst > 0)).astype(np.float32)
+    ys, xs = np.nonzero(inst == 0)
+    pick = rng.random(len(ys)) < background
+    angle = rng.uniform(0, 2 * np.pi, pick.sum())
+    length = rng.uniform(0, reach, pick.sum())
+    out[0, ys[pick], xs[pick]] = length * np.cos(angle)
+    out[1, ys[pick], xs[pick]] = length * np.sin(angle)
+    return out
 
 
 def subsampled_gt_predictions(frame, size=paper.SIZE, anchor="cm"):

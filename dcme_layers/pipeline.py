@@ -90,6 +90,23 @@ def best_scored(labels, scores, n):
     return keep_instances(labels, keep), scores[keep]
 
 
+def ground_truth_classes(labels, scores, truth):
+    """Decoded instances with ground-truth classes: those on background (truth 0) dropped.
+
+    Arguments:
+        labels: (h, w) int32 instances 1..K; scores: (K,) decoding scores; truth: (K,) ``majority_label_ids``.
+    Returns:
+        (labels (h, w) renumbered 1..N, label ids (N,), scores (N,)).
+    """
+    keep = truth > 0
+    return keep_instances(labels, keep), truth[keep], scores[keep]
+
+
+def classifier_labels(labels, classes):
+    """Decoded labels (h, w) at the classifier's resolution (``Classifier.size``), where its crops are cut."""
+    return labels if tuple(classes.size) == labels.shape else cityscapes.subsample_ids(labels, classes.size)
+
+
 def confusion_matrix(pairs):
     """Rows: the majority ground-truth class of each decoded instance (the 8 classes, then "none": no ground-truth
     instance under it); columns: the class the classifier gave. pairs: (N, 2) label ids (0 = none) -> (9, 8) int."""
@@ -147,14 +164,11 @@ def evaluate_model(model, split, root, encoded, out, weights, classifier=None, o
                 truth = majority_label_ids(labels, inst)                          # (K,) 0 = no instance
                 t2 = time.perf_counter()
                 if classes is not None:
-                    crop_labels = labels if tuple(classes.size) == size else cityscapes.subsample_ids(
-                        labels, classes.size)
-                    label_ids, conf = classes.classify(classifier_image(frame), crop_labels)
+                    label_ids, conf = classes.classify(classifier_image(frame), classifier_labels(labels, classes))
                     spent["pairs"][frame.name] = np.stack([truth, label_ids], 1)
                     scores = conf * scores
                 else:
-                    keep = truth > 0
-                    labels, label_ids, scores = keep_instances(labels, keep), truth[keep], scores[keep]
+                    labels, label_ids, scores = ground_truth_classes(labels, scores, truth)
                 t3 = time.perf_counter()
                 spent["decode"] += t1 - t0
                 spent["truth"] += t2 - t1

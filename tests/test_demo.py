@@ -1,5 +1,5 @@
 """tools/demo.py's choice of configuration: the CPU one learns in minutes at a reduced size, a CUDA build with a
-working GPU gets the paper's resolution; the thresholds follow the size."""
+working GPU gets the paper's resolution; the grid its thresholds are tuned over follows the size."""
 import pytest
 
 import helpers
@@ -7,6 +7,7 @@ import helpers
 helpers.import_caffe()
 
 from dcme_layers.decoding import PAPER_THRESHOLDS, scale_thresholds  # noqa: E402
+from dcme_layers.tuning import default_grid  # noqa: E402
 from tools import demo  # noqa: E402
 
 
@@ -14,8 +15,10 @@ def test_cpu_configuration_is_small_with_scaled_thresholds():
     c = demo.config(gpu=False)
     assert c["device"] == "cpu" and c["size"] == (85, 170)
     assert scale_thresholds("segnet", (85, 170)) == (2.5, 3, 3.75)
-    dt, vt, et = c["thresholds"]                    # looser than the paper's scaled to the size (see tools/demo.py)
-    assert dt > 2.5 and vt > 3 and et > 3.75
+    dts, vts, ets = c["grid"]        # from the paper's scaled to the size to about its unscaled (see tools/demo.py)
+    assert (min(dts), min(vts), min(ets)) == (2.5, 3, 3.75)
+    paper = PAPER_THRESHOLDS["segnet"]
+    assert max(dts) >= paper.dt and max(vts) >= paper.vt and max(ets) >= paper.et
     assert "85x170" in c["encoded"] and "85x170" in c["segnet_prefix"] and "85x170" in c["instances"]
     assert c["slim"] > 1 and f"slim{c['slim']}" in c["segnet_prefix"]   # a slim SegNet: its own snapshots
     n, n_val = c["frames"]
@@ -47,7 +50,8 @@ def test_the_seed_sets_every_random_stream():
 def test_gpu_configuration_is_the_papers_resolution():
     c = demo.config(gpu=True)
     assert c["device"] == "gpu" and c["size"] == (340, 680)
-    assert c["thresholds"] == PAPER_THRESHOLDS["segnet"]
+    assert c["grid"] == default_grid((340, 680))        # around the paper's setting
+    assert PAPER_THRESHOLDS["segnet"] == tuple(g[len(g) // 2] for g in c["grid"])
     assert c["slim"] == 1 and c["frames"][1] >= 30       # the paper's SegNet, scored on 30 val frames
     assert c["encoded"] != demo.config(gpu=False)["encoded"]
 

@@ -31,6 +31,7 @@ from dcme_layers import cityscapes, cs_eval, export, oracle, paper, synthetic  #
 from dcme_layers.decoding import decode  # noqa: E402
 from dcme_layers.encoding import vector_map  # noqa: E402
 from dcme_layers.errors import DcmeError  # noqa: E402
+from dcme_layers.oracle import noisy_map  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = Path(os.environ.get("DCME_CITYSCAPES_SAMPLE", REPO.parent / "shared" / "data" / "cityscapes_sample"))
@@ -39,19 +40,6 @@ SIZE = paper.SIZE
 
 ENCODE = "encode (vector_map, CM)"
 NOISY = "noisy map (sigma 1.5 px + 5% background votes up to 30 px)"
-
-
-def noisy_map(vmap, inst, rng, sigma=1.5, background=0.05, reach=30.0):
-    """A network-like vector map: the ground truth plus N(0, sigma) on every instance pixel, and a random vector of
-    length up to ``reach`` px (uniform direction and length) on a ``background`` share of the background pixels."""
-    out = vmap + (rng.normal(0, sigma, vmap.shape) * (inst > 0)).astype(np.float32)
-    ys, xs = np.nonzero(inst == 0)
-    pick = rng.random(len(ys)) < background
-    angle = rng.uniform(0, 2 * np.pi, pick.sum())
-    length = rng.uniform(0, reach, pick.sum())
-    out[0, ys[pick], xs[pick]] = length * np.cos(angle)
-    out[1, ys[pick], xs[pick]] = length * np.sin(angle)
-    return out
 
 
 def decode_times(frames, repeat=7):

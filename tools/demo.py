@@ -12,7 +12,10 @@ choices with their measurements.
    solvers written to --out/solvers; progress bar, full log in --out/logs), then recompute SegNet's BatchNorm
    statistics (tools/compute_bn_stats.py)
                           -> models/*/*_demo_<H>x<W>[_slim4]_<settings digest>_iter_N[_bnstats].caffemodel
-5. infer, decode, classify, export and score (tools/evaluate.py with the demo's own deploy nets, --oracle): the
+5. pick the decoding thresholds: SegNet's maps of the first training frames (tools/infer.py), a grid of (DT, VT, ET)
+   scored on them with ground-truth classes (tools/tune_thresholds.py)
+                                                 -> --out/train_vectors.h5, --out/tune/ (best.txt, heatmap.png)
+6. infer, decode, classify, export and score (tools/evaluate.py with the demo's own deploy nets, --oracle): the
    DCME row with GoogLeNet's classes and with ground-truth classes, each with its 90% bootstrap interval over the
    val frames, the classifier's confusion matrix, figures of 4 val frames, the oracle rows and the loss curves.
 Everything lands in --out (default out/demo, out/demo_seed<S> for another --seed): report.md / report.json,
@@ -33,8 +36,9 @@ quiet()  # before anything imports caffe: no glog INFO lines from the nets
 
 from dcme_layers import caffe_log, paper, synthetic  # noqa: E402
 from dcme_layers.cityscapes import atomic_write  # noqa: E402
-from dcme_layers.decoding import parse_thresholds, scale_thresholds  # noqa: E402
-from dcme_layers.resumable import digest  # noqa: E402
+from dcme_layers.decoding import parse_thresholds  # noqa: E402
+from dcme_layers.resumable import digest, read_record  # noqa: E402
+from dcme_layers.tuning import default_grid  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -43,18 +47,22 @@ DATA = synthetic.ROOT
 
 # CPU: SegNet at a quarter of the paper's side (85x170) and a quarter of its channels, so that a thousand
 # iterations fit in minutes; 100 training frames, since a net memorises the default set's 12. Adam scales each step
-# by the gradient's RMS, so the sum-over-pixels EuclideanLoss needs no lr tuned to the size. The paper's SegNet
-# thresholds in pixels, unscaled: scaled to 85x170 they split this net's few-pixel-off votes into many clusters.
-# GoogLeNet: a quarter of the channels, from scratch (no ImageNet weights offline), on crops cut at the paper's
-# 340x680 like its test-time crops (Classifier.size), long enough to learn the minority classes.
+# by the gradient's RMS, so the sum-over-pixels EuclideanLoss needs no lr tuned to the size. The thresholds' grid
+# runs from the paper's SegNet setting scaled to 85x170 up to about its unscaled values: this net's vectors are a
+# few pixels off. GoogLeNet: a quarter of the channels, from scratch (no ImageNet weights offline), on crops cut at
+# the paper's 340x680 like its test-time crops (Classifier.size), long enough to learn the minority classes.
 #: The default --seed.
 SEED = 1
-CPU = dict(device="cpu", size=(85, 170), slim=4, frames=(100, 30), thresholds=paper.THRESHOLDS["segnet"],
+#: The CPU configuration's (DT, VT, ET) values: from the paper's scaled to 85x170 (2.5, 3, 3.75) to about its unscaled.
+CPU_GRID = ((2.5, 5.0, 7.5, 10.0, 14.0), (3, 10, 20, 40, 80), (3.75, 7.5, 10.0, 15.0, 20.0))
+#: Training frames the thresholds are tuned on (the first ones; as many as the val frames scored).
+TUNE_FRAMES = 30
+CPU = dict(device="cpu", size=(85, 170), slim=4, frames=(100, 30), grid=CPU_GRID,
            segnet=dict(type="Adam", base_lr=1e-3, momentum=0.9, momentum2=0.999, lr_policy="step", stepsize=900,
                        gamma=0.1, batch_size=4, max_iter=1200),
            googlenet=dict(slim=4, size=paper.SIZE, fragments=0, mirror=False, type="Adam", base_lr=1e-3,
                           momentum2=0.999, lr_policy="step", stepsize=900, gamma=0.1, power=None, max_iter=1200))
-GPU = dict(device="gpu", size=(340, 680), slim=1, frames=(12, 30), thresholds=None,
+GPU = dict(device="gpu", size=(340, 680), slim=1, frames=(12, 30), grid=None,
            segnet=dict(type="Adam", base_lr=1e-3, momentum=0.9, momentum2=0.999, batch_size=4, max_iter=2000),
            googlenet=dict(slim=1, size=paper.SIZE, fragments=0, mirror=False, max_iter=500))
 
@@ -75,8 +83,9 @@ def gpu_usable(variant_file=ROOT / ".venv" / ".caffe_variant", caffe=CAFFE):
 
 
 def config(gpu, seed=SEED):
-    """The demo's configuration: input size, SegNet and GoogLeNet solver settings and widths (slim), decoding
-    thresholds (given, or the paper's SegNet values scaled to the size), the synthetic set (train, val frames),
+    """The demo's configuration: input size, SegNet and GoogLeNet solver settings and widths (slim), the grid of
+    decoding thresholds searched on the training frames (given, or tuning.default_grid: around the paper's SegNet
+    values scaled to the size), the synthetic set (train, val frames),
     and where its data, solvers and snapshots go. ``seed`` sets every random stream the demo controls: the train
     LMDB's order (encode_data --seed), the crops' order (extract_instances --seed) and both solvers' random_seed
     (fillers, dropout). A snapshot prefix ends in a digest of its net's settings, so that a changed
@@ -92,14 +101,14 @@ def config(gpu, seed=SEED):
     h, w = c["size"]
     tag = f"demo_{h}x{w}"
     n, n_val = c["frames"]
-    th = parse_thresholds(c["thresholds"]) if c["thresholds"] else scale_thresholds("segnet", c["size"])
+    grid = c["grid"] or default_grid(c["size"])
 
     def prefix(model, slim, settings):
         key = digest(json.dumps([tag, n, slim, settings], sort_keys=True).encode())[:8]
         return f"models/{model}/{model}_{tag}{f'_slim{slim}' if slim > 1 else ''}_{key}"
 
     ch, cw = c["googlenet"]["size"]                                   # where the crops are cut (Classifier.size)
-    c.update(data=f"{DATA}_train{n}_val{n_val}", tag=tag, thresholds=th, encoded=f"data/lmdb_{tag}_seed{seed}",
+    c.update(data=f"{DATA}_train{n}_val{n_val}", tag=tag, grid=grid, encoded=f"data/lmdb_{tag}_seed{seed}",
              instances=f"data/instances_{tag}_crops{ch}x{cw}_fragments{c['googlenet']['fragments']}_seed{seed}",
              min_pixels=max(1, round(paper.MIN_PIXELS * ch * cw / (paper.SIZE[0] * paper.SIZE[1]))),
              segnet_prefix=prefix("segnet", c["slim"], c["segnet_solver"]),
@@ -202,6 +211,31 @@ def bn_stats(weights, net, c):
     return out
 
 
+def other_settings(final, **want):
+    """Whether a finished output records other values of the settings ``want`` (its job would refuse to replace
+    it without --force)."""
+    record = read_record(final)
+    return record is not None and any(record["settings"].get(k) != v for k, v in want.items())
+
+
+def thresholds(c, deploy, weights, out):
+    """The decoding thresholds (DT, VT, ET): SegNet's maps of the training frames (tools/infer.py), the grid
+    c["grid"] searched on the first TUNE_FRAMES with ground-truth classes (tools/tune_thresholds.py; no full-resolution
+    pass: the val scoring follows). Both steps are skipped when up to date."""
+    maps, tuned = out / "train_vectors.h5", out / "tune"
+    grid = [[float(x) for x in c["grid"][0]], [int(x) for x in c["grid"][1]], [float(x) for x in c["grid"][2]]]
+    step("inferring SegNet's maps of the training frames (to pick the decoding thresholds)",
+         [PY, "tools/infer.py", "--model", "segnet", "--split", "train", "--encoded", c["encoded"], "--deploy",
+          str(deploy), "--weights", weights, "--out", str(maps)]
+         + (["--force"] if other_settings(maps, weights=str((ROOT / weights).resolve())) else []))
+    step(f"searching the decoding thresholds on {TUNE_FRAMES} training frames",
+         [PY, "tools/tune_thresholds.py", "--predictions", str(maps), "--root", c["data"], "--split", "train",
+          "--frames", str(TUNE_FRAMES), "--no-confirm", "--out", str(tuned)]
+         + [x for name, g in zip(("--dt", "--vt", "--et"), grid) for x in (name, ",".join(f"{v:g}" for v in g))]
+         + (["--force"] if other_settings(tuned, grid=grid) else []))
+    return parse_thresholds((tuned / "best.txt").read_text().strip())
+
+
 def plot_losses(curves, path):
     """One panel per net: the smoothed training loss over the iterations (log scale), written atomically."""
     import matplotlib
@@ -238,9 +272,8 @@ def main():
     gpu = not args.cpu and gpu_usable()
     c = config(gpu, args.seed)
     h, w = c["size"]
-    dt, vt, et = c["thresholds"]
-    print(f"[demo] {'GPU' if gpu else 'CPU'} configuration, seed {c['seed']}: {describe(c)}; thresholds DT={dt:g} "
-          f"VT={vt} ET={et:g}", flush=True)
+    print(f"[demo] {'GPU' if gpu else 'CPU'} configuration, seed {c['seed']}: {describe(c)}; thresholds tuned on "
+          f"the first {TUNE_FRAMES} training frames", flush=True)
     data = c["data"]
     if not (ROOT / data / ".complete").exists():
         n, n_val = c["frames"]
@@ -259,6 +292,7 @@ def main():
     segnet = bn_stats(segnet, solvers["segnet_train"], c)
     googlenet, googlenet_curve = train("googlenet", solvers["googlenet"], c["googlenet_prefix"], c, out)
     plot_losses({"SegNet": segnet_curve, "GoogLeNet": googlenet_curve}, out / "figures" / "training_loss.png")
+    dt, vt, et = thresholds(c, solvers["segnet_deploy"], segnet, out)
     step("infer, decode, classify, export, evaluate (tools/evaluate.py, = make evaluate)",
          [PY, "tools/evaluate.py", "--model", "segnet", "--split", "val", "--root", data, "--encoded", c["encoded"],
           "--out", args.out, "--deploy", str(solvers["segnet_deploy"]), "--weights", segnet,
@@ -272,7 +306,12 @@ def main():
              f"training set (solvers in solvers/, logs in logs/). Final smoothed losses: SegNet "
              f"{segnet_curve[-1][1] if segnet_curve else float('nan'):.4g}, GoogLeNet "
              f"{googlenet_curve[-1][1] if googlenet_curve else float('nan'):.4g}. Wall time of this run: "
-             f"{time.time() - t0:.0f} s.\n")
+             f"{time.time() - t0:.0f} s.\n"
+             f"\n## Decoding thresholds\n\n![AP over DT x VT on training frames](tune/heatmap.png)\n\n"
+             f"DT={dt:g}, VT={vt}, ET={et:g}: the best AP of a {' x '.join(str(len(g)) for g in c['grid'])} grid "
+             f"on the first {TUNE_FRAMES} training frames (SegNet's maps, ground-truth classes; tools/"
+             f"tune_thresholds.py, table in tune/table.md). Frames the net was trained on: its maps there may be "
+             f"better than on val (not measured).\n")
     atomic_write(report, lambda t: t.write_text(text))
     rows = json.loads((out / "report.json").read_text())["results"][:2]   # GoogLeNet's, then ground-truth classes
     print(f"\n[demo] finished in {time.time() - t0:.0f} s (seed {c['seed']}).")
