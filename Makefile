@@ -15,7 +15,11 @@ ENCODED ?= data/lmdb
 MODEL ?= segnet
 SPLIT ?= val
 WEIGHTS ?=
+# Vector maps computed elsewhere to score instead of running the deploy net (tools/evaluate.py --predictions).
+PREDICTIONS ?=
 CLASSIFIER_WEIGHTS ?=
+# Vector maps computed elsewhere to score instead of running the deploy net (tools/evaluate.py --predictions).
+PREDICTIONS ?=
 # `make demo SEED=2`: the demo with another seed (report in out/demo_seed2).
 SEED ?=
 # More tools/evaluate.py options, e.g. ARGS="--oracle --method watershed" or ARGS=--oracle-classes (no GoogLeNet).
@@ -45,6 +49,7 @@ prototxt: setup
 evaluate: setup
 	$(PY) tools/evaluate.py --model $(MODEL) --split $(SPLIT) --root $(CITYSCAPES_DATASET) \
 	  --encoded $(ENCODED) --out $(OUT) $(if $(WEIGHTS),--weights $(WEIGHTS)) \
+	  $(if $(PREDICTIONS),--predictions $(PREDICTIONS)) \
 	  $(if $(CLASSIFIER_WEIGHTS),--classifier-weights $(CLASSIFIER_WEIGHTS)) $(ARGS)
 
 demo: setup
