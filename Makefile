@@ -58,7 +58,8 @@ demo: setup
 bench: setup
 	$(PY) tools/bench.py
 
-# The CUDA Caffe, nets, data and PyTorch peer for tools/gpu_check.sh on a bare GPU machine (needs `make setup CUDA=1`).
+# The CUDA Caffe, nets, data, demo stage and PyTorch peer for tools/gpu_check.sh on a bare GPU machine (needs
+# `make setup CUDA=1`); the demo stage's synthetic frames and their encoding stay in data/ for make evaluate PREDICTIONS=.
 gpu-bundle: setup
 	$(PY) tools/gpu_bundle.py
 
