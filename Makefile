@@ -17,6 +17,9 @@ MODEL ?= segnet
 SPLIT ?= val
 WEIGHTS ?=
 CLASSIFIER_WEIGHTS ?=
+# Vector maps computed elsewhere to score instead of running the deploy net (tools/evaluate.py --predictions);
+# `make tune` reads them too (default there: the maps `make evaluate` wrote, $(OUT)/pred_vectors.h5).
+PREDICTIONS ?=
 # `make demo SEED=2`: the demo with another seed (report in out/demo_seed2).
 SEED ?=
 # More tools/evaluate.py (tools/tune_thresholds.py) options, e.g. ARGS="--oracle --method watershed" or
@@ -25,9 +28,8 @@ ARGS ?=
 OUT ?= out/$(MODEL)_$(SPLIT)
 # `make evaluate THRESHOLDS=DT,VT,ET` (default: the model's paper values), e.g. $$(cat out/segnet_val/tune/best.txt).
 THRESHOLDS ?=
-# `make tune` searches the thresholds on the maps `make evaluate` wrote (PREDICTIONS); ORACLE_NOISE=1: on the
-# ground truth plus network-like noise instead. Output: $(OUT)/tune (table, best.txt, heatmap.png).
-PREDICTIONS ?= $(OUT)/pred_vectors.h5
+# `make tune` searches the thresholds on PREDICTIONS; ORACLE_NOISE=1: on the ground truth plus network-like noise
+# instead. Output: $(OUT)/tune (table, best.txt, heatmap.png).
 ORACLE_NOISE ?=
 export CITYSCAPES_DATASET
 
@@ -57,12 +59,13 @@ prototxt: setup
 evaluate: setup
 	$(PY) tools/evaluate.py --model $(MODEL) --split $(SPLIT) --root $(CITYSCAPES_DATASET) \
 	  --encoded $(ENCODED) --out $(OUT) $(if $(WEIGHTS),--weights $(WEIGHTS)) \
+	  $(if $(PREDICTIONS),--predictions $(PREDICTIONS)) \
 	  $(if $(CLASSIFIER_WEIGHTS),--classifier-weights $(CLASSIFIER_WEIGHTS)) \
 	  $(if $(THRESHOLDS),--thresholds $(THRESHOLDS)) $(ARGS)
 
 tune: setup
 	$(PY) tools/tune_thresholds.py --root $(CITYSCAPES_DATASET) --split $(SPLIT) --out $(OUT)/tune \
-	  $(if $(ORACLE_NOISE),--oracle-noise,--predictions $(PREDICTIONS)) $(ARGS)
+	  $(if $(ORACLE_NOISE),--oracle-noise,--predictions $(or $(PREDICTIONS),$(OUT)/pred_vectors.h5)) $(ARGS)
 
 demo: setup
 	$(PY) tools/demo.py $(if $(SEED),--seed $(SEED))
@@ -70,7 +73,8 @@ demo: setup
 bench: setup
 	$(PY) tools/bench.py
 
-# The CUDA Caffe, nets, data and PyTorch peer for tools/gpu_check.sh on a bare GPU machine (needs `make setup CUDA=1`).
+# The CUDA Caffe, nets, data, demo stage and PyTorch peer for tools/gpu_check.sh on a bare GPU machine (needs
+# `make setup CUDA=1`); the demo stage's synthetic frames and their encoding stay in data/ for make evaluate PREDICTIONS=.
 gpu-bundle: setup
 	$(PY) tools/gpu_bundle.py
 

@@ -3,6 +3,11 @@
 The HDF5 file holds ``vectors`` (N, 2, H, W) float32 in LMDB order, ``frames`` (N,) names, and attributes
 ``model``, ``deploy``, ``weights``, ``images_lmdb``, ``height``, ``width``; ``<out>.job.json`` beside it records
 what it was made from (dcme_layers.resumable). A killed run resumes from the frames already done.
+
+Vector maps predicted elsewhere (``tools/evaluate.py --predictions``, ``use_predictions``) come as such a file or
+as the file of Caffe's own HDF5Output layer (``caffe test`` on a deploy net that reads the images LMDB, as
+tools/gpu_check.py's demo stage writes it): datasets ``data`` (N, 2, H, W) and ``label``, the frame names in
+``<file>.frames.txt`` beside it (the LMDB order the net read).
 """
 import glob
 import json
@@ -141,3 +146,72 @@ def read_blob(f, i, path):
     if not np.isfinite(v).all():
         raise InferenceError(f"{path}: frame {i} ({f['frames'][i]!r}) has NaN/inf in its predicted vector map")
     return v
+
+
+#: Beside a Caffe HDF5Output file: its frame names, one a line, in the order of the LMDB the net read.
+FRAMES_SUFFIX = ".frames.txt"
+
+
+def use_predictions(path, encoded_split, out, model="", force=False, log=print):
+    """Vector maps predicted elsewhere, checked against ``encoded_split`` as infer_split's own output is (frame
+    names and order, shape (N, 2, H, W) at its size, finite values): InferenceError naming the file otherwise.
+
+    tools/infer.py's file is used in place and returned; a Caffe HDF5Output file (datasets data, label; names in
+    ``<path>.frames.txt``) becomes infer's format in ``out``, a resumable.Job like infer_split's, and ``out`` is
+    returned."""
+    path, encoded_split = Path(path), Path(encoded_split)
+    frames = read_frames(encoded_split)
+    size = tuple(json.loads((encoded_split / "manifest.json").read_text())["size"])
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise InferenceError(f"{path}: not a readable HDF5 file ({str(e).splitlines()[0]}); pass tools/infer.py's "
+                             f"output or Caffe's HDF5Output file") from None
+    with f:
+        if "vectors" in f and "frames" in f:
+            _check_predictions(path, f["vectors"], [n.decode() if isinstance(n, bytes) else str(n)
+                                                    for n in f["frames"][...]], frames, encoded_split, size)
+            return path
+        if "data" not in f:
+            raise InferenceError(f"{path}: holds neither vectors and frames (tools/infer.py) nor data (Caffe's "
+                                 f"HDF5Output); pass one of those files")
+        listing = path.with_name(path.name + FRAMES_SUFFIX)
+        if not listing.is_file():
+            raise InferenceError(f"{path}: a Caffe HDF5Output file needs its frame names in {listing} (one a line, "
+                                 f"in the order of the LMDB the net read; tools/gpu_check.py writes it)")
+        names = listing.read_text().split()
+        _check_predictions(path, f["data"], names, frames, encoded_split, size)
+    settings = dict(model=model, predictions=str(path.resolve()), images_lmdb=str((encoded_split / "images").resolve()),
+                    frames=frames, height=size[0], width=size[1])
+    with resumable.Job(out, settings, [path, listing], force, payload="vectors.h5", what="blob file",
+                       log=log) as job:
+        if job.up_to_date():
+            return Path(out)
+        job.start()
+        partial = job.partial / "vectors.h5"
+        job.ensure_space(path.stat().st_size + (1 << 20))
+        with job.writing(partial), h5py.File(path, "r") as src, h5py.File(partial, "w") as dst:
+            dst.create_dataset("vectors", data=src["data"][...].astype(np.float32), chunks=(1, 2) + size)
+            dst["frames"] = np.array(frames, dtype=h5py.string_dtype())
+            dst.attrs.update({k: v for k, v in settings.items() if k != "frames"})
+        job.finish()
+    return Path(out)
+
+
+def _check_predictions(path, vectors, names, frames, encoded_split, size):
+    """InferenceError naming ``path`` unless its vector maps ``vectors`` (an HDF5 dataset) and frame ``names``
+    are those of the encoded split's ``frames`` at ``size``, and finite."""
+    listing = encoded_split / "frames.txt"
+    if len(names) != len(frames):
+        raise InferenceError(f"{path}: {len(names)} frames, {listing} lists {len(frames)}; score it with the "
+                             f"--encoded split it was predicted from")
+    for i, (got, want) in enumerate(zip(names, frames)):
+        if got != want:
+            raise InferenceError(f"{path}: frame {i} is {got}, line {i + 1} of {listing} is {want}; score it with "
+                                 f"the --encoded split it was predicted from, in its order")
+    if vectors.shape != (len(frames), 2) + size:
+        raise InferenceError(f"{path}: vector maps of shape {vectors.shape}, {encoded_split} needs "
+                             f"{(len(frames), 2) + size} (frames, dx/dy, its height and width)")
+    for i in range(len(frames)):
+        if not np.isfinite(vectors[i]).all():
+            raise InferenceError(f"{path}: frame {i} ({frames[i]}) has NaN/inf in its predicted vector map")

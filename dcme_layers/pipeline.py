@@ -1,6 +1,7 @@
 """The paper's test pipeline for one trained model and split (Caffe): infer -> decode -> classify -> export -> score.
 
-1. ``inference.infer_split``: the deploy net's 2-D vector maps for every encoded frame, saved to HDF5 (resumable).
+1. ``inference.infer_split``: the deploy net's 2-D vector maps for every encoded frame, saved to HDF5 (resumable);
+   or ``inference.use_predictions``: maps predicted elsewhere (another machine's GPU), checked the same way.
 2. ``decoding.decode``: the four decoding steps with the model's (DT, VT, ET) at the encoded resolution.
 3. ``classify.Classifier``: GoogLeNet gives each decoded instance one of the 8 classes, from crops of the frame at
    the classifier's own resolution (``Classifier.size``). Without a classifier, or beside it with ``oracle``, each
@@ -25,7 +26,7 @@ from dcme_layers.cs_eval import BOOTSTRAP, CLASS_NAMES, evaluate
 from dcme_layers.decoding import PAPER_THRESHOLDS, decode, parse_thresholds
 from dcme_layers.encoding import vector_map
 from dcme_layers.export import EvaluationError, png_size, export_split
-from dcme_layers.inference import infer_split, read_blob, read_frames
+from dcme_layers.inference import infer_split, read_blob, read_frames, use_predictions
 from dcme_layers.lmdb_io import DatumReader, frame_key
 from dcme_layers.oracle import OracleOptions, keep_instances, majority_label_ids, run_oracle
 from dcme_layers.report import format_confusion, write_report
@@ -48,6 +49,8 @@ class EvalOptions:
         deploy: the deploy prototxt to infer with; None: prototxt/<model>_deploy.prototxt (the demo passes its own,
             e.g. a slim SegNet).
         bootstrap: resamples of the frames for each row's AP interval (cs_eval.bootstrap_interval); 0: none.
+        predictions: an HDF5 file of vector maps to score instead of running the deploy net (tools/infer.py's,
+            or Caffe's HDF5Output file with its frame names beside it: inference.use_predictions); None: infer.
     """
     thresholds: object = None
     method: str = "vote"
@@ -59,6 +62,7 @@ class EvalOptions:
     force: bool = False
     deploy: object = None
     bootstrap: int = BOOTSTRAP
+    predictions: object = None
 
 
 def frames_of(root, split, names, where):
@@ -121,7 +125,8 @@ def evaluate_model(model, split, root, encoded, out, weights, classifier=None, o
     """Run the whole test pipeline; returns the list of evaluate() results (model first, oracle rows after).
 
     classifier: a ``classify.Classifier``, or None for oracle classes (the majority ground-truth class under each
-    decoded instance). options: an ``EvalOptions``.
+    decoded instance). options: an ``EvalOptions``. weights: the SegNet / FCN-8s caffemodel (unused, may be None,
+    with ``options.predictions``).
     """
     from dcme_layers.visualize import instance_figure, write_figure
 
@@ -132,8 +137,13 @@ def evaluate_model(model, split, root, encoded, out, weights, classifier=None, o
     frames = frames_of(root, split, names, split_dir / "frames.txt")
     index = {n: i for i, n in enumerate(names)}
     deploy = o.deploy or f"prototxt/{model}_deploy.prototxt"
-    blobs = infer_split(deploy, weights, split_dir, out / "pred_vectors.h5", model,
-                        force=o.force)
+    if o.predictions:
+        blobs = use_predictions(o.predictions, split_dir, out / "pred_vectors.h5", model, force=o.force)
+    else:
+        blobs = infer_split(deploy, weights, split_dir, out / "pred_vectors.h5", model, force=o.force)
+    # what the vector maps come from, in the export's settings and the report
+    source = ("predictions", str(Path(o.predictions).resolve())) if o.predictions else \
+        ("weights", str(Path(weights).resolve()))
     figures = [f.name for f in frames[:o.figures]]
     notes, sections = [], []
 
@@ -182,7 +192,7 @@ def evaluate_model(model, split, root, encoded, out, weights, classifier=None, o
         def score(classes):
             """Export and score the decoded instances with ``classes``; returns the evaluate() result."""
             cfg = f"dt{th[0]:g}-vt{th[1]}-et{th[2]:g}-{o.method}-{'googlenet' if classes else 'oracle-classes'}"
-            settings = dict(weights=str(Path(weights).resolve()), max_instances=o.max_instances,
+            settings = dict([source], max_instances=o.max_instances,
                             classifier=str(Path(classes.weights).resolve()) if classes else None)
             inputs = [blobs, split_dir / "images" / "data.mdb"]
             inputs += [classes.deploy, classes.weights] if classes else []
@@ -235,8 +245,8 @@ def evaluate_model(model, split, root, encoded, out, weights, classifier=None, o
             sections.append(("Figures", f"The first {len(links)} frames: decoded instances with "
                              f"{'GoogLeNet' if classifier else 'ground-truth'} classes and their confidence | the "
                              f"ground truth, with |V| of each below.\n\n" + "\n\n".join(links)))
-    notes[:0] = [f"Model {model}, weights {weights}; {len(frames)} frames of {split} at {size[0]}x{size[1]}, "
-                 f"masks upsampled ({o.upsample}) to the ground truth's resolution.",
+    notes[:0] = [f"Model {model}, {source[0]} {o.predictions or weights}; {len(frames)} frames of {split} at "
+                 f"{size[0]}x{size[1]}, masks upsampled ({o.upsample}) to the ground truth's resolution.",
                  "Confidence = GoogLeNet probability x decoding score; ground-truth classes: the majority "
                  "ground-truth class under each decoded instance, which drops instances on background."
                  if classifier else

@@ -102,6 +102,22 @@ def deploy_net(name, body, shape=(1, 3) + INPUT_SIZE, loss=False):
     return net
 
 
+def hdf5_output_net(name, body, images_lmdb, batch_size, file_name):
+    """NetParameter for `caffe test -iterations 1` that predicts without Python (tools/gpu_check.py's demo stage):
+    a Data layer reading the images LMDB ``images_lmdb`` in its order (mean-subtracted like the train nets),
+    ``body``, and an HDF5Output layer writing ``vectors_pred`` as dataset ``data`` (and the Datum labels as
+    ``label``) to ``file_name``. BVLC's HDF5Output creates its datasets on every forward pass and aborts on the
+    second, so ``batch_size`` must hold every frame of the LMDB, read in one pass."""
+    n = caffe.NetSpec()
+    n.data, n.label = L.Data(source=images_lmdb, backend=P.Data.LMDB, batch_size=batch_size,
+                             transform_param=dict(mean_value=list(MEAN_BGR)), ntop=2)
+    body(n)
+    n.output = L.HDF5Output(n[OUTPUT_BLOB], n.label, hdf5_output_param=dict(file_name=file_name), ntop=0)
+    net = caffe_pb2.NetParameter(name=name)
+    net.layer.extend(n.to_proto().layer)
+    return net
+
+
 def timing_net(name, body, batch_size, caffe_engine=False):
     """NetParameter for `caffe time` (tools/gpu_check.py): ``body`` on DummyData input of ``batch_size`` at
     INPUT_SIZE (gaussian images and vector maps, drawn anew every pass, so nothing is timed on zeros) with the

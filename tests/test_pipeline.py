@@ -405,3 +405,68 @@ def test_export_killed_mid_run_resumes_to_the_uninterrupted_result(tiny_cityscap
     assert helpers.folder_files(out / pred) == helpers.folder_files(gt_evaluated / pred)
     rows = [json.loads((d / "report.json").read_text())["results"] for d in (out, gt_evaluated)]
     assert rows[0] == rows[1]
+
+
+def test_predictions_file_gives_the_same_report_as_inferring(tiny_cityscapes, encoded, weights, tmp_path):
+    """--predictions scores vector maps computed elsewhere: tools/infer.py's file (moved, as from another machine)
+    and Caffe's own HDF5Output file from `caffe test` of the same weights (no Python, as the GPU check's demo
+    stage writes it) each give the report of the path that runs the deploy net."""
+    common = ("--oracle", "--bootstrap", "5", "--figures", "0")
+    run = run_evaluate(tiny_cityscapes, encoded, weights, tmp_path / "normal", *common)
+    assert run.returncode == 0, run.stderr[-3000:]
+    moved = tmp_path / "elsewhere" / "pred.h5"
+    moved.parent.mkdir()
+    shutil.copy(tmp_path / "normal" / "pred_vectors.h5", moved)
+    net = tmp_path / "hdf5_deploy.prototxt"
+    net.write_text(str(models.hdf5_output_net("segnet", segnet.body, f"{encoded}/val/images", 2, "caffe.h5")))
+    run = subprocess.run([str(REPO / ".venv/bin/caffe"), "test", "-model", str(net), "-weights", str(weights[0]),
+                          "-iterations", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    (tmp_path / "caffe.h5.frames.txt").write_text((encoded / "val" / "frames.txt").read_text())
+    expected = json.loads((tmp_path / "normal" / "report.json").read_text())["results"]
+    for name, pred in (("infer", moved), ("caffe", tmp_path / "caffe.h5")):
+        run = run_evaluate(tiny_cityscapes, encoded, weights, tmp_path / name, "--predictions", str(pred), *common)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert json.loads((tmp_path / name / "report.json").read_text())["results"] == expected, name
+        assert f"predictions {pred}" in (tmp_path / name / "report.md").read_text()
+    assert not (tmp_path / "infer" / "pred_vectors.h5").exists()        # infer's own format is read in place
+    with h5py.File(tmp_path / "caffe" / "pred_vectors.h5", "r") as f:    # Caffe's becomes it, with its record
+        assert [n.decode() for n in f["frames"][...]] == (encoded / "val" / "frames.txt").read_text().split()
+    assert (tmp_path / "caffe" / "pred_vectors.h5.job.json").is_file()
+
+
+def test_bad_predictions_files_are_one_line(tiny_cityscapes, encoded, weights, clean_blobs, tmp_path):
+    frames = (encoded / "val" / "frames.txt").read_text().split()
+
+    def write(name, vectors, names=frames, caffe_format=False):
+        path = tmp_path / name
+        with h5py.File(path, "w") as f:
+            f["data" if caffe_format else "vectors"] = vectors
+            if caffe_format:
+                f["label"] = np.zeros((len(vectors), 1, 1, 1), np.float32)
+            else:
+                f["frames"] = np.array(names, dtype=h5py.string_dtype())
+        return path
+
+    nan = clean_blobs.copy()
+    nan[1, 0, 3, 4] = np.nan
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"not hdf5")
+    cases = [
+        (write("order.h5", clean_blobs[::-1], frames[::-1]),
+         f"frame 0 is {frames[1]}, line 1 of {encoded / 'val' / 'frames.txt'} is {frames[0]}; score it with the "
+         f"--encoded split it was predicted from, in its order"),
+        (write("fewer.h5", clean_blobs[:1], frames[:1]), f"1 frames, {encoded / 'val' / 'frames.txt'} lists 2"),
+        (write("shape.h5", clean_blobs[:, :, :-1]), f"vector maps of shape (2, 2, {SIZE[0] - 1}, {SIZE[1]})"),
+        (write("nan.h5", nan), f"frame 1 ({frames[1]}) has NaN/inf in its predicted vector map"),
+        (write("caffe.h5", clean_blobs, caffe_format=True),
+         f"a Caffe HDF5Output file needs its frame names in {tmp_path / 'caffe.h5.frames.txt'}"),
+        (junk, "not a readable HDF5 file"),
+    ]
+    for path, says in cases:
+        with pytest.raises(inference.InferenceError) as e:
+            inference.use_predictions(path, encoded / "val", tmp_path / "out" / "pred_vectors.h5")
+        assert str(e.value).startswith(f"{path}: ") and says in str(e.value), str(e.value)
+    run = run_evaluate(tiny_cityscapes, encoded, weights, tmp_path / "eval", "--predictions", str(cases[0][0]))
+    assert run.returncode != 0 and run.stderr.splitlines() == [f"evaluate: {cases[0][0]}: {cases[0][1]}"], run.stderr
+    assert not (tmp_path / "out").exists()

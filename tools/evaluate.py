@@ -3,7 +3,8 @@
 
 Writes into --out: pred_vectors.h5 (network output), pred-*/ (Cityscapes results format), figures/*.png
 (input | magnitude map | instances), report.md and report.json (AP, AP50%, AP100m, AP50m, overall and per class).
-Every step resumes from what a killed run left.
+Every step resumes from what a killed run left. --predictions scores vector maps computed elsewhere (e.g. on a GPU
+machine by tools/gpu_check.sh --demo) instead of running the deploy net.
 """
 import argparse
 import sys
@@ -30,6 +31,10 @@ def main():
     ap.add_argument("--encoded", default="data/lmdb", help="output folder of `make encode-data`")
     ap.add_argument("--out", help="default: out/<model>_<split>")
     ap.add_argument("--weights", help="default: the newest models/<model>/<model>_iter_*.caffemodel")
+    ap.add_argument("--predictions", metavar="FILE",
+                    help="score the vector maps in this HDF5 file instead of running the deploy net: tools/infer.py's "
+                         "output, or Caffe's HDF5Output file with FILE.frames.txt beside it; its frames must be those "
+                         "of --encoded/--split, in order (--weights and --deploy are then unused)")
     ap.add_argument("--classifier-weights",
                     help="GoogLeNet weights (default: the newest models/googlenet/googlenet_iter_*.caffemodel)")
     ap.add_argument("--oracle-classes", action="store_true",
@@ -60,8 +65,8 @@ def main():
                      f"or pass the weights explicitly")
         return path
 
-    weights = args.weights or need(newest_snapshot(f"models/{args.model}/{args.model}"), args.model,
-                                   f"{args.model}_solver.prototxt")
+    weights = None if args.predictions else args.weights or need(
+        newest_snapshot(f"models/{args.model}/{args.model}"), args.model, f"{args.model}_solver.prototxt")
     classifier = None
     if not args.oracle_classes:
         cw = args.classifier_weights or need(newest_snapshot("models/googlenet/googlenet"), "GoogLeNet",
@@ -71,7 +76,7 @@ def main():
         if not args.oracle_classes:
             classifier = Classifier(args.classifier_deploy, cw, size=args.classifier_size)
         options = EvalOptions(args.thresholds, args.method, args.upsample, args.max_instances, args.figures,
-                              args.oracle, args.workers, args.force, args.deploy, args.bootstrap)
+                              args.oracle, args.workers, args.force, args.deploy, args.bootstrap, args.predictions)
         evaluate_model(args.model, args.split, args.root, args.encoded, out, weights, classifier, options)
     except DcmeError as e:  # DataError and the decoder's threshold checks: one line naming the file
         sys.exit(f"evaluate: {e}")

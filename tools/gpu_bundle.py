@@ -10,6 +10,12 @@ Writes gpu-bundle/ (git-ignored, at most 60 MiB): bundle.tar.xz with
   on a fixed batch of two synthetic frames (so the loss must fall);
 - data/train/{images,vectors}: those two frames, encoded as by `make encode-data`;
 - torch_peer.py: the PyTorch peer of both nets (../shared/bench/), timed in the same call when torch imports;
+- the demo stage (tools/gpu_check.sh --demo SECONDS): the GPU configuration of tools/demo.py (full SegNet at
+  340x680, Adam, batch 4) as nets/demo_{train,solver}.prototxt on data/demo/train (its DEMO synthetic training
+  frames), the caffe-segnet BatchNorm statistics pass as nets/demo_bnstats_{train,solver}.prototxt, and
+  nets/demo_deploy.prototxt, which `caffe test` runs over data/demo/val/images in one batch into an HDF5Output
+  file that tools/evaluate.py --predictions scores back on this machine; the synthetic set and its encoding stay
+  in data/ here for that (MANIFEST.json names them);
 and MANIFEST.json (what is in it, what was left to the GPU machine).
 
     .venv/bin/python tools/gpu_bundle.py [--prefix CUDA_CAFFE_PREFIX] [--out gpu-bundle]
@@ -36,6 +42,15 @@ TRAIN_FRAMES = 2
 # (tools/gpu_check.sh, 2026-11-26) before settling above its start; a quarter of it fell steadily over the same 5
 # iterations on the CPU (same nets, data and seed), so the check uses that.
 TRAIN_LR = {"fcn8s": 5e-13}
+# The demo stage's frames. Val: the predictions come back from the GPU machine in at most PREDICTIONS_LIMIT_MIB,
+# as float32 2x340x680 maps (1.85 MB a frame): 8 frames are 14.8 MB. Train: the demo GPU configuration's own;
+# with the val images they add about 5 MiB (xz) to the bundle. The frames of a split depend on its index alone
+# (dcme_layers.synthetic), so these val frames are the first 8 of the demo's own val set.
+DEMO_VAL_FRAMES = 8
+PREDICTIONS_LIMIT_MIB = 16
+# BatchNorm layers of the statistics pass get this suffix, so that `-weights` leaves their blobs at zero and the
+# pass (moving_average_fraction 1) sums each batch's statistics into them; the deploy net uses the same names.
+BN_STATS_SUFFIX = "_stats"
 
 
 def ldd(binary, env):
@@ -114,6 +129,82 @@ def write_data(stage):
         lmdb_io.encode_dataset(root, stage / "data", ["train"], size=SIZE, workers=1, progress=False)
 
 
+def demo_data(c, n_val=DEMO_VAL_FRAMES):
+    """The demo stage's synthetic set ({train: the configuration's, val: n_val}) and its encoding at the
+    configuration's size, in data/ (kept: tools/evaluate.py --predictions scores against them); returns both."""
+    from dcme_layers import lmdb_io, synthetic
+    n_train = c["frames"][0]
+    root = synthetic.generate(REPO / f"{synthetic.ROOT}_train{n_train}_val{n_val}", {"train": n_train, "val": n_val},
+                              workers=os.cpu_count() or 1, progress=True)
+    h, w = c["size"]
+    encoded = REPO / f"data/lmdb_gpu_demo_{h}x{w}_val{n_val}_seed{c['seed']}"
+    lmdb_io.encode_dataset(root, encoded, ["train", "val"], size=c["size"], seed=c["seed"])
+    return root, encoded
+
+
+def with_bn_stats_names(net, fraction=None):
+    """Rename every BatchNorm layer of the NetParameter ``net`` (BN_STATS_SUFFIX); ``fraction``: also set its
+    moving_average_fraction (1: sum the statistics of every batch, as tools/compute_bn_stats.py does)."""
+    for layer in net.layer:
+        if layer.type == "BatchNorm":
+            layer.name += BN_STATS_SUFFIX
+            if fraction is not None:
+                layer.batch_norm_param.moving_average_fraction = fraction
+    return net
+
+
+def write_demo(stage, c, encoded):
+    """The demo stage of configuration ``c`` (tools/demo.py config) on the encoded splits in ``encoded``: its
+    frames in data/demo, its nets and solvers in nets/demo_*; returns the MANIFEST's demo entry."""
+    from functools import partial
+
+    from caffe.proto import caffe_pb2
+
+    import models
+    from models.segnet import net as segnet
+    data, nets = stage / "data" / "demo", stage / "nets"
+    nets.mkdir(exist_ok=True)
+    for lmdb in ("train/images", "train/vectors", "val/images"):
+        (data / lmdb).mkdir(parents=True)
+        shutil.copy(Path(encoded) / lmdb / "data.mdb", data / lmdb / "data.mdb")
+    shutil.copy(Path(encoded) / "val" / "frames.txt", data / "val" / "frames.txt")
+    n_train = len((Path(encoded) / "train" / "frames.txt").read_text().split())
+    n_val = len((data / "val" / "frames.txt").read_text().split())
+    batch = c["segnet"]["batch_size"]
+
+    def train_net():
+        net = segnet.train("data/demo/train", "data/demo/train", batch_size=batch, slim=c["slim"])
+        for layer in [la for la in net.layer if any(r.phase == caffe_pb2.TEST for r in la.include)]:
+            net.layer.remove(layer)  # the solver runs no test
+        return net
+
+    (nets / "demo_train.prototxt").write_text(str(train_net()))
+    (nets / "demo_solver.prototxt").write_text(
+        models.solver("nets/demo_train.prototxt", "snapshots/demo_segnet", dict(c["segnet_solver"], test_iter=None)))
+    # caffe-segnet's statistics: one pass over the training frames with the weights fixed (lr 0)
+    (nets / "demo_bnstats_train.prototxt").write_text(str(with_bn_stats_names(train_net(), fraction=1.0)))
+    passes = -(-n_train // batch)
+    (nets / "demo_bnstats_solver.prototxt").write_text(models.solver(
+        "nets/demo_bnstats_train.prototxt", "snapshots/demo_segnet_bnstats",
+        dict(base_lr=0.0, momentum=0.0, weight_decay=0.0, max_iter=passes, snapshot=0, display=1, average_loss=1,
+             test_iter=None)))
+    deploy = models.hdf5_output_net("segnet", partial(segnet.body, slim=c["slim"]), "data/demo/val/images", n_val,
+                                    "predictions.h5")
+    (nets / "demo_deploy.prototxt").write_text(str(with_bn_stats_names(deploy)))
+    return dict(size=list(c["size"]), slim=c["slim"], seed=c["seed"], train_frames=n_train, val_frames=n_val,
+                batch_size=batch, max_iter=c["segnet_solver"]["max_iter"], bn_passes=passes,
+                predictions_limit_mib=PREDICTIONS_LIMIT_MIB, encoded=str(encoded))
+
+
+def pack(stage, tmp_out, manifest, xz="-6"):
+    """bundle.tar.xz of ``stage`` and MANIFEST.json into ``tmp_out``; returns its size in MiB. ``xz``: the
+    compression level; None: a plain tar under that name (tests: tools/gpu_check.py's tarfile reads either)."""
+    subprocess.run(["tar", "-cJf" if xz else "-cf", str(tmp_out / "bundle.tar.xz"), "-C", str(stage), "."],
+                   check=True, env=dict(os.environ, XZ_OPT=f"{xz} -T0"))
+    (tmp_out / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return sum(f.stat().st_size for f in tmp_out.iterdir() if f.is_file()) / 2 ** 20
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--prefix", type=Path, help="a CUDA Caffe install (default: the one .venv points at)")
@@ -132,17 +223,18 @@ def main(argv=None):
     kept, provided = pack_binaries(prefix, stage)
     batches = write_nets(stage)
     write_data(stage)
+    from tools import demo
+    c = demo.config(gpu=True)
+    root, encoded = demo_data(c)
+    demo_entry = dict(write_demo(stage, c, encoded), root=str(root))
     if args.peer.exists():
         shutil.copy(args.peer, stage / "torch_peer.py")
     else:
         print(f"gpu_bundle: warning: no PyTorch peer at {args.peer}; the check will time Caffe alone", file=sys.stderr)
-    subprocess.run(["tar", "-cJf", str(tmp_out / "bundle.tar.xz"), "-C", str(stage), "."], check=True,
-                   env=dict(os.environ, XZ_OPT="-6 -T0"))
-    shutil.rmtree(stage)
     manifest = dict(prefix=str(prefix), libraries=kept, provided_by_the_gpu_machine=provided, batches=batches,
-                    train_iterations=TRAIN_ITERS, train_frames=TRAIN_FRAMES, peer=args.peer.exists())
-    (tmp_out / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    size = sum(f.stat().st_size for f in tmp_out.iterdir()) / 2 ** 20
+                    train_iterations=TRAIN_ITERS, train_frames=TRAIN_FRAMES, peer=args.peer.exists(), demo=demo_entry)
+    size = pack(stage, tmp_out, manifest)
+    shutil.rmtree(stage)
     if size > LIMIT_MIB:
         print(f"gpu_bundle: {size:.1f} MiB is over the {LIMIT_MIB} MiB a GPU machine receives", file=sys.stderr)
         return 1

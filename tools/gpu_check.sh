@@ -3,7 +3,7 @@
 # /usr/local/cuda and, for cuDNN / NCCL and the PyTorch peer, a python3 with torch and its nvidia wheels).
 # Run from the repository root after `make gpu-bundle` on the build machine and copying gpu-bundle/ along:
 #
-#   bash tools/gpu_check.sh [OUTDIR]     (default: $OUT, else out/gpu_check)
+#   bash tools/gpu_check.sh [OUTDIR] [--demo SECONDS]   (OUTDIR default: $OUT, else out/gpu_check)
 #
 # It prints a table and writes gpu_check.json and the logs to OUTDIR; tools/gpu_check.py lists the steps.
 set -euo pipefail

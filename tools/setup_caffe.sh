@@ -301,9 +301,15 @@ print("import os, sys")
 print(f"_extra = [p for p in os.environ.get(\"PYTHONPATH\", \"\").split(os.pathsep) if p and p != {here!r}]")
 print(f"sys.path[:] = _extra + {paths!r}")' "$EMBED" >"$EMBED/sitecustomize.py.tmp"
   mv "$EMBED/sitecustomize.py.tmp" "$EMBED/sitecustomize.py"
+  # A CPU-only build given -gpu would abort in C++ (Caffe::SetDevice: "Cannot use GPU in CPU-only Caffe"); the
+  # wrapper of the project's CPU build refuses it first with one line saying which build to make.
+  NO_GPU=""
+  [ "$CUDA" = 1 ] || [ -f "$VENV/.external" ] || NO_GPU='for a in "$@"; do case "$a" in -gpu|-gpu=*|--gpu|--gpu=*)
+  echo "caffe: -gpu needs the CUDA build of Caffe, and .venv has the CPU-only one (.venv/.caffe_variant: CUDA=0); build it with \`make setup CUDA=1 CUDNN=1\` (README, \"Training on a GPU\"), or drop -gpu" >&2; exit 2;; esac; done'
   cat >"$VENV/bin/caffe.tmp" <<EOF
 #!/usr/bin/env bash
 # Written by tools/setup_caffe.sh: $CAFFE_BIN with the venv's Python path ($EMBED/sitecustomize.py).
+$NO_GPU
 export PYTHONPATH="$EMBED\${PYTHONPATH:+:\$PYTHONPATH}"
 export LD_LIBRARY_PATH="${CAFFE_LIB:+$CAFFE_LIB:}$PYLIBDIR\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
 exec "$CAFFE_BIN" "\$@"
