@@ -131,8 +131,8 @@ def test_tf32_rows_sit_beside_the_peers_tf32(tmp_path, capsys):
     s = t["forward_backward_ms"] / 1000
     res = dict(device="cpu", batches={"segnet": 2}, time={"segnet/default": t, "segnet/default/tf32": t}, train={},
                unpool_tests_passed=0,
-               peer=[dict(net="segnet", mode="fp32", cudnn=True, s_per_iter=round(2 * s, 4)),
-                     dict(net="segnet", mode="tf32", cudnn=True, s_per_iter=round(4 * s, 4))])
+               peer=[dict(net="segnet", mode="fp32", cudnn=True, s_per_iter=2 * s),
+                     dict(net="segnet", mode="tf32", cudnn=True, s_per_iter=4 * s)])
     gpu_check.print_table(res)
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| segnet")]
     assert "| cuDNN |" in rows[0] and "| fp32, cuDNN |" in rows[0] and rows[0].endswith("| 0.50x |")
