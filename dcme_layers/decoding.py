@@ -246,11 +246,11 @@ def assign_pixels(kept, et, fg_threshold=FG_THRESHOLD):
         ``Assignment(labels (H, W) int32, order (N,), votes (K,))``: N instances numbered by votes.
     """
     voters, centers = kept.voters, kept.centers
-    k = voting.assign_votes(voters.x, voters.y, voters.cell, voters.n, voters.gx, voters.gy, voters.mag2.shape,
-                            voters.margin, centers, float(et))        # (M,) 0-based kept CM per vote, -1 = none
+    k, pixels = voting.assign_votes(voters.x, voters.y, voters.cell, voters.n, voters.gx, voters.gy,
+                                    voters.mag2.shape, voters.margin, centers, float(et))   # (M,) kept CM, -1: none
     cy, cx, clab = voting.center_pixels(voters.idx, k, voters.mag2, float(fg_threshold), _fg2(fg_threshold), centers,
                                         np.arange(1, len(centers) + 1))
-    relabel, order, votes = _numbering(kept, np.bincount(k[k >= 0], minlength=len(centers)), clab)
+    relabel, order, votes = _numbering(kept, pixels, clab)
     labels = np.zeros(voters.mag2.shape, np.int32)
     voting.paint_votes(labels, voters.idx, k, relabel)
     labels[cy, cx] = relabel[clab]

@@ -75,6 +75,9 @@ def bin_votes(vx, vy, h, w, margin):
     cell = np.empty(len(vx), np.int64)
     fx = np.empty(len(vx), np.int64)                 # each cell's grid column and row, in first-vote order
     fy = np.empty(len(vx), np.int64)
+    fn = np.zeros(len(vx), np.int64)                 # its votes and their sums, in vote order
+    fsx = np.zeros(len(vx))
+    fsy = np.zeros(len(vx))
     count = 0
     for i in range(len(vx)):
         cx, cy = np.rint(vx[i]), np.rint(vy[i])
@@ -83,26 +86,23 @@ def bin_votes(vx, vy, h, w, margin):
             continue
         x, y = int(cx) + margin, int(cy) + margin
         g = y * gw + x
-        if grid[g] < 0:
-            grid[g] = count
+        c = grid[g]
+        if c < 0:
+            c = grid[g] = count
             fx[count], fy[count] = x, y
             count += 1
-        cell[i] = grid[g]
+        cell[i] = c
+        fn[c] += 1
+        fsx[c] += vx[i]
+        fsy[c] += vy[i]
     first = _row_major(fx[:count], fy[:count], gw, gh)
     rank = np.empty(count, np.int64)                 # first-vote order -> row-major order
-    gx, gy = fx[first], fy[first]
-    for k in range(count):
-        rank[first[k]] = k
-    n = np.zeros(count, np.int64)
-    sx = np.zeros(count)
-    sy = np.zeros(count)
-    for i in range(len(vx)):                         # sums in vote order
+    rank[first] = np.arange(count)
+    for i in range(len(vx)):
         if cell[i] >= 0:
-            c = rank[cell[i]]
-            cell[i] = c
-            n[c] += 1
-            sx[c] += vx[i]
-            sy[c] += vy[i]
+            cell[i] = rank[cell[i]]
+    n, sx, sy = fn[first], fsx[first], fsy[first]
+    gx, gy = fx[first], fy[first]
     return cell, n, sx / n, sy / n, sx, sy, gx, gy
 
 
@@ -370,11 +370,12 @@ def assign_votes(vx, vy, cell, n, gx, gy, shape, margin, centers, et):
             columns and rows, and margin. shape: the image's (H, W). centers: (K, 2) float64 (x, y). et: ET in
             pixels.
     Returns:
-        (M,) int64 center per vote, -1 for none.
+        (k (M,) int64 center per vote, -1 for none; votes (K,) int64 per center).
     """
     k_of = np.full(len(vx), -1, np.int64)
+    votes = np.zeros(len(centers), np.int64)
     if len(centers) == 0:
-        return k_of
+        return k_of, votes
     side = et + 2.0
     gh, gw = shape[0] + 2 * margin, shape[1] + 2 * margin
     near = np.zeros((gh, gw), np.bool_)              # cells within ET + 2 px of a center on both axes
@@ -395,14 +396,14 @@ def assign_votes(vx, vy, cell, n, gx, gy, shape, margin, centers, et):
             elif d1 - _HALF_DIAGONAL >= et:
                 state[c] = -1
     for i in range(len(vx)):
-        s = state[cell[i]] if cell[i] >= 0 else -3
-        if s != -3:
-            k_of[i] = s
-            continue
-        k1, d1, _ = _nearest(vx[i], vy[i], centers, buckets, reach2)
-        if d1 < et:
-            k_of[i] = k1
-    return k_of
+        k = state[cell[i]] if cell[i] >= 0 else -3
+        if k == -3:
+            k1, d1, _ = _nearest(vx[i], vy[i], centers, buckets, reach2)
+            k = k1 if d1 < et else -1
+        if k >= 0:
+            k_of[i] = k
+            votes[k] += 1
+    return k_of, votes
 
 
 @njit(cache=True, nogil=True)
