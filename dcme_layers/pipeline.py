@@ -31,6 +31,9 @@ from dcme_layers.lmdb_io import DatumReader, frame_key
 from dcme_layers.oracle import OracleOptions, keep_instances, majority_label_ids, run_oracle
 from dcme_layers.report import format_confusion, write_report
 
+#: Per frame, the best-scored decoded instances kept (like COCO's 100 detections).
+MAX_INSTANCES = 100
+
 
 @dataclass(frozen=True)
 class EvalOptions:
@@ -40,7 +43,7 @@ class EvalOptions:
         thresholds: (DT, VT, ET), "segnet" or "fcn8s"; None: the model's paper values.
         method: step 4 of decoding, "vote" (the paper) or "watershed" (ablation).
         upsample: masks to the ground truth's resolution (export.UPSAMPLING).
-        max_instances: per frame, the best-scored decoded instances kept (like COCO's 100 detections).
+        max_instances: per frame, the best-scored decoded instances kept (MAX_INSTANCES).
         figures: frames drawn (visualize.instance_figure), linked from the report.
         oracle: add the rows that need the ground truth: the same decoded instances with ground-truth classes
             (with a classifier) and decoded ground truth (oracle.run_oracle).
@@ -55,7 +58,7 @@ class EvalOptions:
     thresholds: object = None
     method: str = "vote"
     upsample: str = "nearest"
-    max_instances: int = 100
+    max_instances: int = MAX_INSTANCES
     figures: int = 4
     oracle: bool = False
     workers: int = 1

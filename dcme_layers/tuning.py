@@ -41,7 +41,7 @@ from dcme_layers.encoding import vector_map
 from dcme_layers.export import EvaluationError, export_split, png_size
 from dcme_layers.inference import read_blob
 from dcme_layers.oracle import majority_label_ids, noisy_map
-from dcme_layers.pipeline import best_scored, classifier_labels, frames_of, ground_truth_classes
+from dcme_layers.pipeline import MAX_INSTANCES, best_scored, classifier_labels, frames_of, ground_truth_classes
 
 __all__ = ["DISTANCE_FACTORS", "VOTE_FACTORS", "Source", "TuneOptions", "default_grid", "settings_of",
            "prediction_frames", "vector_maps", "best_setting", "format_table", "write_heatmap", "tune"]
@@ -90,7 +90,7 @@ class TuneOptions:
         progress: show a progress bar.
     """
     method: str = "vote"
-    max_instances: int = 100
+    max_instances: int = MAX_INSTANCES
     classifier: object = None
     workers: int = 1
     confirm: bool = True

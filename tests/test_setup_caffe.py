@@ -18,8 +18,9 @@ ORIG = CACHE / "src" / "caffe_1.0.0+git20180821.99bd997.orig.tar.gz"
 PATCHES = sorted((REPO / "dcme_layers" / "caffe" / "patches").glob("*.patch"))
 BVLC_PATCHES = sorted((REPO / "dcme_layers" / "caffe" / "patches" / "bvlc").glob("*.patch"))
 
-needs_source = pytest.mark.skipif(not DSC.exists(), reason=f"no cached Debian source in {CACHE / 'src'} "
-                                                          "(make setup fetches it unless Caffe is built from CAFFE_SRC)")
+needs_source = pytest.mark.skipif(
+    not DSC.exists(),
+    reason=f"no cached Debian source in {CACHE / 'src'} (make setup fetches it unless Caffe is built from CAFFE_SRC)")
 
 
 def setup_source(tmp_path, **env):

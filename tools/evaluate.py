@@ -51,7 +51,8 @@ def main():
     ap.add_argument("--oracle", action="store_true",
                     help="add the rows that use the ground truth: the same instances with ground-truth classes, "
                          "and decoded ground truth")
-    ap.add_argument("--max-instances", type=cli.count, default=100, help="best-scored instances kept per frame")
+    ap.add_argument("--max-instances", type=cli.count, default=EvalOptions.max_instances,
+                    help="best-scored instances kept per frame")
     ap.add_argument("--figures", type=cli.count, default=EvalOptions.figures, help="frames drawn as PNG figures")
     ap.add_argument("--bootstrap", type=cli.count, default=EvalOptions.bootstrap,
                     help="resamples of the frames for the AP intervals, 0 for none (default %(default)s)")
