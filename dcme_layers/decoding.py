@@ -178,9 +178,23 @@ def decode(vmap, dt, vt, et, method="vote", fg_threshold=FG_THRESHOLD):
     """
     v = _check_vmap(vmap)
     _check_thresholds(dt, vt, et, fg_threshold)
+    return decode_kept(_find_centers(v, dt, vt, fg_threshold), vt, et, method, fg_threshold)       # steps 1-3
+
+
+def decode_kept(kept, vt, et, method="vote", fg_threshold=FG_THRESHOLD):
+    """Step 4 and the scores on ``find_centers``' kept CMs: ``decode`` without steps 1-3, so that one
+    ``find_centers`` per (DT, VT) serves every ET (the same result as ``decode`` with each).
+
+    Arguments:
+        kept: ``find_centers(vmap, dt, vt, fg_threshold)``; vt: its VT (for the scores); et, method: as ``decode``.
+    Returns:
+        ``Decoded(labels, centers, votes, scores)``, as ``decode``.
+    Raises:
+        DecodingError: ET out of range or an unknown method.
+    """
+    _check_thresholds(1.0, vt, et, fg_threshold)
     if method not in METHODS:
         raise DecodingError(f"unknown decoding method {method!r}; expected one of {METHODS}")
-    kept = _find_centers(v, dt, vt, fg_threshold)                                       # steps 1-3
     if method == "vote":
         assigned = assign_pixels(kept, et, fg_threshold)                                # step 4
     else:

@@ -17,6 +17,8 @@ How a 5x5x5 grid on 30 frames at 340x680 fits in minutes on 2 cores:
   alike is written once.
 - Each worker keeps a frame's ground truth (subsampled ids, the evaluator's instances dict) and its map across
   settings.
+- Decoding's steps 1-3 run once per (DT, VT) (``decoding.find_centers``), step 4 once per ET
+  (``decoding.decode_kept``).
 - GoogLeNet classifies each distinct crop box of a frame once: a crop depends on its box alone (``crops.box_crops``).
 - Work goes to ``workers`` processes in tasks of one frame and one (DT, VT) with every ET; the settings of a
   (DT, VT) are scored and marked done together, so a killed run resumes after the last one (dcme_layers.resumable).
@@ -36,7 +38,7 @@ import numpy as np
 
 from dcme_layers import cityscapes, cs_eval, paper, resumable
 from dcme_layers.cityscapes import atomic_write
-from dcme_layers.decoding import decode, parse_thresholds, scale_thresholds
+from dcme_layers.decoding import decode_kept, find_centers, parse_thresholds, scale_thresholds
 from dcme_layers.encoding import vector_map
 from dcme_layers.export import EvaluationError, export_split, png_size
 from dcme_layers.inference import read_blob
@@ -241,7 +243,9 @@ def _instances(state, th):
     """Decode a frame's map with setting ``th`` and give the instances their classes and confidences, as
     ``make evaluate`` does. Returns (labels (h, w), label ids (N,), scores (N,))."""
     o = _RUN["options"]
-    dec = decode(state["vmap"], *th, method=o.method)
+    if state.get("kept", (None,))[0] != th[:2]:          # steps 1-3 once per (DT, VT): the tasks group its ETs
+        state["kept"] = th[:2], find_centers(state["vmap"], th.dt, th.vt)
+    dec = decode_kept(state["kept"][1], th.vt, th.et, o.method)
     labels, scores = best_scored(dec.labels, dec.scores, o.max_instances)
     if o.classifier is None:
         return ground_truth_classes(labels, scores, majority_label_ids(labels, state["inst"]))

@@ -219,6 +219,18 @@ def test_watershed_ablation_on_separated_instances():
     assert np.array_equal(ws.labels > 0, m > 0)
 
 
+@pytest.mark.parametrize("method", ["vote", "watershed"])
+def test_decode_kept_serves_every_et_as_decode_does(method):
+    """Steps 1-3 once (find_centers), then step 4 for several ETs: decode's output with each, bit for bit."""
+    from dcme_layers.decoding import decode_kept, find_centers
+
+    v = noisy_rectangles(np.random.default_rng(7))
+    kept = find_centers(v, DT, VT)
+    for et in (4, 7.5, ET, 25):
+        for x, y in zip(decode_kept(kept, VT, et, method), decode(v, DT, VT, et, method=method)):
+            assert np.array_equal(x, y)
+
+
 def test_decode_is_deterministic():
     rng = np.random.default_rng(1)
     m = paint([("ellipse", 30, 40, 12, 18), ("rect", 50, 90, 10, 14), ("ellipse", 60, 30, 8, 20)])
