@@ -167,10 +167,8 @@ def _init_pool_worker():
 
 
 def _encode_one(job):
-    index, frame, size, anchor, expect_shape, delay = job
+    index, frame, size, anchor, expect_shape = job
     image, vmap, n = cityscapes.encode_frame(frame, size, anchor, expect_shape)
-    if delay:
-        time.sleep(delay)
     return index, image_datum(image), float_datum(vmap), n
 
 
@@ -231,14 +229,13 @@ def check_encoded(split_dir):
 
 
 def encode_split(root, split, out, size=paper.SIZE, anchor="cm", workers=None, force=False,
-                 commit_every=16, seed=TRAIN_SEED, delay=0.0, progress=True, log=print):
+                 commit_every=16, seed=TRAIN_SEED, progress=True, log=print):
     """Encode one split of a Cityscapes root into out/{split}/ (see the module docstring); return its manifest.
 
     A resumable.Job: an output of the same configuration and unchanged input files is left as is (returned);
     one whose inputs changed is redone; one of another configuration raises DataError unless force=True (which
     always redoes). A `{split}.partial` of a killed run is resumed. Bad input raises DataError naming the file and
-    keeps what was committed. `seed`: the train split's LMDB order (frame_order). `delay` (seconds per frame) is
-    for tests only.
+    keeps what was committed. `seed`: the train split's LMDB order (frame_order).
     """
     if anchor not in ("cm", "bbox"):
         raise DataError(f"unknown anchor {anchor!r}")
@@ -259,10 +256,10 @@ def encode_split(root, split, out, size=paper.SIZE, anchor="cm", workers=None, f
         if job.up_to_date():
             log(f"{job.final}: up to date ({len(frames)} frames), skipped")
             return json.loads((job.final / "manifest.json").read_text())
-        return _encode(job, frames, keys, size, anchor, workers, commit_every, delay, progress, log)
+        return _encode(job, frames, keys, size, anchor, workers, commit_every, progress, log)
 
 
-def _encode(job, frames, keys, size, anchor, workers, commit_every, delay, progress, log):
+def _encode(job, frames, keys, size, anchor, workers, commit_every, progress, log):
     from tqdm import tqdm
 
     _pb2()  # import pycaffe once here, before forking workers, rather than in every worker
@@ -284,7 +281,7 @@ def _encode(job, frames, keys, size, anchor, workers, commit_every, delay, progr
         workers = max(1, int(workers or os.cpu_count() or 1))
         # every frame must have the full-resolution size of the first one (1024x2048 in Cityscapes)
         input_shape = cityscapes.read_instance_ids(frames[0].instance_ids).shape
-        jobs = [(i, frames[i], size, anchor, input_shape, delay) for i in range(n, len(frames))]
+        jobs = [(i, frames[i], size, anchor, input_shape) for i in range(n, len(frames))]
         bar = tqdm(total=len(frames), initial=n, desc=f"encode {frames[0].split}", unit="frame",
                    disable=not progress)
         pending = []

@@ -108,8 +108,9 @@ def test_up_to_date_other_config_and_force(repo, encoded, tiny_cityscapes, tmp_p
 def test_kill_and_resume(repo, encoded, tiny_cityscapes, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "tools/encode_data.py", "--root", str(tiny_cityscapes), "--out", str(out), "--size", *SIZE,
-           "--splits", "train", "--workers", "1", "--commit-every", "1", "--test-delay", "1.0", "--quiet"]
-    proc = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=helpers.clean_env())
+           "--splits", "train", "--workers", "1", "--commit-every", "1", "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=helpers.clean_env(DCME_TEST_ITEM_DELAY="1.0"))
     progress = out / "train.partial" / "done.txt"
     helpers.wait_for_done(proc, progress)
     proc.send_signal(signal.SIGKILL)

@@ -252,10 +252,11 @@ def test_ctrl_c_on_encode_is_one_line_and_resumable(repo, tiny_cityscapes, tmp_p
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "tools/encode_data.py", "--root", str(tiny_cityscapes), "--out", str(out),
                              "--size", *SIZE, "--splits", "train", "val", "--workers", workers, "--commit-every", "1",
-                             "--test-delay", "3.0", "--quiet"], cwd=repo, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=_ctrl_c_default)
+                             "--quiet"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, preexec_fn=_ctrl_c_default,
+                            env=helpers.clean_env(DCME_TEST_ITEM_DELAY="3.0"))
     helpers.wait_for_done(proc, out / "train.partial" / "done.txt")
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group (val: >= 6 s left)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group, mid-sleep
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert err == "encode_data: interrupted; committed frames are kept, re-run to resume\n", err

@@ -40,13 +40,12 @@ def main(argv=None):
     p.add_argument("--commit-every", type=cli.positive, default=16,
                    help="frames per LMDB transaction (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--test-delay", type=float, default=0.0, help=argparse.SUPPRESS)  # seconds per frame, tests only
     a = p.parse_args(argv)
     try:
         if a.root == synthetic.ROOT and not os.path.isdir(a.root):
             raise DataError(f"{a.root}: not found; run `make synthetic` or set --root / CITYSCAPES_DATASET")
         lmdb_io.encode_dataset(a.root, a.out, a.splits, size=a.size, anchor=a.anchor, workers=a.workers,
-                               force=a.force, commit_every=a.commit_every, seed=a.seed, delay=a.test_delay,
+                               force=a.force, commit_every=a.commit_every, seed=a.seed,
                                progress=not a.quiet)
     except (DcmeError, OSError, lmdb.Error) as e:
         print(f"encode_data: error: {e}", file=sys.stderr)
