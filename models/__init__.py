@@ -17,7 +17,7 @@ from caffe import layers as L, params as P
 from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
-from dcme_layers import paper
+from dcme_layers.core import paper
 
 # The regressors' BGR pixel mean (paper.MEAN_BGR); subtracted by the Data layer's transform_param in the train nets.
 # The deploy nets take mean-subtracted input: tools/infer.py subtracts MEAN_BGR itself. No scaling (0..255).

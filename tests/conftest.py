@@ -46,14 +46,14 @@ def cityscapes_sample():
 
 @pytest.fixture(scope="session")
 def tiny_cityscapes(tmp_path_factory):
-    """Root of a small synthetic Cityscapes (dcme_layers.synthetic, seed 0): train 3 + val 2 frames at 256x512 with
+    """Root of a small synthetic Cityscapes (dcme_layers.data.synthetic, seed 0): train 3 + val 2 frames at 256x512 with
     leftImg8bit, gtFine (labelIds, instanceIds, polygons), disparity and camera. Generated once per session
     (about a second); shared by all tests, so treat it as read-only (copy it to modify it)."""
-    from dcme_layers.synthetic import generate
+    from dcme_layers.data.synthetic import generate
     return generate(tmp_path_factory.mktemp("tiny_cityscapes"), {"train": 3, "val": 2}, size=(256, 512), seed=0)
 
 
-# The tools that tests import (tools.demo, tools.make_prototxt) call dcme_layers.caffe_log.quiet() when imported,
+# The tools that tests import (tools.demo, tools.make_prototxt) call dcme_layers.net.caffe_log.quiet() when imported,
 # which sets GLOG_minloglevel=1 for the process and its children; the user may have set glog variables too. Tests
 # that run `caffe train` read its INFO lines, so once the test modules are imported every GLOG_ variable goes.
 def pytest_collection_finish(session):

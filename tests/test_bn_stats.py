@@ -12,7 +12,7 @@ caffe = helpers.import_caffe()
 from caffe.proto import caffe_pb2  # noqa: E402
 
 import models  # noqa: E402
-from dcme_layers.lmdb_io import encode_dataset  # noqa: E402
+from dcme_layers.data.lmdb_io import encode_dataset
 from models.segnet import net as segnet  # noqa: E402
 from tools import compute_bn_stats  # noqa: E402
 

@@ -1,9 +1,7 @@
 """The Caffe foundation (issue 2): pycaffe, EuclideanLoss, a dcme_layers Python layer through pycaffe and the
 `caffe` command, and an idempotent `make setup`."""
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import h5py
@@ -76,14 +74,14 @@ def _write_h5_dataset(tmp_path, n=16, size=(9, 11)):
 
 
 def _unpool_net(source, batch):
-    """Conv -> max pool with index top -> dcme_layers.unpool.Unpool (Python) -> conv -> EuclideanLoss."""
+    """Conv -> max pool with index top -> dcme_layers.net.unpool.Unpool (Python) -> conv -> EuclideanLoss."""
     n = caffe.NetSpec()
     n.data, n.target = L.HDF5Data(source=str(source), batch_size=batch, ntop=2)
     n.conv1 = L.Convolution(n.data, num_output=8, kernel_size=3, pad=1,
                             weight_filler=dict(type="msra"), bias_filler=dict(type="constant"))
     n.relu1 = L.ReLU(n.conv1, in_place=True)
     n.pool1, n.pool1_mask = L.Pooling(n.conv1, pool=P.Pooling.MAX, kernel_size=2, stride=2, ntop=2)
-    n.unpool1 = L.Python(n.pool1, n.pool1_mask, n.conv1, module="dcme_layers.unpool", layer="Unpool",
+    n.unpool1 = L.Python(n.pool1, n.pool1_mask, n.conv1, module="dcme_layers.net.unpool", layer="Unpool",
                          propagate_down=[True, False, False])
     n.pred = L.Convolution(n.unpool1, num_output=2, kernel_size=3, pad=1,
                            weight_filler=dict(type="msra"), bias_filler=dict(type="constant"))

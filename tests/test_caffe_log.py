@@ -1,5 +1,5 @@
-"""dcme_layers.caffe_log: the demo's progress parser on real `caffe train` log lines, and the glog INFO pattern."""
-from dcme_layers.caffe_log import INFO_LINE, parse_train_line
+"""dcme_layers.net.caffe_log: the demo's progress parser on real `caffe train` log lines, and the glog INFO pattern."""
+from dcme_layers.net.caffe_log import INFO_LINE, parse_train_line
 
 # Verbatim lines of real `caffe train` runs of this project's Caffe (SegNet smoke solver, GoogLeNet smoke solver,
 # SegNet with Adam at 85x170), glog prefix included.

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from cityscapesscripts.helpers.labels import labels, name2label
 
-from dcme_layers import cityscapes as cs
-from dcme_layers.cityscapes import DataError
-from dcme_layers.encoding import instance_anchors, vector_map
+from dcme_layers.core.encoding import instance_anchors, vector_map
+from dcme_layers.data import cityscapes as cs
+from dcme_layers.util.errors import DataError
 
 
 def test_instance_labels_come_from_cityscapesscripts():

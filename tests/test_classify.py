@@ -9,12 +9,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-import helpers
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
-from dcme_layers import cityscapes, classify, crops, lmdb_io
+import helpers
+from dcme_layers.data import cityscapes, lmdb_io
+from dcme_layers.net import classify, crops
+from dcme_layers.util import errors
 
 # ---------------------------------------------------------------------------------------------- crops (numpy) --
 
@@ -70,9 +71,9 @@ def test_instance_crops_cut_the_right_region_minus_mean():
 def test_instance_crops_empty_and_mismatched():
     image = np.zeros((8, 8, 3), np.uint8)
     assert crops.instance_crops(image, np.zeros((8, 8), np.int32)).shape == (0, 3, 224, 224)
-    with pytest.raises(crops.ClassifyError, match="differ in size"):
+    with pytest.raises(errors.ClassifyError, match="differ in size"):
         crops.instance_crops(image, np.zeros((8, 9), np.int32))
-    with pytest.raises(crops.ClassifyError, match="uint8"):
+    with pytest.raises(errors.ClassifyError, match="uint8"):
         crops.instance_crops(image.astype(np.float32), np.zeros((8, 8), np.int32))
 
 
@@ -218,7 +219,7 @@ def test_extract_resumes_after_an_error(sample_instances, tmp_path):
     last.unlink()
     last.write_bytes(b"not a png")
     out = tmp_path / "out"
-    with pytest.raises(cityscapes.DataError, match=last.name):
+    with pytest.raises(errors.DataError, match=last.name):
         crops.extract_instances(mirror, "train", out, size=(340, 680), min_pixels=50)
     assert not (out / "train").exists() and (out / "train.partial" / "done.txt").read_text().count("\n") == 7
     last.unlink()
@@ -442,9 +443,9 @@ def test_classifier(smoke, sample_instances):
     np.testing.assert_array_equal(ids, np.array(cityscapes.INSTANCE_LABEL_IDS)[probs.argmax(axis=1)])
     ids, conf = clf.classify(image, np.zeros((60, 100), np.int32))
     assert ids.shape == conf.shape == (0,)
-    with pytest.raises(cityscapes.DataError, match="nope.caffemodel: no such file"):
+    with pytest.raises(errors.DataError, match="nope.caffemodel: no such file"):
         classify.Classifier(smoke["deploy"], smoke["deploy"].parent / "nope.caffemodel")
-    with pytest.raises(cityscapes.DataError, match="deploy.prototxt: not a caffemodel"):
+    with pytest.raises(errors.DataError, match="deploy.prototxt: not a caffemodel"):
         classify.Classifier(smoke["deploy"], smoke["deploy"])
 
 
@@ -454,7 +455,7 @@ def test_classifier_rejects_weights_without_the_8_way_classifier(caffe, smoke, t
 
     (tmp_path / "five.prototxt").write_text(str(net.deploy_net(num_classes=5)))
     caffe.Net(str(tmp_path / "five.prototxt"), caffe.TEST).save(str(tmp_path / "five.caffemodel"))
-    with pytest.raises(cityscapes.DataError, match=r"five.caffemodel: layer 'loss3/classifier_cs' has blobs "
+    with pytest.raises(errors.DataError, match=r"five.caffemodel: layer 'loss3/classifier_cs' has blobs "
                                                    r"\[\(5, 1024\), \(5,\)\], .* needs \[\(8, 1024\), \(8,\)\]"):
         classify.Classifier(smoke["deploy"], tmp_path / "five.caffemodel")
 

@@ -1,4 +1,4 @@
-"""DCME decoding (dcme_layers/decoding.py, dcme_layers/voting.py): hand-made maps, ground-truth maps from
+"""DCME decoding (dcme_layers/core/decoding.py, dcme_layers/core/voting.py): hand-made maps, ground-truth maps from
 encoding.vector_map (hypothesis-generated and real Cityscapes), noisy vectors, merging, the watershed ablation, bad
 input, a dense reference of the four steps, and a stored digest of the decoder's output on a fixed corpus."""
 import hashlib
@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from dcme_layers import cityscapes, voting
-from dcme_layers.decoding import PAPER_THRESHOLDS, decode, parse_thresholds
-from dcme_layers.encoding import instance_anchors, vector_map
-from dcme_layers.synthetic_scene import render_frame
+from dcme_layers.core import voting
+from dcme_layers.core.decoding import PAPER_THRESHOLDS, decode, parse_thresholds
+from dcme_layers.core.encoding import instance_anchors, vector_map
+from dcme_layers.data import cityscapes
+from dcme_layers.data.synthetic_scene import render_frame
 
 DT, VT, ET = PAPER_THRESHOLDS["segnet"]
 
@@ -189,7 +189,7 @@ def test_noisy_vectors_within_et_decode_to_the_same_instances(spec, seed, net):
 def test_real_cityscapes_ground_truth_decodes_exactly(cityscapes_sample):
     import cv2
 
-    from dcme_layers import cityscapes
+    from dcme_layers.data import cityscapes
 
     frames = cityscapes.list_frames(cityscapes_sample, "train")[:3]
     checked = 0
@@ -222,7 +222,7 @@ def test_watershed_ablation_on_separated_instances():
 @pytest.mark.parametrize("method", ["vote", "watershed"])
 def test_decode_kept_serves_every_et_as_decode_does(method):
     """Steps 1-3 once (find_centers), then step 4 for several ETs: decode's output with each, bit for bit."""
-    from dcme_layers.decoding import decode_kept, find_centers
+    from dcme_layers.core.decoding import decode_kept, find_centers
 
     v = noisy_rectangles(np.random.default_rng(7))
     kept = find_centers(v, DT, VT)
@@ -274,7 +274,7 @@ def test_parse_thresholds():
 
 
 def test_scale_thresholds():
-    from dcme_layers.decoding import scale_thresholds
+    from dcme_layers.core.decoding import scale_thresholds
 
     assert scale_thresholds("segnet", (340, 680)) == (10, 50, 15)
     assert scale_thresholds("segnet", (85, 170)) == (2.5, 3, 3.75)
@@ -395,7 +395,7 @@ def test_early_stop_keeps_the_plain_greedy_clusters(seed, background, dt):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# A dense reference of the paper's four steps (module docstring of dcme_layers/decoding.py): plain numpy, every
+# A dense reference of the paper's four steps (module docstring of dcme_layers/core/decoding.py): plain numpy, every
 # distance measured, O(N^2); decode() must give the same instances with its binning, buckets and early stop.
 
 

@@ -6,8 +6,8 @@ import helpers
 
 helpers.import_caffe()
 
-from dcme_layers.decoding import PAPER_THRESHOLDS, scale_thresholds  # noqa: E402
-from dcme_layers.tuning import default_grid  # noqa: E402
+from dcme_layers.core.decoding import PAPER_THRESHOLDS, scale_thresholds
+from dcme_layers.pipeline.tuning import default_grid
 from tools import demo  # noqa: E402
 
 

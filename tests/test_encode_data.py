@@ -15,9 +15,8 @@ import helpers
 
 helpers.import_caffe()
 
-from dcme_layers import cityscapes as cs  # noqa: E402
-from dcme_layers import lmdb_io  # noqa: E402
-from dcme_layers.cityscapes import DataError  # noqa: E402
+from dcme_layers.data import cityscapes as cs, lmdb_io
+from dcme_layers.util.errors import DataError
 
 SIZE = ("86", "171")
 

@@ -1,11 +1,10 @@
 """DCME encoding (Eq. 1-2): hand-computed maps, properties on random instance maps, a realistic size."""
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
-from dcme_layers.encoding import instance_anchors, magnitude, vector_map
+from dcme_layers.core.encoding import instance_anchors, magnitude, vector_map
 
 # Instance 1: three pixels (1,0) (2,0) (1,1) -> CM (4/3, 1/3), bbox centroid (1.5, 0.5).
 # Instance 2: two disjoint pixels (0,2) (3,2) -> CM = bbox centroid = (1.5, 2), outside both pixels.

@@ -1,4 +1,4 @@
-"""Cityscapes export and evaluation (dcme_layers/export.py, cs_eval.py, report.py) with the real cityscapesscripts evaluator."""
+"""Cityscapes export and evaluation (dcme_layers/evaluation/export.py, cs_eval.py, report.py) with the real cityscapesscripts evaluator."""
 import json
 import os
 import shutil
@@ -7,11 +7,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from dcme_layers import cityscapes
-from dcme_layers import cs_eval, export, oracle, report
+from dcme_layers.data import cityscapes
+from dcme_layers.evaluation import cs_eval, export, oracle, report
+from dcme_layers.util import errors
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_distance_metrics_need_disparity(val, tmp_path):
     r = cs_eval.evaluate(frames, tmp_path / "pred")
     assert r["AP"] == pytest.approx(1.0)
     assert not r["distance_available"] and r["AP100m"] is None and r["AP50m"] is None
-    with pytest.raises(export.EvaluationError, match="disparity"):
+    with pytest.raises(errors.EvaluationError, match="disparity"):
         cs_eval.evaluate(frames, tmp_path / "pred", distance=True)
     md, js = report.write_report(r, tmp_path / "report", title="t")
     assert "| Method | AP | AP50% | AP100m | AP50m |" in md.read_text()
@@ -200,9 +200,9 @@ def test_instance_distances(tmp_path):
     dist = cs_eval.instance_distances(ids, tmp_path / "d.png", tmp_path / "c.json")
     assert dist[26000] == pytest.approx((125.0, 1.0))   # median of 250, 125, 62.5
     assert dist[26001] == pytest.approx((50.0, 0.5))
-    with pytest.raises(export.EvaluationError, match="missing.json: missing or bad camera"):
+    with pytest.raises(errors.EvaluationError, match="missing.json: missing or bad camera"):
         cs_eval.instance_distances(ids, tmp_path / "d.png", tmp_path / "missing.json")
-    with pytest.raises(export.EvaluationError, match="d.png"):
+    with pytest.raises(errors.EvaluationError, match="d.png"):
         cs_eval.instance_distances(ids[:2], tmp_path / "d.png", tmp_path / "c.json")
 
 
@@ -219,7 +219,7 @@ def test_naive_upsampling_is_not_the_inverse_of_the_subsampling(tmp_path):
     """At the 3x of Cityscapes (1024x2048 <-> 340x680): subsampling, then the exact inverse, then subsampling again
     gives the label map back; cv2.resize(INTER_NEAREST) upwards (the "naive" choice) shifts the masks by about a
     pixel, so most instance borders move, and its exported masks differ."""
-    from dcme_layers import cityscapes
+    from dcme_layers.data import cityscapes
 
     rng = np.random.default_rng(0)
     lab = np.zeros((340, 680), np.int32)
@@ -282,35 +282,35 @@ def test_bad_predictions_raise_clear_errors(val, gt_preds, tmp_path):
     f = val[0]
     lab = np.zeros((8, 8), np.int32)
     lab[2:5, 2:5] = 1
-    with pytest.raises(export.EvaluationError, match="label id 7"):
+    with pytest.raises(errors.EvaluationError, match="label id 7"):
         export.export_frame(tmp_path, f.name, lab, [7], [0.5], (16, 16))
-    with pytest.raises(export.EvaluationError, match="non-finite"):
+    with pytest.raises(errors.EvaluationError, match="non-finite"):
         export.export_frame(tmp_path, f.name, lab, [26], [np.nan], (16, 16))
-    with pytest.raises(export.EvaluationError, match="1 instances but 2"):
+    with pytest.raises(errors.EvaluationError, match="1 instances but 2"):
         export.export_frame(tmp_path, f.name, lab, [26, 24], [0.5, 0.5], (16, 16))
 
     pred = tmp_path / "missing"
     pred.mkdir()
-    with pytest.raises(export.EvaluationError, match=f"{val[0].name}_pred.txt: missing"):
+    with pytest.raises(errors.EvaluationError, match=f"{val[0].name}_pred.txt: missing"):
         cs_eval.evaluate(val, pred)
 
     pred = tmp_path / "orphan"
     shutil.copytree(gt_preds, pred)
     (pred / "synthval_000999_000019_pred.txt").write_text("")
-    with pytest.raises(export.EvaluationError, match="000999.*no ground truth"):
+    with pytest.raises(errors.EvaluationError, match="000999.*no ground truth"):
         cs_eval.evaluate(val, pred)
 
     pred = tmp_path / "lowres"                           # masks at the encoded resolution, not the ground truth's
     shutil.copytree(gt_preds, pred)
     export.export_frame(pred, f.name, lab, [26], [0.5], (85, 170))
-    with pytest.raises(export.EvaluationError, match="mask must be a 512x256"):
+    with pytest.raises(errors.EvaluationError, match="mask must be a 512x256"):
         cs_eval.evaluate(val, pred)
 
     pred = tmp_path / "badline"                          # the evaluator's own check, turned into an exception
     shutil.copytree(gt_preds, pred)
     txt = export.prediction_file(pred, f.name)
     txt.write_text(txt.read_text() + " ")            # a trailing space: 4 fields
-    with pytest.raises(export.EvaluationError, match="Invalid prediction file"):
+    with pytest.raises(errors.EvaluationError, match="Invalid prediction file"):
         cs_eval.evaluate(val, pred)
 
 
@@ -334,10 +334,10 @@ def test_bootstrap_draws_frames_with_replacement(val, tmp_path):
 
 
 def test_confusion_matrix_rows_are_the_ground_truth():
-    from dcme_layers.pipeline import confusion_matrix
-    from dcme_layers.report import format_confusion
-
     from cityscapesscripts.helpers.labels import name2label
+
+    from dcme_layers.evaluation.report import format_confusion
+    from dcme_layers.pipeline.evaluate import confusion_matrix
 
     person, car = name2label["person"].id, name2label["car"].id
     m = confusion_matrix([(person, person), (person, car), (0, car), (car, car)])

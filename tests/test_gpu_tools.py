@@ -147,8 +147,8 @@ def test_demo_stage_dry_run_on_the_cpu_build(tiny_cityscapes, tmp_path):
     import h5py
     import numpy as np
 
-    from dcme_layers import inference
-    from dcme_layers.lmdb_io import encode_dataset
+    from dcme_layers.data.lmdb_io import encode_dataset
+    from dcme_layers.net import inference
     from tools import compute_bn_stats, demo
 
     size = (48, 96)

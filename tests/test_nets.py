@@ -18,7 +18,7 @@ from caffe.proto import caffe_pb2  # noqa: E402
 from google.protobuf import text_format  # noqa: E402
 
 import models  # noqa: E402
-from dcme_layers.lmdb_io import encode_dataset, read_datum_lmdb  # noqa: E402
+from dcme_layers.data.lmdb_io import encode_dataset, read_datum_lmdb
 from models.fcn8s import net as fcn8s, surgery  # noqa: E402
 from models.segnet import net as segnet  # noqa: E402
 
@@ -68,7 +68,7 @@ def test_train_net_initialises_at_paper_size(tmp_path, lmdb_paper, name):
         assert net.blobs[models.OUTPUT_BLOB].data.shape == (1, 2, 340, 680)
         assert "loss" in net.outputs
         types = [layer.type for layer in net.layers]
-        if name == "segnet":  # the native unpooling layer of dcme_layers/caffe, no Python layer
+        if name == "segnet":  # the native unpooling layer of dcme_layers/native, no Python layer
             assert types.count("Unpool") == 5 and "Python" not in types
 
 

@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 
 import helpers
-
-from dcme_layers import cityscapes
-from dcme_layers import cs_eval, export, oracle
-from dcme_layers.decoding import scale_thresholds
+from dcme_layers.core.decoding import scale_thresholds
+from dcme_layers.data import cityscapes
+from dcme_layers.evaluation import cs_eval, export, oracle
 
 SMALL = (85, 170)      # the tiny set's 256x512 subsampled 3x, like 1024x2048 -> 340x680
 
@@ -39,9 +38,9 @@ def test_majority_label_ids():
                      [26001, 24001, 24001, 0]], np.int32)
     labels = np.array([[1, 1, 1, 2],
                        [1, 1, 1, 2]], np.int32)
-    assert list(oracle.majority_label_ids(labels, inst)) == [24, 0]   # 3 person vs 3 car pixels: lower id; none -> 0
+    assert list(labels.majority_label_ids(labels, inst)) == [24, 0]   # 3 person vs 3 car pixels: lower id; none -> 0
     labels[0, 2] = 0
-    assert list(oracle.majority_label_ids(labels, inst)) == [26, 0]
+    assert list(labels.majority_label_ids(labels, inst)) == [26, 0]
 
 
 def run_cli(*args):
@@ -85,8 +84,8 @@ def test_oracle_cli_bad_input_is_one_line(tiny_cityscapes, tmp_path):
 
 
 def test_figure_panels(tmp_path):
-    from dcme_layers.encoding import vector_map
-    from dcme_layers.visualize import colorize_instances, side_by_side, write_png
+    from dcme_layers.core.encoding import vector_map
+    from dcme_layers.evaluation.visualize import colorize_instances, side_by_side, write_png
 
     labels = np.zeros((30, 50), np.int32)
     labels[2:10, 3:20], labels[15:25, 25:45] = 1, 2

@@ -16,9 +16,13 @@ import helpers
 caffe = helpers.import_caffe()
 
 import models  # noqa: E402
-from dcme_layers import caffe_log, cityscapes, inference, lmdb_io, pipeline, visualize  # noqa: E402
-from dcme_layers.caffe_log import INFO_LINE  # noqa: E402
-from dcme_layers.lmdb_io import encode_dataset  # noqa: E402
+from dcme_layers.data import cityscapes, lmdb_io
+from dcme_layers.data.lmdb_io import encode_dataset
+from dcme_layers.evaluation import visualize
+from dcme_layers.net import caffe_log, inference
+from dcme_layers.net.caffe_log import INFO_LINE
+from dcme_layers.pipeline import evaluate as pipeline
+from dcme_layers.util import errors
 from models.segnet import net as segnet  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,7 +106,7 @@ def test_ground_truth_size_from_the_header_and_one_line_for_bad_files(tiny_citys
     junk = tmp_path / "junk_gtFine_instanceIds.png"
     junk.write_bytes(b"not a png")
     for path, says in ((junk, "cannot decode instanceIds PNG"), (tmp_path / "gone.png", "no such instanceIds file")):
-        with pytest.raises(cityscapes.DataError, match=f"^{path}: {says}"):
+        with pytest.raises(errors.DataError, match=f"^{path}: {says}"):
             pipeline.ground_truth_size(frame._replace(instance_ids=str(path)))
 
 
@@ -121,7 +125,7 @@ def test_nan_blob_foreign_and_truncated_blob_files(tiny_cityscapes, encoded, wei
     with h5py.File(tmp_path / "nan.h5", "w") as f:  # a diverged net's output is named, frame and file
         f["vectors"] = np.full((1, 2) + SIZE, np.nan, np.float32)
         f["frames"] = np.array(["synthval_000000_000019"], dtype=h5py.string_dtype())
-        with pytest.raises(inference.InferenceError, match=r"nan.h5: frame 0 .*synthval_000000_000019.* NaN"):
+        with pytest.raises(errors.InferenceError, match=r"nan.h5: frame 0 .*synthval_000000_000019.* NaN"):
             inference.read_blob(f, 0, tmp_path / "nan.h5")
 
     with open(blobs, "r+b") as f:  # truncated after the run: redone, not trusted
@@ -204,7 +208,7 @@ def test_weights_of_another_net_and_bad_net_files_are_one_line(encoded, weights,
 
 
 def test_a_second_infer_run_is_refused_and_a_damaged_partial_is_redone(encoded, weights, clean_blobs, tmp_path):
-    from dcme_layers import resumable
+    from dcme_layers.util import resumable
 
     out = tmp_path / "pred_vectors.h5"
     with resumable.Job(out, {}):  # another run holds the lock
@@ -230,7 +234,7 @@ def test_a_second_infer_run_is_refused_and_a_damaged_partial_is_redone(encoded, 
 
 def test_a_frame_marked_done_but_not_on_disk_is_predicted_again(encoded, weights, clean_blobs, tmp_path):
     """What a crash on a full disk left before (issue 9): every frame marked done, one of them all zeros."""
-    from dcme_layers import resumable
+    from dcme_layers.util import resumable
 
     out = tmp_path / "pred_vectors.h5"
     assert run_infer(encoded, out, weights[0]).returncode == 0
@@ -343,9 +347,9 @@ def test_exported_instances_and_classes_are_the_decoded_ones_frame_by_frame(tiny
     decoded from that frame's own map, in their order, with the class and probability GoogLeNet gives each."""
     from PIL import Image
 
-    from dcme_layers.classify import Classifier
-    from dcme_layers.decoding import decode
-    from dcme_layers.export import upsample_labels
+    from dcme_layers.core.decoding import decode
+    from dcme_layers.evaluation.export import upsample_labels
+    from dcme_layers.net.classify import Classifier
 
     n = 3
     out = tmp_path / "eval"
@@ -464,7 +468,7 @@ def test_bad_predictions_files_are_one_line(tiny_cityscapes, encoded, weights, c
         (junk, "not a readable HDF5 file"),
     ]
     for path, says in cases:
-        with pytest.raises(inference.InferenceError) as e:
+        with pytest.raises(errors.InferenceError) as e:
             inference.use_predictions(path, encoded / "val", tmp_path / "out" / "pred_vectors.h5")
         assert str(e.value).startswith(f"{path}: ") and says in str(e.value), str(e.value)
     run = run_evaluate(tiny_cityscapes, encoded, weights, tmp_path / "eval", "--predictions", str(cases[0][0]))

@@ -1,4 +1,4 @@
-"""Nothing lost, nothing silently wrong (issue 9): the one resumable-output mechanism (dcme_layers.resumable), a
+"""Nothing lost, nothing silently wrong (issue 9): the one resumable-output mechanism (dcme_layers.util.resumable), a
 full disk (a real, small tmpfs in a private mount namespace), stale and truncated outputs, bad ground truth and
 bad arguments, each a single line."""
 import os
@@ -13,14 +13,13 @@ import numpy as np
 import pytest
 
 import helpers
-
-from dcme_layers import cityscapes as cs
-from dcme_layers import resumable
-from dcme_layers.cityscapes import DataError
+from dcme_layers.data import cityscapes as cs
+from dcme_layers.util import resumable
 
 caffe = helpers.import_caffe()
 
-from dcme_layers import lmdb_io  # noqa: E402
+from dcme_layers.data import lmdb_io
+from dcme_layers.util.errors import DataError
 
 SIZE = ("86", "171")
 
@@ -132,14 +131,14 @@ def test_a_write_error_from_a_full_disk_becomes_one_line(repo, tmp_path):
     """The writer's own ENOSPC (not the free-space check before it) is turned into the same line."""
     disk = tmp_path / "disk"
     r = helpers.in_small_disk(disk, "256k", f"""
-        from dcme_layers import resumable
+        from dcme_layers.util import resumable
         with resumable.Job("{disk}/out", {{}}) as job:
             job.start()
             try:
                 with job.writing(job.partial / "big"), open(job.partial / "big", "wb") as f:
                     f.write(b"x" * (1 << 20))
                     f.flush()
-            except resumable.DiskFullError as e:
+            except errors.DiskFullError as e:
                 print(e)
     """)
     assert r.returncode == 0, r.stderr

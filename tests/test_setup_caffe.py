@@ -1,5 +1,5 @@
 """tools/setup_caffe.sh's source routes, run for real with `--source-only` (fetch, verify, patch, print the build
-key; no compile) in a scratch cache: Debian's source package with every patch of dcme_layers/caffe (CUDA 13 and
+key; no compile) in a scratch cache: Debian's source package with every patch of dcme_layers/native (CUDA 13 and
 cuDNN 9 included) applying cleanly, a BVLC tree or tarball checked by its content hash (a changed file is refused
 with one line), the build key that depends on the source alone, and the message of a failed Debian fetch."""
 import os

@@ -11,9 +11,8 @@ from cityscapesscripts.helpers.labels import id2label
 from cityscapesscripts.preparation.json2instanceImg import createInstanceImage
 from cityscapesscripts.preparation.json2labelImg import createLabelImage
 
-from dcme_layers import cityscapes as cs
-from dcme_layers import synthetic
-from dcme_layers.cityscapes import DataError
+from dcme_layers.data import cityscapes as cs, synthetic
+from dcme_layers.util.errors import DataError
 
 
 def _files(root):

@@ -8,12 +8,15 @@ import h5py
 import numpy as np
 import pytest
 
-from dcme_layers import cityscapes, cs_eval, tuning
-from dcme_layers.decoding import decode, parse_thresholds
-from dcme_layers.encoding import vector_map
-from dcme_layers.export import export_split, png_size
-from dcme_layers.oracle import majority_label_ids, noisy_map
-from dcme_layers.pipeline import best_scored, ground_truth_classes
+from dcme_layers.core.decoding import decode, parse_thresholds
+from dcme_layers.core.encoding import vector_map
+from dcme_layers.data import cityscapes
+from dcme_layers.evaluation import cs_eval
+from dcme_layers.evaluation.export import export_split
+from dcme_layers.evaluation.labels import best_scored, ground_truth_classes, majority_label_ids
+from dcme_layers.evaluation.oracle import noisy_map
+from dcme_layers.pipeline import tuning
+from dcme_layers.util.files import png_size
 
 SMALL = (64, 128)
 GRID = ((2.0, 4.0), (2, 8), (3.0, 6.0))

@@ -1,5 +1,5 @@
-"""SegNet's unpooling inside real caffe.Nets, both the native ``Unpool`` layer (dcme_layers/caffe, compiled into Caffe
-by `make setup`) and its Python reference dcme_layers.unpool.Unpool: values land at the pooling argmax, output size
+"""SegNet's unpooling inside real caffe.Nets, both the native ``Unpool`` layer (dcme_layers/native, compiled into Caffe
+by `make setup`) and its Python reference dcme_layers.net.unpool.Unpool: values land at the pooling argmax, output size
 from the reference bottom on odd (ceil-mode) sizes, backward is the adjoint of forward and matches finite
 differences, native and Python agree exactly, clear errors; plus the native layer's own gtest (Caffe's conventions)."""
 import os
@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import helpers
-from hypothesis import given, settings, strategies as st
 
 caffe = helpers.import_caffe()
 from caffe import layers as L, params as P  # noqa: E402
 
-from dcme_layers.unpool import UnpoolError  # noqa: E402
+from dcme_layers.util.errors import UnpoolError  # noqa: E402
 
 caffe.set_mode_cpu()
 
@@ -45,7 +45,7 @@ def make_net(x_shape, p_input=False, mask_shape=None, native=False):
     if native:
         n.up = L.Unpool(feat, mask, n.x, propagate_down=[True, False, False])
     else:
-        n.up = L.Python(feat, mask, n.x, module="dcme_layers.unpool", layer="Unpool",
+        n.up = L.Python(feat, mask, n.x, module="dcme_layers.net.unpool", layer="Unpool",
                         propagate_down=[True, False, False])
     if p_input:
         n.silence = L.Silence(n.pool, ntop=0)

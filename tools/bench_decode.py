@@ -23,15 +23,17 @@ from pathlib import Path
 
 import numpy as np
 
-from dcme_layers.caffe_log import quiet
+from dcme_layers.net.caffe_log import quiet
 
 quiet()  # before anything imports caffe: no glog INFO lines from the nets
 
-from dcme_layers import cityscapes, cs_eval, export, oracle, paper, synthetic  # noqa: E402
-from dcme_layers.decoding import decode  # noqa: E402
-from dcme_layers.encoding import vector_map  # noqa: E402
-from dcme_layers.errors import DcmeError  # noqa: E402
-from dcme_layers.oracle import noisy_map  # noqa: E402
+from dcme_layers.core import paper
+from dcme_layers.core.decoding import decode
+from dcme_layers.core.encoding import vector_map
+from dcme_layers.data import cityscapes, synthetic
+from dcme_layers.evaluation import cs_eval, export, oracle
+from dcme_layers.evaluation.oracle import noisy_map
+from dcme_layers.util.errors import DcmeError
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = Path(os.environ.get("DCME_CITYSCAPES_SAMPLE", REPO.parent / "shared" / "data" / "cityscapes_sample"))
@@ -117,7 +119,7 @@ def random_map_time(repeat=5):
 def first_call_times():
     """(cold, warm) seconds of importing the decoder and decoding a small map in a fresh process, with an empty
     numba cache and then with the cache that run left."""
-    code = ("import time; t = time.perf_counter(); import numpy as np; from dcme_layers.decoding import decode; "
+    code = ("import time; t = time.perf_counter(); import numpy as np; from dcme_layers.core.decoding import decode; "
             "decode(np.zeros((2, 8, 8), np.float32), 10, 50, 15); print(time.perf_counter() - t)")
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dcme_layers import paper
+from dcme_layers.core import paper
 
 SIZE = paper.SIZE
 
@@ -28,8 +28,8 @@ def _runner(name, frames):
     """The per-frame function of one stage, and the items it runs over."""
     import cv2
 
-    from dcme_layers import cityscapes as cs
-    from dcme_layers.encoding import vector_map
+    from dcme_layers.core.encoding import vector_map
+    from dcme_layers.data import cityscapes as cs
     h, w = SIZE
     if name == "baseline":  # read the frame's three files + resize, straight OpenCV
         def run(f):
@@ -40,7 +40,7 @@ def _runner(name, frames):
     if name == "encoder":  # read + validate ids and labelIds + resize + 8-class instance map + DCME vector map
         return (lambda f: cs.encode_frame(f, SIZE)), frames
     if name == "encoder+datum":  # + the Datum serialization an encode_data worker does
-        from dcme_layers import lmdb_io
+        from dcme_layers.data import lmdb_io
 
         def run(f):
             img, vec, _ = cs.encode_frame(f, SIZE)
@@ -53,7 +53,7 @@ def _runner(name, frames):
 
 
 def _frames(root):
-    from dcme_layers import cityscapes as cs
+    from dcme_layers.data import cityscapes as cs
     return [f for s in cs.available_splits(root) for f in cs.list_frames(root, s)]
 
 
@@ -112,7 +112,7 @@ def main():
     tmp = None
     root = a.root
     if root is None:
-        from dcme_layers import synthetic
+        from dcme_layers.data import synthetic
         tmp = tempfile.mkdtemp(prefix="bench_encode_synthetic_")
         root = synthetic.existing_or_generate(synthetic.ROOT, tmp)
     try:

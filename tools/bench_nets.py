@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from dcme_layers import paper
+from dcme_layers.core import paper
 
 REPO = Path(__file__).resolve().parents[1]
 NETS = ("segnet", "fcn8s")
@@ -35,8 +35,9 @@ PREFETCH = 4  # DataParameter.prefetch default
 
 
 def build(name, shape, tmp):
-    import caffe
     import importlib
+
+    import caffe
     mod = importlib.import_module(f"models.{name}.net")
     path = Path(tmp) / f"bench_{name}_{shape[0]}.prototxt"
     path.write_text(str(mod.deploy(shape, loss=True)))
@@ -46,9 +47,9 @@ def build(name, shape, tmp):
 def child(name, size, iters, tmp):
     """Run in a child process: time forward+backward and the SGD update at batch 1, time the Unpool layers, report
     the peak RSS of training (the solver's momentum history included)."""
+    import caffe
     import numpy as np
 
-    import caffe
     import models
 
     caffe.set_mode_cpu()
@@ -140,6 +141,7 @@ def main(argv=None):
     import models
     from models.fcn8s.net import PAPER as FCN_PAPER
     from models.segnet.net import PAPER as SEGNET_PAPER
+
     # the paper's batch in one pass (the solvers split it with iter_size to fit 24 GiB)
     paper_batch = {"segnet": models.paper_batch(SEGNET_PAPER), "fcn8s": models.paper_batch(FCN_PAPER)}
     rows = []

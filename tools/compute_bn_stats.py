@@ -24,9 +24,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from dcme_layers import cli, netfiles  # noqa: E402
-from dcme_layers.cityscapes import DataError, atomic_write  # noqa: E402
-from dcme_layers.errors import DcmeError  # noqa: E402
+
+from dcme_layers.net import netfiles
+from dcme_layers.util import cli
+from dcme_layers.util.errors import DataError, DcmeError
+from dcme_layers.util.files import atomic_write
 
 
 class BNStatsError(DataError):

@@ -30,15 +30,17 @@ import sys
 import time
 from pathlib import Path
 
-from dcme_layers.caffe_log import quiet
+from dcme_layers.net.caffe_log import quiet
 
 quiet()  # before anything imports caffe: no glog INFO lines from the nets
 
-from dcme_layers import caffe_log, paper, synthetic  # noqa: E402
-from dcme_layers.cityscapes import atomic_write  # noqa: E402
-from dcme_layers.decoding import parse_thresholds  # noqa: E402
-from dcme_layers.resumable import digest, read_record  # noqa: E402
-from dcme_layers.tuning import default_grid  # noqa: E402
+from dcme_layers.core import paper
+from dcme_layers.core.decoding import parse_thresholds
+from dcme_layers.data import synthetic
+from dcme_layers.net import caffe_log
+from dcme_layers.pipeline.tuning import default_grid
+from dcme_layers.util.files import atomic_write
+from dcme_layers.util.resumable import digest, read_record
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable

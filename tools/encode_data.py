@@ -3,7 +3,7 @@
 
 For each split: out/{split}/images (Datum uint8 3xHxW BGR), out/{split}/vectors (Datum float_data 2xHxW),
 identical keys in identical order, frames.txt and manifest.json. Parallel over frames, resumable after a kill,
-and atomic (see dcme_layers/lmdb_io.py).
+and atomic (see dcme_layers/data/lmdb_io.py).
 
   .venv/bin/python tools/encode_data.py --root $CITYSCAPES_DATASET --out data/lmdb --splits train val
 """
@@ -13,13 +13,14 @@ import sys
 
 import lmdb
 
-from dcme_layers.caffe_log import quiet
+from dcme_layers.net.caffe_log import quiet
 
 quiet()  # before anything imports caffe: no glog INFO lines from the nets
 
-from dcme_layers import cli, lmdb_io, paper, synthetic  # noqa: E402
-from dcme_layers.cityscapes import DataError  # noqa: E402
-from dcme_layers.errors import DcmeError  # noqa: E402
+from dcme_layers.core import paper
+from dcme_layers.data import lmdb_io, synthetic
+from dcme_layers.util import cli
+from dcme_layers.util.errors import DataError, DcmeError
 
 
 def main(argv=None):

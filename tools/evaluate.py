@@ -9,17 +9,19 @@ machine by tools/gpu_check.sh --demo) instead of running the deploy net.
 import argparse
 import sys
 
-from dcme_layers.caffe_log import quiet
+from dcme_layers.net.caffe_log import quiet
 
 quiet()  # before anything imports caffe: no glog INFO lines from the nets
 
-from dcme_layers import cli, paper, synthetic  # noqa: E402
-from dcme_layers.classify import Classifier  # noqa: E402
-from dcme_layers.decoding import METHODS  # noqa: E402
-from dcme_layers.errors import DcmeError  # noqa: E402
-from dcme_layers.export import UPSAMPLING  # noqa: E402
-from dcme_layers.inference import newest_snapshot  # noqa: E402
-from dcme_layers.pipeline import EvalOptions, evaluate_model  # noqa: E402
+from dcme_layers.core import paper
+from dcme_layers.core.decoding import METHODS
+from dcme_layers.data import synthetic
+from dcme_layers.evaluation.export import UPSAMPLING
+from dcme_layers.net.classify import Classifier
+from dcme_layers.net.inference import newest_snapshot
+from dcme_layers.pipeline.evaluate import EvalOptions, evaluate_model
+from dcme_layers.util import cli
+from dcme_layers.util.errors import DcmeError
 
 
 def main():

@@ -12,13 +12,15 @@ Datum (uint8 3xCxC BGR, label = class index 0..7 in trainId order) to <out>/<spl
 import argparse
 import sys
 
-from dcme_layers.caffe_log import quiet
+from dcme_layers.net.caffe_log import quiet
 
 quiet()  # before anything imports caffe: no glog INFO lines from the nets
 
-from dcme_layers import cli, crops, paper  # noqa: E402
-from dcme_layers.cityscapes import DataError, available_splits  # noqa: E402
-from dcme_layers.errors import DcmeError  # noqa: E402
+from dcme_layers.core import paper
+from dcme_layers.data.cityscapes import available_splits
+from dcme_layers.net import crops
+from dcme_layers.util import cli
+from dcme_layers.util.errors import DataError, DcmeError
 
 
 def main(argv=None):

@@ -45,7 +45,7 @@ TRAIN_LR = {"fcn8s": 5e-13}
 # The demo stage's frames. Val: the predictions come back from the GPU machine in at most PREDICTIONS_LIMIT_MIB,
 # as float32 2x340x680 maps (1.85 MB a frame): 8 frames are 14.8 MB. Train: the demo GPU configuration's own;
 # with the val images they add about 5 MiB (xz) to the bundle. The frames of a split depend on its index alone
-# (dcme_layers.synthetic), so these val frames are the first 8 of the demo's own val set.
+# (dcme_layers.data.synthetic), so these val frames are the first 8 of the demo's own val set.
 DEMO_VAL_FRAMES = 8
 PREDICTIONS_LIMIT_MIB = 16
 # BatchNorm layers of the statistics pass get this suffix, so that `-weights` leaves their blobs at zero and the
@@ -122,8 +122,8 @@ def write_nets(stage):
 
 def write_data(stage):
     """Two synthetic train frames at the paper's resolution, encoded to data/train/{images,vectors}."""
-    from dcme_layers import lmdb_io, synthetic
-    from dcme_layers.paper import SIZE
+    from dcme_layers.core.paper import SIZE
+    from dcme_layers.data import lmdb_io, synthetic
     with tempfile.TemporaryDirectory() as tmp:
         root = synthetic.generate(Path(tmp) / "cityscapes", {"train": TRAIN_FRAMES}, seed=0)
         lmdb_io.encode_dataset(root, stage / "data", ["train"], size=SIZE, workers=1, progress=False)
@@ -132,7 +132,7 @@ def write_data(stage):
 def demo_data(c, n_val=DEMO_VAL_FRAMES):
     """The demo stage's synthetic set ({train: the configuration's, val: n_val}) and its encoding at the
     configuration's size, in data/ (kept: tools/evaluate.py --predictions scores against them); returns both."""
-    from dcme_layers import lmdb_io, synthetic
+    from dcme_layers.data import lmdb_io, synthetic
     n_train = c["frames"][0]
     root = synthetic.generate(REPO / f"{synthetic.ROOT}_train{n_train}_val{n_val}", {"train": n_train, "val": n_val},
                               workers=os.cpu_count() or 1, progress=True)

@@ -8,12 +8,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from dcme_layers.caffe_log import quiet
+from dcme_layers.net.caffe_log import quiet
 
 quiet()  # before anything imports caffe: no glog INFO lines from the nets
 
-from dcme_layers.errors import DcmeError  # noqa: E402
-from dcme_layers.inference import infer_split, newest_snapshot  # noqa: E402
+from dcme_layers.net.inference import infer_split, newest_snapshot
+from dcme_layers.util.errors import DcmeError
 
 
 def main():

@@ -13,11 +13,12 @@ import inspect
 import sys
 from pathlib import Path
 
-from dcme_layers.caffe_log import quiet
+from dcme_layers.net.caffe_log import quiet
+from dcme_layers.util.files import atomic_write
 
 quiet()  # before anything imports caffe: no glog INFO lines from the nets
 
-from dcme_layers.cityscapes import atomic_write  # noqa: E402
+
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,7 +58,7 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=REPO / "prototxt", help="output folder (default: prototxt/)")
     ap.add_argument("--check", action="store_true", help="only check that the files are current; exit 1 if not")
     ap.add_argument("--python-unpool", action="store_true",
-                    help="SegNet with the Python Unpool layer (dcme_layers.unpool) instead of the native one, for a "
+                    help="SegNet with the Python Unpool layer (dcme_layers.net.unpool) instead of the native one, for a "
                          "Caffe built without dcme-caffe's native layers (conda-forge's, a system one)")
     ap.add_argument("--googlenet-mirror", action="store_true",
                     help="GoogLeNet's train nets mirror the crops at random (BVLC's augmentation); the default "

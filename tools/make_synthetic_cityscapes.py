@@ -7,8 +7,9 @@ import argparse
 import os
 import sys
 
-from dcme_layers import cli, synthetic
-from dcme_layers.errors import DcmeError
+from dcme_layers.data import synthetic
+from dcme_layers.util import cli
+from dcme_layers.util.errors import DcmeError
 
 
 def main(argv=None):

@@ -12,17 +12,18 @@ import argparse
 import os
 import sys
 
-from dcme_layers.caffe_log import quiet
+from dcme_layers.net.caffe_log import quiet
 
 quiet()  # before anything imports caffe: no glog INFO lines from the nets
 
-from dcme_layers import cityscapes, cli, paper, synthetic  # noqa: E402
-from dcme_layers.cityscapes import DataError  # noqa: E402
-from dcme_layers.decoding import METHODS, parse_thresholds, scale_thresholds  # noqa: E402
-from dcme_layers.encoding import ANCHORS  # noqa: E402
-from dcme_layers.errors import DcmeError  # noqa: E402
-from dcme_layers.export import UPSAMPLING  # noqa: E402
-from dcme_layers.oracle import OracleOptions, run_oracle  # noqa: E402
+from dcme_layers.core import paper
+from dcme_layers.core.decoding import METHODS, parse_thresholds, scale_thresholds
+from dcme_layers.core.encoding import ANCHORS
+from dcme_layers.data import cityscapes, synthetic
+from dcme_layers.evaluation.export import UPSAMPLING
+from dcme_layers.evaluation.oracle import OracleOptions, run_oracle
+from dcme_layers.util import cli
+from dcme_layers.util.errors import DataError, DcmeError
 
 
 def main(argv=None):

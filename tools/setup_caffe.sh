@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make setup`: the Python virtual environment (.venv) and BVLC Caffe with pycaffe, Python layers and the project's
-# native layers (dcme_layers/caffe: Unpool), CPU-only by default, or with CUDA.
+# native layers (dcme_layers/native: Unpool), CPU-only by default, or with CUDA.
 #
 #   make setup                          CPU build (what CI uses), or the variant .venv already points at
 #   make setup CUDA=1 [CUDNN=1]         CUDA 13 build (NCCL for -gpu all; CUDNN=1 adds cuDNN 9), .venv points at it
@@ -27,9 +27,9 @@
 #      - CAFFE_SRC: a BVLC tree whose content hash must be $BVLC_TREE_SHA256 (commit 99bd997; a git clone, GitHub's
 #        tarball and Debian's .orig.tar.gz all pass), or a Debian .dsc (as above, from local files).
 #      The verified source is kept in the cache, so a machine that built once never fetches again. The project's
-#      patches (dcme_layers/caffe/patches: protobuf 3.21, CUDA 13, cuDNN 9; patches/bvlc only for a BVLC tree)
+#      patches (dcme_layers/native/patches: protobuf 3.21, CUDA 13, cuDNN 9; patches/bvlc only for a BVLC tree)
 #      and native layers are applied to a copy, built out of tree (kept for incremental rebuilds) and installed into
-#      $DCME_CACHE/caffe-<source>-py<X.Y>-numpy<version>-<variant>-<hash of dcme_layers/caffe>.
+#      $DCME_CACHE/caffe-<source>-py<X.Y>-numpy<version>-<variant>-<hash of dcme_layers/native>.
 #   3. pycaffe and the repository on the venv's path (.pth), and `.venv/bin/caffe`, a wrapper that gives the
 #      embedded interpreter pycaffe, the venv's site-packages and dcme_layers.
 set -euo pipefail
@@ -38,7 +38,7 @@ set -euo pipefail
 main() {
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=$ROOT/.venv
-NATIVE=$ROOT/dcme_layers/caffe
+NATIVE=$ROOT/dcme_layers/native
 PYTHON=${PYTHON:-python3}
 CACHE=${DCME_CACHE:-$HOME/.cache/dcme-caffe}
 JOBS=${JOBS:-$(nproc)}
@@ -165,7 +165,7 @@ else
   NATIVE_HASH=$(cd "$NATIVE" && find . -type f ! -name '*.pyc' | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-12)
   KEY=caffe-$SRC_ID-py$PYVER-numpy$NPVER-$VARIANT
   PREFIX=$CACHE/$KEY-$NATIVE_HASH
-  BUILD=$CACHE/build-$KEY              # source copy + build tree, kept: a change in dcme_layers/caffe rebuilds little
+  BUILD=$CACHE/build-$KEY              # source copy + build tree, kept: a change in dcme_layers/native rebuilds little
   SOURCE=$CACHE/source-$SRC_ID         # the verified source (Debian's patches applied for a deb source)
 
   if [ ! -f "$PREFIX/.complete" ] || [ $SOURCE_ONLY = 1 ]; then
@@ -270,7 +270,7 @@ else
     rm -rf "$PREFIX"
     run_logged "installing Caffe" "$CACHE/logs/install.log" cmake --install "$BUILD/build"
     date -u +%FT%TZ >"$PREFIX/.complete"
-    # Earlier installs of this variant (other dcme_layers/caffe hashes) are superseded.
+    # Earlier installs of this variant (other dcme_layers/native hashes) are superseded.
     for old in "$CACHE/$KEY"-????????????; do [ "$old" = "$PREFIX" ] || rm -rf "$old"; done  # (12-digit hashes)
     say "Caffe built in $(( $(date +%s) - T0 )) s"
   fi

@@ -11,15 +11,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dcme_layers.caffe_log import quiet
+from dcme_layers.net.caffe_log import quiet
 
 quiet()  # before anything imports caffe: no glog INFO lines from the nets
 
-from dcme_layers import cityscapes, paper, synthetic  # noqa: E402
-from dcme_layers.cityscapes import DataError, write_png  # noqa: E402
-from dcme_layers.encoding import instance_anchors, vector_map  # noqa: E402
-from dcme_layers.errors import DcmeError  # noqa: E402
-from dcme_layers.visualize import magnitude_image  # noqa: E402
+from dcme_layers.core import paper
+from dcme_layers.core.encoding import instance_anchors, vector_map
+from dcme_layers.data import cityscapes, synthetic
+from dcme_layers.evaluation.visualize import magnitude_image
+from dcme_layers.util.errors import DataError, DcmeError
+from dcme_layers.util.files import write_png
 
 
 def _caption(img, text):

@@ -2,9 +2,9 @@
 """Search the decoding thresholds (DT, VT, ET) on a split and score each setting with cityscapesscripts.
 
 Maps: --predictions, the HDF5 file tools/infer.py (make evaluate) writes, or --oracle-noise, the ground truth at
---size plus network-like noise (dcme_layers.oracle.noisy_map). Classes: each decoded instance's majority
+--size plus network-like noise (dcme_layers.evaluation.oracle.noisy_map). Classes: each decoded instance's majority
 ground-truth class, or GoogLeNet's with --classifier-weights. Scored at the maps' resolution against the ground
-truth subsampled to it (the evaluator's own matching and AP; dcme_layers/tuning.py says how), the best setting
+truth subsampled to it (the evaluator's own matching and AP; dcme_layers/pipeline/tuning.py says how), the best setting
 again at full resolution (what make evaluate reports; --no-confirm skips it).
 
 Writes into --out: table.csv / table.md (DT, VT, ET, AP, AP50%), best.json, best.txt (one line DT,VT,ET that
@@ -18,14 +18,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from dcme_layers.caffe_log import quiet
+from dcme_layers.net.caffe_log import quiet
 
 quiet()  # before anything imports caffe: no glog INFO lines from the nets
 
-from dcme_layers import cityscapes, cli, paper, synthetic  # noqa: E402
-from dcme_layers.decoding import METHODS  # noqa: E402
-from dcme_layers.errors import DcmeError  # noqa: E402
-from dcme_layers.tuning import Source, TuneOptions, default_grid, prediction_frames, tune  # noqa: E402
+from dcme_layers.core import paper
+from dcme_layers.core.decoding import METHODS
+from dcme_layers.data import cityscapes, synthetic
+from dcme_layers.pipeline.tuning import Source, TuneOptions, default_grid, prediction_frames, tune
+from dcme_layers.util import cli
+from dcme_layers.util.errors import DcmeError
 
 
 def values(kind):

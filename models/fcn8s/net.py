@@ -19,9 +19,9 @@ Weights: no download here, so every convolution has an msra filler (FCN's own ne
 starts from VGG16); the deconvolutions use BVLC's ``bilinear`` filler. With VGG16 weights: fc6/fc7 are
 InnerProduct in VGG16, so convert once with ``models/fcn8s/surgery.py`` and pass the result to ``-weights``.
 """
+import numpy as np
 from caffe import layers as L, params as P
 from caffe.coord_map import coord_map_from_to
-import numpy as np
 
 import models
 from models import CONV_PARAM, MSRA, ZERO

@@ -5,8 +5,8 @@ three loss heads with loss weights 0.3 / 0.3 / 1), so `caffe train -weights bvlc
 Only the three 1000-way classifiers are replaced by 8-way ones named `loss{1,2,3}/classifier_cs`, which
 `copy_from` skips because the names differ.
 
-Inputs are 224x224 BGR crops around each instance (dcme_layers/classify.py), minus mean_value 104 117 123
-(BVLC's values); labels are class indices 0..7 in Cityscapes trainId order (dcme_layers.cityscapes.CLASS_INDEX).
+Inputs are 224x224 BGR crops around each instance (dcme_layers/net/classify.py), minus mean_value 104 117 123
+(BVLC's values); labels are class indices 0..7 in Cityscapes trainId order (dcme_layers.data.cityscapes.CLASS_INDEX).
 The LMDB crops are already 224x224 (no crop_size, unlike BVLC's 256 -> 224 random crops). No data augmentation, as
 the paper says: BVLC's TRAIN-phase mirroring is off unless asked for (`mirror`, `tools/make_prototxt.py
 --googlenet-mirror`).
@@ -18,7 +18,7 @@ from caffe import layers as L, params as P
 from google.protobuf import text_format
 
 import models
-from dcme_layers import paper
+from dcme_layers.core import paper
 from models import CONV_PARAM
 
 SOURCE = "models/googlenet/net.py"

@@ -3,8 +3,8 @@
 VGG16 encoder (conv1_1..conv5_3, the VGG16 layer names, so ``caffe train -weights VGG_ILSVRC_16_layers.caffemodel``
 initialises it; the fc layers of VGG16 are ignored), mirrored decoder with the ``_D`` names, every convolution
 followed by BatchNorm + Scale(bias_term) + ReLU (BVLC's form of caffe-segnet's ``BN`` layer), max pooling with the
-index top and unpooling by those indices (the native ``Unpool`` layer of dcme_layers/caffe, or its Python reference
-``dcme_layers.unpool.Unpool`` with ``python_unpool``; output size from the pre-pooling blob).
+index top and unpooling by those indices (the native ``Unpool`` layer of dcme_layers/native, or its Python reference
+``dcme_layers.net.unpool.Unpool`` with ``python_unpool``; output size from the pre-pooling blob).
 The softmax classifier ``conv1_1_D`` is replaced by ``conv1_1_D_dcme`` with 2 outputs (dx, dy; no BN, no ReLU, so
 negative offsets are representable) whose top is ``vectors_pred``, trained with EuclideanLoss against the vector map
 (DCME paper Sec. 3).
@@ -68,12 +68,12 @@ def conv_bn_relu(n, bottom, name, nout, relu, suffix=models.DCME_SUFFIX):
 
 def unpool(n, bottom, block, reference, python=False):
     """Unpool ``bottom`` by the indices of pool<block> to the size of ``reference`` (the pooling input): the native
-    ``Unpool`` layer that `make setup` compiles into Caffe (dcme_layers/caffe), or with ``python`` its reference
-    implementation ``dcme_layers.unpool.Unpool``, a Python layer that any Caffe with WITH_PYTHON_LAYER runs."""
+    ``Unpool`` layer that `make setup` compiles into Caffe (dcme_layers/native), or with ``python`` its reference
+    implementation ``dcme_layers.net.unpool.Unpool``, a Python layer that any Caffe with WITH_PYTHON_LAYER runs."""
     bottoms = (bottom, n[f"pool{block}_mask"], reference)
     kw = dict(propagate_down=[True, False, False], name=f"upsample{block}")
     if python:
-        n[f"pool{block}_D"] = L.Python(*bottoms, module="dcme_layers.unpool", layer="Unpool", **kw)
+        n[f"pool{block}_D"] = L.Python(*bottoms, module="dcme_layers.net.unpool", layer="Unpool", **kw)
     else:
         n[f"pool{block}_D"] = L.Unpool(*bottoms, **kw)
     return n[f"pool{block}_D"]

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dcme_layers.cityscapes import DataError, atomic_write, write_png
-from dcme_layers.errors import DcmeError
-from dcme_layers.synthetic_scene import SIZE, render_frame
+from dcme_layers.data.synthetic_scene import SIZE, render_frame
+from dcme_layers.util.errors import DataError, DcmeError
+from dcme_layers.util.files import atomic_write, write_png
 
 #: Cities per split and the default number of frames.
 CITIES = {"train": "synthcity", "val": "synthval", "test": "synthtest"}
@@ -79,7 +79,7 @@ def generate(out, splits=None, size=SIZE, seed=0, force=False, progress=False, w
     if size[0] < 32 or size[1] < 64:
         raise DcmeError(f"size {size} too small; need at least 32x64")
     out = Path(out)
-    config = {"generator": "dcme_layers.synthetic", "version": 1, "splits": splits, "size": list(size), "seed": seed}
+    config = {"generator": "dcme_layers.data.synthetic", "version": 1, "splits": splits, "size": list(size), "seed": seed}
     marker = out / ".complete"
     if marker.exists():
         try:

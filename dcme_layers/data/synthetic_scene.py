@@ -1,4 +1,4 @@
-"""The synthetic street scenes that dcme_layers.synthetic writes as Cityscapes files: a pinhole camera 1.22 m above
+"""The synthetic street scenes that dcme_layers.data.synthetic writes as Cityscapes files: a pinhole camera 1.22 m above
 a flat road (Cityscapes' own calibration), objects with a depth and a size in metres, polygons rasterised far to
 near into the image, the label images and the disparity (``render_frame``).
 """

@@ -1,6 +1,6 @@
 """Figures like the paper's Figures 3 and 4: input | magnitude map | coloured instance masks, side by side (OpenCV).
 
-All images are BGR uint8 (OpenCV's order) and are written as PNG with ``write_png`` (``cityscapes.write_png``:
+All images are BGR uint8 (OpenCV's order) and are written as PNG with ``write_png`` (``files.write_png``:
 temporary file + rename).
 """
 from pathlib import Path
@@ -8,9 +8,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dcme_layers import cityscapes
-from dcme_layers.encoding import magnitude
-from dcme_layers.errors import DcmeError
+from dcme_layers.core.encoding import magnitude
+from dcme_layers.data import cityscapes
+from dcme_layers.util import files
+from dcme_layers.util.errors import DcmeError
 
 
 def palette(n, seed=0):
@@ -78,8 +79,8 @@ def side_by_side(image, vmap, labels, centers=None, gap=4):
 
 
 def write_png(path, img):
-    """Write a uint8 image as PNG atomically (``cityscapes.write_png``; OSError if OpenCV cannot encode it)."""
-    return cityscapes.write_png(path, img, error=OSError)
+    """Write a uint8 image as PNG atomically (``files.write_png``; OSError if OpenCV cannot encode it)."""
+    return files.write_png(path, img, error=OSError)
 
 
 def write_figure(path, img):
@@ -90,7 +91,7 @@ def write_figure(path, img):
     rgb = Image.fromarray(np.ascontiguousarray(np.asarray(img, np.uint8)[..., ::-1]))
     quantized = rgb.quantize(colors=256, method=Image.Quantize.FASTOCTREE)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    cityscapes.atomic_write(Path(path), lambda t: quantized.save(t, format="PNG", optimize=True))
+    files.atomic_write(Path(path), lambda t: quantized.save(t, format="PNG", optimize=True))
 
 
 #: Width in pixels of each panel of ``instance_figure`` (its height follows the frame's aspect ratio).

@@ -3,8 +3,8 @@
 import json
 from pathlib import Path
 
-from dcme_layers.cityscapes import atomic_write
-from dcme_layers.cs_eval import CLASS_NAMES, METRICS
+from dcme_layers.evaluation.cs_eval import CLASS_NAMES, METRICS
+from dcme_layers.util.files import atomic_write
 
 
 def _pct(x):

@@ -5,28 +5,31 @@ Per split, `encode_split` writes under `out/{split}/`:
   vectors/       LMDB of Datum (channels 2, height, width, float_data = CHW float32: dx, dy)
   frames.txt     one frame name per line, in LMDB order
   manifest.json  resolution, anchor, order, counts, source root and files, versions
-  job.json       settings and input fingerprint (dcme_layers.resumable)
+  job.json       settings and input fingerprint (dcme_layers.util.resumable)
 with identical keys `{index:08d}_{frame name}` in identical order, so two Caffe `Data` layers deliver matching
 pairs. Caffe's Data layer never shuffles, so the train split is written in a seeded random permutation of its
 frames (`frame_order`): a batch then mixes cities, like SegNet-Tutorial's `shuffle: true` and FCN's random draws,
 and the order is reproducible (one fixed permutation for every epoch, as an LMDB allows). Other splits stay sorted.
 
-Atomic and resumable through dcme_layers.resumable: written into `out/{split}.partial/`, committed every few frames
+Atomic and resumable through dcme_layers.util.resumable: written into `out/{split}.partial/`, committed every few frames
 (LMDB commits are synced, then the frames are marked done); a killed run resumes there, and only a finished
 directory is renamed to `out/{split}/`.
 caffe_pb2 is imported inside the functions; the pure modules never import Caffe.
 """
 import json
 import os
-import signal
 import time
 from pathlib import Path
 
 import lmdb
 import numpy as np
 
-from dcme_layers import cityscapes, paper, resumable
-from dcme_layers.cityscapes import DataError, atomic_write
+from dcme_layers.core import paper
+from dcme_layers.data import cityscapes
+from dcme_layers.util import errors, resumable
+from dcme_layers.util.errors import DataError
+from dcme_layers.util.files import atomic_write
+from dcme_layers.util.pool import jobs_results
 
 FORMAT = 1  # bump when the content of the LMDBs changes
 #: Seed of the train split's LMDB order (the seed of FCN's voc_layers.py, 1337).
@@ -156,38 +159,13 @@ def _versions():
 
 # --- parallel per-frame jobs (also crops.extract_instances) ------------------------------------------------
 
-def _init_worker():
-    import cv2
-    cv2.setNumThreads(1)  # one frame per process; OpenCV's own threads would only oversubscribe
-
-
-def _init_pool_worker():
-    _init_worker()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: no worker tracebacks
-
-
 def _encode_one(job):
     index, frame, size, anchor, expect_shape = job
     image, vmap, n = cityscapes.encode_frame(frame, size, anchor, expect_shape)
     return index, image_datum(image), float_datum(vmap), n
 
 
-def jobs_results(job, jobs, workers, serial_single_thread=True):
-    """`job(j)` for each of `jobs`, in order: in a pool of `workers` forked processes, each with OpenCV
-    single-threaded; with `workers` <= 1 in this process, whose OpenCV is then made single-threaded too only if
-    `serial_single_thread`."""
-    if workers <= 1:
-        if serial_single_thread:
-            _init_worker()
-        for j in jobs:
-            yield job(j)
-        return
-    import multiprocessing as mp
-    with mp.get_context("fork").Pool(workers, initializer=_init_pool_worker) as pool:
-        yield from pool.imap(job, jobs, chunksize=1)
-
-
-# --- atomic, resumable writing (dcme_layers.resumable) ------------------------------------------------------
+# --- atomic, resumable writing (dcme_layers.util.resumable) ------------------------------------------------------
 
 def frame_order(n, split, seed=TRAIN_SEED):
     """LMDB position -> index into the sorted frames: a permutation seeded with `seed` for the train split (Caffe's
@@ -303,7 +281,7 @@ def _encode(job, frames, keys, size, anchor, workers, commit_every, progress, lo
                 if len(pending) >= commit_every:
                     commit()
                 bar.update(1)
-        except resumable.DiskFullError:
+        except errors.DiskFullError:
             pending.clear()  # they cannot be written; the rerun encodes them again
             raise
         finally:
@@ -324,7 +302,7 @@ def _encode(job, frames, keys, size, anchor, workers, commit_every, progress, lo
                  if job.record["settings"]["seed"] is not None else "sorted frame names",
         "images": {"lmdb": "images", "datum": "uint8 data, channels 3 (BGR), height, width"},
         "vectors": {"lmdb": "vectors", "datum": "float_data float32, channels 2 (dx, dy), height, width",
-                    "encoding": f"dcme_layers.encoding.vector_map(anchor={anchor!r}) at the encoded resolution"},
+                    "encoding": f"dcme_layers.core.encoding.vector_map(anchor={anchor!r}) at the encoded resolution"},
         "source": {"root": root, "files": [[os.path.relpath(f.image, root), os.path.relpath(f.instance_ids, root)]
                                            for f in frames]},
         "versions": _versions(),

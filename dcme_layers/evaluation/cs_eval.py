@@ -22,9 +22,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dcme_layers import cityscapes
-from dcme_layers.cityscapes import INSTANCE_LABEL_IDS, INSTANCE_LABELS
-from dcme_layers.export import PRED_SUFFIX, EvaluationError, png_size, prediction_file
+from dcme_layers.data import cityscapes
+from dcme_layers.data.cityscapes import INSTANCE_LABEL_IDS, INSTANCE_LABELS
+from dcme_layers.evaluation.export import PRED_SUFFIX, prediction_file
+from dcme_layers.util.errors import EvaluationError
+from dcme_layers.util.files import png_size
 
 #: The four metrics of the paper's tables, in order.
 METRICS = ("AP", "AP50%", "AP100m", "AP50m")

@@ -21,18 +21,17 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
-from dcme_layers import cityscapes, lmdb_io, paper, resumable
-from dcme_layers.cityscapes import atomic_write
+from dcme_layers.core import paper
+from dcme_layers.data import cityscapes, lmdb_io
+from dcme_layers.util import pool, resumable
+from dcme_layers.util.errors import ClassifyError
+from dcme_layers.util.files import atomic_write
 
 MEAN_BGR = np.array(paper.GOOGLENET_MEAN_BGR, dtype=np.float32)
 CROP, MARGIN, MIN_PIXELS = paper.CROP, paper.MARGIN, paper.MIN_PIXELS
 #: Least share of a side of an instance's box that a training fragment keeps (``fragment_boxes``).
 FRAGMENT_SIDE = 0.3
 MAP_SIZE = 1 << 40  # LMDB address space (sparse file; BVLC convert_imageset uses the same)
-
-
-class ClassifyError(cityscapes.DataError):
-    """Bad input for extraction or classification (a DataError, so a ValueError); the message names the file."""
 
 
 def instance_boxes(labels, margin=MARGIN):
@@ -181,7 +180,7 @@ def extract_instances(root, split, out, size=paper.SIZE, crop=CROP, margin=MARGI
         env = lmdb.open(str(job.partial), map_size=MAP_SIZE, subdir=True)
         try:
             jobs = [(f, tuple(size), crop, margin, min_pixels, seed, fragments) for f in todo]
-            results = lmdb_io.jobs_results(_frame_job, jobs, workers, serial_single_thread=False)
+            results = pool.jobs_results(_frame_job, jobs, workers, serial_single_thread=False)
             for name, (records, skipped) in tqdm(results, total=len(frames), initial=len(frames) - len(todo),
                                                  desc=f"instances {split}", unit="frame"):
                 counts = np.zeros(len(cityscapes.INSTANCE_LABELS), dtype=np.int64)

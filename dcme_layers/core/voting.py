@@ -1,4 +1,4 @@
-"""The four steps of DCME decoding as plain loops over arrays, compiled by numba (``dcme_layers/decoding.py`` states
+"""The four steps of DCME decoding as plain loops over arrays, compiled by numba (``dcme_layers/core/decoding.py`` states
 the rules and calls them in order). Distances are ``np.hypot`` of (vote - center) and ties go to the lower index,
 as in the tests' dense reference.
 

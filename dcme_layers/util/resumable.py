@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dcme_layers.cityscapes import DataError, atomic_write
+from dcme_layers.util.errors import DataError, DiskFullError
+from dcme_layers.util.files import atomic_write
 
 RECORD = "job.json"
 DONE = "done.txt"
@@ -43,10 +44,6 @@ HASH_BELOW = 64 << 10
 RESERVE = 1 << 20
 #: Seconds every job waits after marking items done (tests only: it lets them kill a job between two items).
 ITEM_DELAY = float(os.environ.get("DCME_TEST_ITEM_DELAY") or 0)
-
-
-class DiskFullError(DataError):
-    """No space left for the output; the message names the file and says that a rerun resumes."""
 
 
 def digest(data):

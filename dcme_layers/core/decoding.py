@@ -1,5 +1,5 @@
 """DCME decoding (arXiv 1711.09060, Section 3): turn a 2-D vector map into instances. The steps run as compiled
-loops (``dcme_layers/voting.py``, numba); scikit-image draws the watershed ablation.
+loops (``dcme_layers/core/voting.py``, numba); scikit-image draws the watershed ablation.
 
 A vector map ``V`` has shape (2, H, W): channel 0 = dx (columns), channel 1 = dy (rows), in pixels of the encoded
 resolution (``encoding.vector_map``, Eq. 2). Every instance pixel p stores V(p) = CM - p, so p + V(p) is that
@@ -44,9 +44,9 @@ from collections import namedtuple
 
 import numpy as np
 
-from dcme_layers import paper, voting
-from dcme_layers.errors import DcmeError
-from dcme_layers.paper import Thresholds
+from dcme_layers.core import paper, voting
+from dcme_layers.core.paper import Thresholds
+from dcme_layers.util.errors import DecodingError
 
 #: (DT, VT, ET) per network at the paper's 340x680 (an alias of ``paper.THRESHOLDS``; ``Thresholds`` tuples).
 PAPER_THRESHOLDS = paper.THRESHOLDS
@@ -86,11 +86,6 @@ Assignment.__doc__ = """Step 4's instances: the kept CMs (``Centers``) that got 
 labels: (H, W) int32, 0 = background, 1..N = instances;
 order: (N,) int64 index of instance 1..N into the K kept CMs (a kept CM left without pixels is dropped);
 votes: (K,) int64 votes of each kept CM: those of steps 2-3 plus the zero-vector CM pixels that joined it."""
-
-
-class DecodingError(DcmeError):
-    """A malformed vector map (shape, NaN/inf), thresholds out of range or an unknown method; a DcmeError (so a
-    ValueError)."""
 
 
 def parse_thresholds(spec):

@@ -1,9 +1,12 @@
 """Classification of decoded instances with the GoogLeNet deploy net (Caffe): one of the 8 classes and its
-probability per instance, from the crops of dcme_layers.crops."""
+probability per instance, from the crops of dcme_layers.net.crops."""
 import numpy as np
 
-from dcme_layers import cityscapes, netfiles, paper
-from dcme_layers.crops import CROP, MARGIN, ClassifyError, instance_crops
+from dcme_layers.core import paper
+from dcme_layers.data import cityscapes
+from dcme_layers.net import netfiles
+from dcme_layers.net.crops import CROP, MARGIN, instance_crops
+from dcme_layers.util.errors import ClassifyError
 
 
 class Classifier:

@@ -21,7 +21,7 @@ How a 5x5x5 grid on 30 frames at 340x680 fits in minutes on 2 cores:
   (``decoding.decode_kept``).
 - GoogLeNet classifies each distinct crop box of a frame once: a crop depends on its box alone (``crops.box_crops``).
 - Work goes to ``workers`` processes in tasks of one frame and one (DT, VT) with every ET; the settings of a
-  (DT, VT) are scored and marked done together, so a killed run resumes after the last one (dcme_layers.resumable).
+  (DT, VT) are scored and marked done together, so a killed run resumes after the last one (dcme_layers.util.resumable).
 """
 import json
 import multiprocessing
@@ -36,14 +36,19 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from dcme_layers import cityscapes, cs_eval, paper, resumable
-from dcme_layers.cityscapes import atomic_write
-from dcme_layers.decoding import decode_kept, find_centers, parse_thresholds, scale_thresholds
-from dcme_layers.encoding import vector_map
-from dcme_layers.export import EvaluationError, export_split, png_size
-from dcme_layers.inference import read_blob
-from dcme_layers.oracle import majority_label_ids, noisy_map
-from dcme_layers.pipeline import MAX_INSTANCES, best_scored, classifier_labels, frames_of, ground_truth_classes
+from dcme_layers.core import paper
+from dcme_layers.core.decoding import decode_kept, find_centers, parse_thresholds, scale_thresholds
+from dcme_layers.core.encoding import vector_map
+from dcme_layers.data import cityscapes
+from dcme_layers.evaluation import cs_eval
+from dcme_layers.evaluation.export import export_split
+from dcme_layers.evaluation.labels import best_scored, classifier_labels, ground_truth_classes, majority_label_ids
+from dcme_layers.evaluation.oracle import noisy_map
+from dcme_layers.net.inference import read_blob
+from dcme_layers.pipeline.evaluate import MAX_INSTANCES, frames_of
+from dcme_layers.util import files, resumable
+from dcme_layers.util.errors import EvaluationError
+from dcme_layers.util.files import atomic_write, png_size
 
 __all__ = ["DISTANCE_FACTORS", "VOTE_FACTORS", "Source", "TuneOptions", "default_grid", "settings_of",
            "prediction_frames", "vector_maps", "best_setting", "format_table", "write_heatmap", "tune"]
@@ -196,7 +201,7 @@ def _frame_state(i):
     ids = cityscapes.subsample_ids(cityscapes.read_ground_truth(frame), size)
     gt_file = tmp / "gt" / f"{frame.name}{cityscapes.INSTANCE_SUFFIX}"
     gt_file.parent.mkdir(parents=True, exist_ok=True)
-    cityscapes.write_png(gt_file, ids.astype(np.uint16))
+    files.write_png(gt_file, ids.astype(np.uint16))
     inst = cityscapes.instance_map(ids)
     pred_dir = tmp / "pred" / f"{os.getpid()}"
     (pred_dir / "masks").mkdir(parents=True, exist_ok=True)
@@ -209,7 +214,7 @@ def _frame_state(i):
 def _classifier():
     """This process's GoogLeNet (loaded on first use: each worker its own net)."""
     if not _CLASSIFIER:
-        from dcme_layers.classify import Classifier
+        from dcme_layers.net.classify import Classifier
         deploy, weights, size = _RUN["options"].classifier
         _CLASSIFIER["net"] = Classifier(deploy, weights, size=size)
     return _CLASSIFIER["net"]
@@ -218,7 +223,7 @@ def _classifier():
 def _googlenet_classes(state, labels):
     """GoogLeNet's (class ids (K,), probabilities (K,)) of decoded instances 1..K, each distinct crop box of the
     frame classified once (the same answer as ``Classifier.classify``: a crop depends on its box alone)."""
-    from dcme_layers.crops import box_crops, instance_boxes
+    from dcme_layers.net.crops import box_crops, instance_boxes
 
     net = _classifier()
     if "image" not in state:

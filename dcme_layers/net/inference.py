@@ -2,7 +2,7 @@
 
 The HDF5 file holds ``vectors`` (N, 2, H, W) float32 in LMDB order, ``frames`` (N,) names, and attributes
 ``model``, ``deploy``, ``weights``, ``images_lmdb``, ``height``, ``width``; ``<out>.job.json`` beside it records
-what it was made from (dcme_layers.resumable). A killed run resumes from the frames already done.
+what it was made from (dcme_layers.util.resumable). A killed run resumes from the frames already done.
 
 Vector maps predicted elsewhere (``tools/evaluate.py --predictions``, ``use_predictions``) come as such a file or
 as the file of Caffe's own HDF5Output layer (``caffe test`` on a deploy net that reads the images LMDB, as
@@ -19,16 +19,14 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from dcme_layers import netfiles, paper, resumable
-from dcme_layers.cityscapes import DataError
-from dcme_layers.lmdb_io import check_encoded, read_datum_lmdb
+from dcme_layers.core import paper
+from dcme_layers.data.lmdb_io import check_encoded, read_datum_lmdb
+from dcme_layers.net import netfiles
+from dcme_layers.util import resumable
+from dcme_layers.util.errors import InferenceError
 
 # BGR mean that the train nets' Data layers subtract; the deploy nets take mean-subtracted input.
 MEAN_BGR = np.array(paper.MEAN_BGR, dtype=np.float32)
-
-
-class InferenceError(DataError):
-    """Bad blob file or mismatched inputs; the message names the file."""
 
 
 def newest_snapshot(prefix):

@@ -12,12 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from dcme_layers import cityscapes, paper
-from dcme_layers.cs_eval import evaluate
-from dcme_layers.decoding import FG_THRESHOLD, decode, parse_thresholds
-from dcme_layers.encoding import vector_map
-from dcme_layers.export import export_split, full_resolution_gt, ground_truth_instances
-from dcme_layers.report import write_report
+from dcme_layers.core import paper
+from dcme_layers.core.decoding import FG_THRESHOLD, decode, parse_thresholds
+from dcme_layers.core.encoding import vector_map
+from dcme_layers.data import cityscapes
+from dcme_layers.evaluation.cs_eval import evaluate
+from dcme_layers.evaluation.export import export_split, full_resolution_gt, ground_truth_instances
+from dcme_layers.evaluation.labels import keep_instances, majority_label_ids
+from dcme_layers.evaluation.report import write_report
 
 # ---------------------------------------------------------------------------------------------------------------
 # Oracle predictions (decoded ground truth)
@@ -33,28 +35,6 @@ def _load_small(frame, size):
     ids = cityscapes.read_ground_truth(frame, image.shape)
     small_image, small_ids = cityscapes.subsample(image, ids, size)
     return small_image, cityscapes.instance_map(small_ids), ids.shape
-
-
-def majority_label_ids(labels, instance_map):
-    """Regular label id of each decoded instance 1..K: the most frequent ground-truth class among its pixels that
-    belong to a ground-truth instance (ties: the lower label id; 0 where it covers none)."""
-    lab = np.asarray(labels).ravel()
-    cls = np.asarray(instance_map).ravel() // 1000
-    k = int(lab.max(initial=0))
-    hit = (lab > 0) & (cls > 0)
-    votes = np.zeros((k + 1, 256), np.int64)
-    np.add.at(votes, (lab[hit], cls[hit]), 1)
-    out = votes.argmax(1)
-    out[votes.max(1) == 0] = 0
-    return out[1:]
-
-
-def keep_instances(labels, keep):
-    """Label map 1..K renumbered to the kept instances (boolean (K,)), in order; the others become 0."""
-    keep = np.asarray(keep, bool)
-    relabel = np.zeros(len(keep) + 1, np.int32)
-    relabel[1:][keep] = np.arange(1, int(keep.sum()) + 1)
-    return relabel[labels]
 
 
 def oracle_predictions(frame, size=paper.SIZE, anchor="cm", method="vote", thresholds="segnet",
@@ -151,7 +131,7 @@ def run_oracle(frames, out, options=OracleOptions(), workers=1, progress=True, t
     same decoding as the export when it runs), and ``out/report.md`` + ``out/report.json``. workers: processes
     for the evaluator's matching. Returns the list of evaluate() results.
     """
-    from dcme_layers.visualize import side_by_side, write_png
+    from dcme_layers.evaluation.visualize import side_by_side, write_png
 
     o, out, frames = options, Path(out), list(frames)
     dt, vt, et = th = parse_thresholds(o.thresholds)

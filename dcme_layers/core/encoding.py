@@ -19,13 +19,9 @@ pixels or instances.
 """
 import numpy as np
 
-from dcme_layers.errors import DcmeError
+from dcme_layers.util.errors import EncodingError
 
 ANCHORS = ("cm", "bbox")
-
-
-class EncodingError(DcmeError):
-    """A malformed instance map or vector map, or an unknown anchor (a DcmeError, so a ValueError)."""
 
 
 def _foreground(instance_map):

@@ -15,9 +15,9 @@ import numpy as np
 from cityscapesscripts.helpers import csHelpers
 from cityscapesscripts.helpers.labels import id2label, labels
 
-from dcme_layers import paper
-from dcme_layers.encoding import vector_map
-from dcme_layers.errors import DcmeError
+from dcme_layers.core import paper
+from dcme_layers.core.encoding import vector_map
+from dcme_layers.util.errors import DataError
 
 #: The 8 evaluated instance classes, in trainId order: person, rider, car, truck, bus, train, motorcycle, bicycle.
 INSTANCE_LABELS = tuple(sorted((l for l in labels if l.hasInstances and not l.ignoreInEval), key=lambda l: l.trainId))
@@ -50,40 +50,6 @@ _LABEL_OF = np.where(np.arange(1 << 16) >= 1000, np.arange(1 << 16) // 1000, np.
 Frame = namedtuple("Frame", ["name", "split", "city", "image", "instance_ids", "label_ids"])
 Frame.__doc__ = """One Cityscapes frame: name like aachen_000000_000019, its split and city, and the paths of its
 leftImg8bit image, gtFine instanceIds and gtFine labelIds PNGs."""
-
-
-class DataError(DcmeError):
-    """Bad input data (missing, corrupt, mismatched or wrongly sized files, unknown ids). The message names the file
-    and fits on one line. A ``DcmeError`` (so a ValueError)."""
-
-
-def atomic_write(path, write, suffix=None):
-    """Write `path` atomically: `write(tmp)` fills a temporary file in the same folder (a Path named
-    `.<stem>.tmp-<pid><suffix>`, `suffix` defaulting to `path`'s own, so e.g. cv2.imwrite sees the right
-    extension), which then replaces `path` (os.replace). The temporary file is removed if anything fails.
-    The folder must exist. Returns `path` as a Path."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix if suffix is None else suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def write_png(path, img, error=DataError):
-    """Write a uint8 image (H, W) or (H, W, 3) BGR as PNG at `path` atomically (``atomic_write``), creating its
-    folder. An image OpenCV cannot encode raises `error` ("<path>: cannot write PNG"). Returns `path` as a Path."""
-    def write(tmp):
-        ok, buf = cv2.imencode(".png", np.ascontiguousarray(img))
-        if not ok:
-            raise error(f"{path}: cannot write PNG")
-        tmp.write_bytes(buf.tobytes())
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, write)
 
 
 def _core_name(path, suffix):

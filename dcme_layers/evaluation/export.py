@@ -1,5 +1,5 @@
 """Predictions in the Cityscapes results format: masks upsampled to the ground truth's resolution, one frame
-(``export_frame``) or a split (``export_split``, resumable through dcme_layers.resumable).
+(``export_frame``) or a split (``export_split``, resumable through dcme_layers.util.resumable).
 
 A frame's predictions are ``<pred_dir>/<frame>_pred.txt`` with lines ``masks/<frame>_<k>.png <label id>
 <confidence>`` and one mask PNG per instance at the ground truth's full resolution: upsampled as the exact inverse
@@ -13,17 +13,16 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from dcme_layers import cityscapes, resumable
-from dcme_layers.cityscapes import INSTANCE_LABEL_IDS, DataError, atomic_write
+from dcme_layers.data import cityscapes
+from dcme_layers.data.cityscapes import INSTANCE_LABEL_IDS
+from dcme_layers.util import resumable
+from dcme_layers.util.errors import EvaluationError
+from dcme_layers.util.files import atomic_write, png_size
 
 #: Mask upsampling to the ground truth's resolution: "nearest" (the exact inverse of cityscapes.subsample's
 #: sampling), "bilinear" (per mask, > 0.5), "naive" (cv2.resize INTER_NEAREST, about a pixel off; for comparison).
 UPSAMPLING = ("nearest", "bilinear", "naive")
 PRED_SUFFIX = "_pred.txt"
-
-
-class EvaluationError(DataError):
-    """Bad predictions or ground truth for the evaluation; the message names the file and fits on one line."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -213,11 +212,3 @@ def _intact(pred_dir, name, digest):
     masks = [Path(pred_dir) / line.split(" ")[0] for line in txt.read_text().splitlines() if line]
     return all(m.is_file() and png_size(m) for m in masks)
 
-
-def png_size(path):
-    """(H, W) from a PNG's header, None if it is not a PNG (reads 24 bytes)."""
-    with open(path, "rb") as f:
-        head = f.read(24)
-    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
-        return None
-    return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")

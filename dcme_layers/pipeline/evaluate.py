@@ -21,15 +21,24 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from dcme_layers import cityscapes
-from dcme_layers.cs_eval import BOOTSTRAP, CLASS_NAMES, evaluate
-from dcme_layers.decoding import PAPER_THRESHOLDS, decode, parse_thresholds
-from dcme_layers.encoding import vector_map
-from dcme_layers.export import EvaluationError, png_size, export_split
-from dcme_layers.inference import infer_split, read_blob, read_frames, use_predictions
-from dcme_layers.lmdb_io import DatumReader, frame_key
-from dcme_layers.oracle import OracleOptions, keep_instances, majority_label_ids, run_oracle
-from dcme_layers.report import format_confusion, write_report
+from dcme_layers.core.decoding import PAPER_THRESHOLDS, decode, parse_thresholds
+from dcme_layers.core.encoding import vector_map
+from dcme_layers.data import cityscapes
+from dcme_layers.data.lmdb_io import DatumReader, frame_key
+from dcme_layers.evaluation.cs_eval import BOOTSTRAP, CLASS_NAMES, evaluate
+from dcme_layers.evaluation.export import export_split
+from dcme_layers.evaluation.labels import (
+    best_scored,
+    classifier_labels,
+    confusion_matrix,
+    ground_truth_classes,
+    majority_label_ids,
+)
+from dcme_layers.evaluation.oracle import OracleOptions, run_oracle
+from dcme_layers.evaluation.report import format_confusion, write_report
+from dcme_layers.net.inference import infer_split, read_blob, read_frames, use_predictions
+from dcme_layers.util.errors import EvaluationError
+from dcme_layers.util.files import png_size
 
 #: Per frame, the best-scored decoded instances kept (like COCO's 100 detections).
 MAX_INSTANCES = 100
@@ -87,43 +96,6 @@ def ground_truth_size(frame):
     return size or cityscapes.read_ground_truth(frame).shape
 
 
-def best_scored(labels, scores, n):
-    """The ``n`` best-scored instances of a decoded label map (a poorly trained net yields hundreds), renumbered
-    in their order: (labels (h, w), scores (min(K, n),))."""
-    if len(scores) <= n:
-        return labels, scores
-    keep = np.zeros(len(scores), bool)
-    keep[np.argsort(-scores, kind="stable")[:n]] = True
-    return keep_instances(labels, keep), scores[keep]
-
-
-def ground_truth_classes(labels, scores, truth):
-    """Decoded instances with ground-truth classes: those on background (truth 0) dropped.
-
-    Arguments:
-        labels: (h, w) int32 instances 1..K; scores: (K,) decoding scores; truth: (K,) ``majority_label_ids``.
-    Returns:
-        (labels (h, w) renumbered 1..N, label ids (N,), scores (N,)).
-    """
-    keep = truth > 0
-    return keep_instances(labels, keep), truth[keep], scores[keep]
-
-
-def classifier_labels(labels, classes):
-    """Decoded labels (h, w) at the classifier's resolution (``Classifier.size``), where its crops are cut."""
-    return labels if tuple(classes.size) == labels.shape else cityscapes.subsample_ids(labels, classes.size)
-
-
-def confusion_matrix(pairs):
-    """Rows: the majority ground-truth class of each decoded instance (the 8 classes, then "none": no ground-truth
-    instance under it); columns: the class the classifier gave. pairs: (N, 2) label ids (0 = none) -> (9, 8) int."""
-    index = {i: k for k, i in enumerate(cityscapes.INSTANCE_LABEL_IDS)}
-    m = np.zeros((len(index) + 1, len(index)), np.int64)
-    for truth, given in np.asarray(pairs, np.int64).reshape(-1, 2):
-        m[index.get(int(truth), len(index)), index[int(given)]] += 1
-    return m
-
-
 def evaluate_model(model, split, root, encoded, out, weights, classifier=None, options=EvalOptions()):
     """Run the whole test pipeline; returns the list of evaluate() results (model first, oracle rows after).
 
@@ -131,7 +103,7 @@ def evaluate_model(model, split, root, encoded, out, weights, classifier=None, o
     decoded instance). options: an ``EvalOptions``. weights: the SegNet / FCN-8s caffemodel (unused, may be None,
     with ``options.predictions``).
     """
-    from dcme_layers.visualize import instance_figure, write_figure
+    from dcme_layers.evaluation.visualize import instance_figure, write_figure
 
     o = options
     out, split_dir = Path(out), Path(encoded) / split

@@ -5,7 +5,7 @@ case is one DataError line naming the file.
 """
 from pathlib import Path
 
-from dcme_layers.cityscapes import DataError
+from dcme_layers.util.errors import DataError
 
 
 def read_prototxt(path):

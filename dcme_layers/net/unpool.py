@@ -15,28 +15,23 @@ Prototxt (``propagate_down`` false for the index and reference bottoms)::
     layer { name: "upsample4" type: "Python"
       bottom: "conv5_1_D" bottom: "pool4_mask" bottom: "conv4_3" top: "pool4_D"
       propagate_down: true propagate_down: false propagate_down: false
-      python_param { module: "dcme_layers.unpool" layer: "Unpool" } }
+      python_param { module: "dcme_layers.net.unpool" layer: "Unpool" } }
 
 The pooling must not overlap (kernel == stride, as in SegNet); with overlapping windows two values could land on one
 position and backward would no longer be the adjoint of forward.
 """
 import sys
 
+import caffe
 import numpy as np
 
-import caffe
-
-from dcme_layers.errors import DcmeError
-
-
-class UnpoolError(DcmeError):
-    """Bad bottoms for the Unpool layer (shapes or indices)."""
+from dcme_layers.util.errors import UnpoolError
 
 
 def fail(message):
     # The `caffe` command does not catch Python exceptions from Python layers (it aborts with "terminate called after
     # throwing boost::python::error_already_set" and no message), so say why on stderr first.
-    print(f"dcme_layers.unpool: {message}", file=sys.stderr, flush=True)
+    print(f"dcme_layers.net.unpool: {message}", file=sys.stderr, flush=True)
     raise UnpoolError(message)
 
 
