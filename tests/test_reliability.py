@@ -131,7 +131,7 @@ def test_a_write_error_from_a_full_disk_becomes_one_line(repo, tmp_path):
     """The writer's own ENOSPC (not the free-space check before it) is turned into the same line."""
     disk = tmp_path / "disk"
     r = helpers.in_small_disk(disk, "256k", f"""
-        from dcme_layers.util import resumable
+        from dcme_layers.util import errors, resumable
         with resumable.Job("{disk}/out", {{}}) as job:
             job.start()
             try:

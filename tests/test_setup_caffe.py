@@ -15,8 +15,8 @@ CACHE = Path(os.environ.get("DCME_CACHE", Path.home() / ".cache" / "dcme-caffe")
 VERSION = "1.0.0+git20180821.99bd997-8"
 DSC = CACHE / "src" / f"caffe_{VERSION}.dsc"
 ORIG = CACHE / "src" / "caffe_1.0.0+git20180821.99bd997.orig.tar.gz"
-PATCHES = sorted((REPO / "dcme_layers" / "caffe" / "patches").glob("*.patch"))
-BVLC_PATCHES = sorted((REPO / "dcme_layers" / "caffe" / "patches" / "bvlc").glob("*.patch"))
+PATCHES = sorted((REPO / "dcme_layers" / "native" / "patches").glob("*.patch"))
+BVLC_PATCHES = sorted((REPO / "dcme_layers" / "native" / "patches" / "bvlc").glob("*.patch"))
 
 needs_source = pytest.mark.skipif(
     not DSC.exists(),
