@@ -1,6 +1,7 @@
-"""DCME decoding (dcme_layers/core/decoding.py, dcme_layers/core/voting.py): hand-made maps, ground-truth maps from
-encoding.vector_map (hypothesis-generated and real Cityscapes), noisy vectors, merging, the watershed ablation, bad
-input, a dense reference of the four steps, and a stored digest of the decoder's output on a fixed corpus."""
+"""DCME decoding (dcme_layers/core/decoding.py, voting.py, extraction.py, thresholds.py): hand-made maps,
+ground-truth maps from encoding.vector_map (hypothesis-generated and real Cityscapes), noisy vectors, merging, the
+watershed ablation, bad input, a dense reference of the four steps, and a stored digest of the decoder's output on a
+fixed corpus."""
 import hashlib
 import json
 from pathlib import Path
@@ -9,13 +10,15 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from dcme_layers.core import voting
-from dcme_layers.core.decoding import PAPER_THRESHOLDS, decode, parse_thresholds
+from dcme_layers.core import extraction, voting
+from dcme_layers.core.decoding import decode
 from dcme_layers.core.encoding import instance_anchors, vector_map
+from dcme_layers.core.paper import THRESHOLDS
+from dcme_layers.core.thresholds import parse_thresholds, scale_thresholds
 from dcme_layers.data import cityscapes
 from dcme_layers.data.synthetic_scene import render_frame
 
-DT, VT, ET = PAPER_THRESHOLDS["segnet"]
+DT, VT, ET = THRESHOLDS["segnet"]
 
 
 def iou(a, b):
@@ -160,7 +163,7 @@ cells = st.lists(st.tuples(st.sampled_from(["rect", "ellipse"]), st.integers(-3,
 @settings(max_examples=30, deadline=None)
 @given(cells, st.integers(0, 2 ** 31 - 1), st.sampled_from(["segnet", "fcn8s"]))
 def test_noisy_vectors_within_et_decode_to_the_same_instances(spec, seed, net):
-    dt, vt, et = PAPER_THRESHOLDS[net]
+    dt, vt, et = THRESHOLDS[net]
     m = paint([(kind, 45 + 70 * (k // 3) + jy, 45 + 70 * (k % 3) + jx, ry, rx)
                for k, (kind, jy, jx, ry, rx) in enumerate(spec)], h=160, w=240)
     v = vector_map(m)
@@ -196,7 +199,7 @@ def test_real_cityscapes_ground_truth_decodes_exactly(cityscapes_sample):
     for f in frames:
         ids = cityscapes.read_instance_ids(f.instance_ids)
         m = cityscapes.instance_map(cv2.resize(ids, (680, 340), interpolation=cv2.INTER_NEAREST))
-        for name, (dt, vt, et) in PAPER_THRESHOLDS.items():
+        for name, (dt, vt, et) in THRESHOLDS.items():
             q_ids, q_cms = qualifying(m, dt, vt, et)
             assert_recovered(m, decode(vector_map(m), dt, vt, et), q_ids, q_cms)
             checked += len(q_ids)
@@ -274,8 +277,6 @@ def test_parse_thresholds():
 
 
 def test_scale_thresholds():
-    from dcme_layers.core.decoding import scale_thresholds
-
     assert scale_thresholds("segnet", (340, 680)) == (10, 50, 15)
     assert scale_thresholds("segnet", (85, 170)) == (2.5, 3, 3.75)
     assert scale_thresholds((15, 30, 20), (680, 1360)) == (30, 120, 40)
@@ -384,7 +385,7 @@ def test_early_stop_keeps_the_plain_greedy_clusters(seed, background, dt):
     ref_cluster, ref_counts, ref_centers = plain_greedy(vx, vy, v.shape[1:], dt)
     stopped = set()
     for vt in range(12, 81, 2):
-        floor = vt - voting.max_center_pixels(0.5)
+        floor = vt - extraction.max_center_pixels(0.5)
         cluster, centers, counts = cluster_votes(vx, vy, v.shape[1:], dt, floor)
         k = len(counts)
         stopped.add(k < len(ref_counts))
@@ -589,5 +590,6 @@ def test_compiled_kernels_are_cached_outside_the_repository(repo):
 
     decode(np.zeros((2, 4, 4), np.float32), 10, 50, 15)
     cache = Path(numba.config.CACHE_DIR).resolve()
-    assert not cache.is_relative_to(repo.resolve()) and any(cache.rglob("voting.*.nbi"))
+    assert not cache.is_relative_to(repo.resolve())
+    assert any(cache.rglob("voting.*.nbi")) and any(cache.rglob("extraction.*.nbi"))
     assert not [p for p in repo.rglob("*.nb[ic]") if ".venv" not in p.parts]

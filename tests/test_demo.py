@@ -6,7 +6,8 @@ import helpers
 
 helpers.import_caffe()
 
-from dcme_layers.core.decoding import PAPER_THRESHOLDS, scale_thresholds
+from dcme_layers.core.paper import THRESHOLDS
+from dcme_layers.core.thresholds import scale_thresholds
 from dcme_layers.pipeline.tuning import default_grid
 from tools import demo  # noqa: E402
 
@@ -17,7 +18,7 @@ def test_cpu_configuration_is_small_with_scaled_thresholds():
     assert scale_thresholds("segnet", (85, 170)) == (2.5, 3, 3.75)
     dts, vts, ets = c["grid"]        # from the paper's scaled to the size to about its unscaled (see tools/demo.py)
     assert (min(dts), min(vts), min(ets)) == (2.5, 3, 3.75)
-    paper = PAPER_THRESHOLDS["segnet"]
+    paper = THRESHOLDS["segnet"]
     assert max(dts) >= paper.dt and max(vts) >= paper.vt and max(ets) >= paper.et
     assert "85x170" in c["encoded"] and "85x170" in c["segnet_prefix"] and "85x170" in c["instances"]
     assert c["slim"] > 1 and f"slim{c['slim']}" in c["segnet_prefix"]   # a slim SegNet: its own snapshots
@@ -51,7 +52,7 @@ def test_gpu_configuration_is_the_papers_resolution():
     c = demo.config(gpu=True)
     assert c["device"] == "gpu" and c["size"] == (340, 680)
     assert c["grid"] == default_grid((340, 680))        # around the paper's setting
-    assert PAPER_THRESHOLDS["segnet"] == tuple(g[len(g) // 2] for g in c["grid"])
+    assert THRESHOLDS["segnet"] == tuple(g[len(g) // 2] for g in c["grid"])
     assert c["slim"] == 1 and c["frames"][1] >= 30       # the paper's SegNet, scored on 30 val frames
     assert c["encoded"] != demo.config(gpu=False)["encoded"]
 

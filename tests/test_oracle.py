@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import helpers
-from dcme_layers.core.decoding import scale_thresholds
+from dcme_layers.core.thresholds import scale_thresholds
 from dcme_layers.data import cityscapes
 from dcme_layers.evaluation import cs_eval, export, oracle
 from dcme_layers.evaluation.labels import majority_label_ids

@@ -11,7 +11,7 @@ from cityscapesscripts.helpers.labels import id2label
 from cityscapesscripts.preparation.json2instanceImg import createInstanceImage
 from cityscapesscripts.preparation.json2labelImg import createLabelImage
 
-from dcme_layers.data import cityscapes as cs, synthetic
+from dcme_layers.data import cityscapes as cs, synthetic, synthetic_scene
 from dcme_layers.util.errors import DataError
 
 
@@ -76,7 +76,7 @@ def test_scene_content_at_full_resolution():
     riders overlapping their bikes; over a few frames also crowd regions and disparity-based depths 5-150 m."""
     classes, groups, split, riding = set(), set(), 0, 0
     for i in range(3):
-        fr = synthetic.render_frame(np.random.default_rng([0, 0, i]), (1024, 2048))
+        fr = synthetic_scene.render_frame(np.random.default_rng([0, 0, i]), (1024, 2048))
         ids = fr["instance_ids"].astype(np.int32)
         inst = cs.instance_map(ids)
         keys, counts = np.unique(inst[inst > 0], return_counts=True)

@@ -8,8 +8,9 @@ import h5py
 import numpy as np
 import pytest
 
-from dcme_layers.core.decoding import decode, parse_thresholds
+from dcme_layers.core.decoding import decode
 from dcme_layers.core.encoding import vector_map
+from dcme_layers.core.thresholds import parse_thresholds
 from dcme_layers.data import cityscapes
 from dcme_layers.evaluation import cs_eval
 from dcme_layers.evaluation.export import export_split

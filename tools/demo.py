@@ -35,7 +35,7 @@ from dcme_layers.net.caffe_log import quiet
 quiet()  # before anything imports caffe: no glog INFO lines from the nets
 
 from dcme_layers.core import paper
-from dcme_layers.core.decoding import parse_thresholds
+from dcme_layers.core.thresholds import parse_thresholds
 from dcme_layers.data import synthetic
 from dcme_layers.net import caffe_log
 from dcme_layers.pipeline.tuning import default_grid

@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 
+from dcme_layers.core import paper
 from dcme_layers.data import synthetic
 from dcme_layers.util import cli
 from dcme_layers.util.errors import DcmeError
@@ -18,7 +19,7 @@ def main(argv=None):
     for split, n in synthetic.SPLITS.items():
         p.add_argument(f"--{split}", type=int, default=n, help=f"{split} frames (default: %(default)s)")
     p.add_argument("--test", type=int, default=0, help="test frames (default: %(default)s)")
-    p.add_argument("--size", nargs=2, type=int, default=list(synthetic.SIZE), metavar=("H", "W"),
+    p.add_argument("--size", nargs=2, type=int, default=list(paper.FRAME_SIZE), metavar=("H", "W"),
                    help="image size (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=cli.positive, default=os.cpu_count() or 1,

@@ -17,8 +17,9 @@ from dcme_layers.net.caffe_log import quiet
 quiet()  # before anything imports caffe: no glog INFO lines from the nets
 
 from dcme_layers.core import paper
-from dcme_layers.core.decoding import METHODS, parse_thresholds, scale_thresholds
+from dcme_layers.core.decoding import METHODS
 from dcme_layers.core.encoding import ANCHORS
+from dcme_layers.core.thresholds import parse_thresholds, scale_thresholds
 from dcme_layers.data import cityscapes, synthetic
 from dcme_layers.evaluation.export import UPSAMPLING
 from dcme_layers.evaluation.oracle import OracleOptions, run_oracle

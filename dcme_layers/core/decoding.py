@@ -1,12 +1,12 @@
-"""DCME decoding (arXiv 1711.09060, Section 3): turn a 2-D vector map into instances. The steps run as compiled
-loops (``dcme_layers/core/voting.py``, numba); scikit-image draws the watershed ablation.
+"""DCME decoding (arXiv 1711.09060, Section 3): turn a 2-D vector map into instances. The steps run as loops
+compiled by numba (``voting``: steps 1-2, ``extraction``: steps 3-4); scikit-image draws the watershed ablation.
 
 A vector map ``V`` has shape (2, H, W): channel 0 = dx (columns), channel 1 = dy (rows), in pixels of the encoded
 resolution (``encoding.vector_map``, Eq. 2). Every instance pixel p stores V(p) = CM - p, so p + V(p) is that
 pixel's vote for its instance's center of mass (CM, Eq. 1). Decoding follows the paper's four steps; thresholds
 are in pixels (DT, ET) and votes (VT) of the encoded resolution (``Thresholds``; the paper's in ``paper.THRESHOLDS``,
-``scale_thresholds`` for other sizes). Steps 1-3 are ``find_centers``, step 4 ``assign_pixels`` (its watershed
-ablation ``watershed_pixels``), and ``decode`` calls them:
+``thresholds.scale_thresholds`` for other sizes). Steps 1-3 are ``find_centers``, step 4 ``assign_pixels`` (its
+watershed ablation ``watershed_pixels``), and ``decode`` calls them:
 
 1. **CM proposals.** A pixel is *foreground* when |V| > ``fg_threshold`` (default 0.5 px): the ground-truth
    background is exactly 0, and a ground-truth instance pixel with |V| <= 0.5 lies within half a pixel of its CM.
@@ -38,20 +38,19 @@ Scores (the Cityscapes AP needs a ranking): ``votes / (votes + VT) * exp(-spread
 squared distance of the cluster's votes to its CM; in (0, 1). More and tighter votes rank higher; on a
 ground-truth map the spread is ~0 (> 0 only for merged instances) and larger instances rank first.
 """
-import math
-import numbers
 from collections import namedtuple
 
 import numpy as np
 
-from dcme_layers.core import paper, voting
-from dcme_layers.core.paper import Thresholds
+from dcme_layers.core import extraction, voting
+from dcme_layers.core.thresholds import FG_THRESHOLD, check_thresholds
 from dcme_layers.util.errors import DecodingError
 
-#: (DT, VT, ET) per network at the paper's 340x680 (an alias of ``paper.THRESHOLDS``; ``Thresholds`` tuples).
-PAPER_THRESHOLDS = paper.THRESHOLDS
+__all__ = ["METHODS", "Decoded", "Votes", "Centers", "Assignment", "decode", "decode_kept", "find_centers",
+           "assign_pixels", "watershed_pixels"]
+
+#: Step 4's methods: the paper's vote assignment and its watershed ablation.
 METHODS = ("vote", "watershed")
-FG_THRESHOLD = 0.5
 
 
 Decoded = namedtuple("Decoded", "labels centers votes scores")
@@ -88,64 +87,8 @@ order: (N,) int64 index of instance 1..N into the K kept CMs (a kept CM left wit
 votes: (K,) int64 votes of each kept CM: those of steps 2-3 plus the zero-vector CM pixels that joined it."""
 
 
-def parse_thresholds(spec):
-    """Validated decoding thresholds.
-
-    Arguments:
-        spec: a network name ("segnet", "fcn8s": the paper's values, ``PAPER_THRESHOLDS``), a "DT,VT,ET" string
-            or a 3-sequence.
-    Returns:
-        A ``Thresholds(dt, vt, et)``: DT and ET as given (float unless a network name), VT an int.
-    Raises:
-        DecodingError: an unknown name, not three numbers, or a value out of range.
-    """
-    if isinstance(spec, str):
-        if spec.lower() in PAPER_THRESHOLDS:
-            return PAPER_THRESHOLDS[spec.lower()]
-        spec = spec.split(",")
-    try:
-        values = [float(x) for x in spec]
-    except (TypeError, ValueError):
-        raise DecodingError(f"thresholds {spec!r}: expected segnet, fcn8s or DT,VT,ET") from None
-    if len(values) != 3:
-        raise DecodingError(f"thresholds {spec!r}: expected three values DT,VT,ET")
-    dt, vt, et = values
-    _check_thresholds(dt, vt, et, FG_THRESHOLD)
-    return Thresholds(dt, int(vt), et)
-
-
-def scale_thresholds(thresholds, size, reference=paper.SIZE):
-    """Thresholds given at the paper's encoded resolution carried over to another one.
-
-    DT and ET scale with the image height, VT (a pixel count) with its square (at least 1).
-
-    Arguments:
-        thresholds: as in ``parse_thresholds``.
-        size: the encoded (H, W) to scale to.
-        reference: the (H, W) the thresholds are given at (default ``paper.SIZE``, 340x680).
-    Returns:
-        A ``Thresholds(dt, vt, et)``.
-    """
-    dt, vt, et = parse_thresholds(thresholds)
-    s = float(size[0]) / float(reference[0])
-    return parse_thresholds((dt * s, max(1, int(round(vt * s * s))), et * s))
-
-
-def _finite(v):
-    return isinstance(v, numbers.Real) and math.isfinite(v)
-
-
-def _check_thresholds(dt, vt, et, fg_threshold):
-    for name, v in (("DT", dt), ("ET", et)):
-        if not (_finite(v) and v > 0):
-            raise DecodingError(f"threshold {name} must be a finite number > 0, got {v!r}")
-    if not (_finite(vt) and vt >= 1 and float(vt) == int(vt)):
-        raise DecodingError(f"threshold VT must be an integer >= 1, got {vt!r}")
-    if not (_finite(fg_threshold) and fg_threshold >= 0):
-        raise DecodingError(f"fg_threshold must be a finite number >= 0, got {fg_threshold!r}")
-
-
 def _check_vmap(vmap):
+    """The map as C-contiguous float32; DecodingError unless its shape is (2, H, W)."""
     v = np.asarray(vmap)
     if v.ndim != 3 or v.shape[0] != 2 or v.shape[1] < 1 or v.shape[2] < 1:
         raise DecodingError(f"vector map must have shape (2, H, W), got {v.shape}")
@@ -162,7 +105,8 @@ def decode(vmap, dt, vt, et, method="vote", fg_threshold=FG_THRESHOLD):
 
     Arguments:
         vmap: (2, H, W) vector map (dx, dy) in pixels.
-        dt, vt, et: the distance, vote and extraction thresholds (``PAPER_THRESHOLDS``, ``parse_thresholds``).
+        dt, vt, et: the distance, vote and extraction thresholds (``paper.THRESHOLDS``,
+            ``thresholds.parse_thresholds``).
         method: "vote" (the paper's step 4, ``assign_pixels``) or "watershed" (its ablation, ``watershed_pixels``).
         fg_threshold: pixels with |V| <= fg_threshold are background for step 1.
     Returns:
@@ -172,7 +116,7 @@ def decode(vmap, dt, vt, et, method="vote", fg_threshold=FG_THRESHOLD):
         DecodingError: a malformed map (shape, NaN/inf), thresholds out of range or an unknown method.
     """
     v = _check_vmap(vmap)
-    _check_thresholds(dt, vt, et, fg_threshold)
+    check_thresholds(dt, vt, et, fg_threshold)
     return decode_kept(_find_centers(v, dt, vt, fg_threshold), vt, et, method, fg_threshold)       # steps 1-3
 
 
@@ -187,7 +131,7 @@ def decode_kept(kept, vt, et, method="vote", fg_threshold=FG_THRESHOLD):
     Raises:
         DecodingError: ET out of range or an unknown method.
     """
-    _check_thresholds(1.0, vt, et, fg_threshold)
+    check_thresholds(1.0, vt, et, fg_threshold)
     if method not in METHODS:
         raise DecodingError(f"unknown decoding method {method!r}; expected one of {METHODS}")
     if method == "vote":
@@ -215,7 +159,7 @@ def find_centers(vmap, dt, vt, fg_threshold=FG_THRESHOLD):
         DecodingError: a malformed map (shape, NaN/inf) or thresholds out of range.
     """
     v = _check_vmap(vmap)
-    _check_thresholds(dt, vt, 1.0, fg_threshold)
+    check_thresholds(dt, vt, 1.0, fg_threshold)
     return _find_centers(v, dt, vt, fg_threshold)
 
 
@@ -226,7 +170,7 @@ def _find_centers(v, dt, vt, fg_threshold):
     n, gx, gy, margin = voters.n, voters.gx, voters.gy, voters.margin
     # Step 2. Step 3 neither keeps nor boosts a cluster short of VT by more than its zero-vector CM pixels can add:
     # the clustering may stop once only such clusters are left to seed.
-    floor = vt - voting.max_center_pixels(fg_threshold)
+    floor = vt - extraction.max_center_pixels(fg_threshold)
     owner, seeds = voting.cluster_cells(gx, gy, h + 2 * margin, w + 2 * margin, n, mean_x, mean_y, float(dt),
                                         int(floor))
     counts, centers, spread = voting.cluster_stats(owner, seeds, n, sx, sy, mean_x, mean_y)
@@ -235,8 +179,8 @@ def _find_centers(v, dt, vt, fg_threshold):
     keep = np.flatnonzero(counts >= vt)
     if len(near_vt):
         cluster = np.where(voters.cell >= 0, owner[voters.cell], -1)                   # (M,) -1: none
-        _, _, lab = voting.center_pixels(voters.idx, cluster, voters.mag2, float(fg_threshold), _fg2(fg_threshold),
-                                         centers[near_vt], near_vt + 1)
+        _, _, lab = extraction.center_pixels(voters.idx, cluster, voters.mag2, float(fg_threshold),
+                                             _fg2(fg_threshold), centers[near_vt], near_vt + 1)
         boosted = counts + np.bincount(lab - 1, minlength=len(counts))
         keep = np.flatnonzero(boosted >= vt)
     return Centers(centers[keep], counts[keep], spread[keep], voters)
@@ -244,8 +188,8 @@ def _find_centers(v, dt, vt, fg_threshold):
 
 def assign_pixels(kept, et, fg_threshold=FG_THRESHOLD):
     """Step 4 of the paper's decoding: every foreground pixel whose vote lands closer than ET to a kept CM joins the
-    nearest one (``voting.assign_votes``); a zero-vector pixel (|V| <= fg_threshold) within fg_threshold of a kept
-    CM joins it when one of its 8 neighbours does. Every other pixel is background.
+    nearest one (``extraction.assign_votes``); a zero-vector pixel (|V| <= fg_threshold) within fg_threshold of a
+    kept CM joins it when one of its 8 neighbours does. Every other pixel is background.
 
     Arguments:
         kept: ``find_centers``' ``Centers`` (K kept CMs and the votes of step 1).
@@ -255,13 +199,13 @@ def assign_pixels(kept, et, fg_threshold=FG_THRESHOLD):
         ``Assignment(labels (H, W) int32, order (N,), votes (K,))``: N instances numbered by votes.
     """
     voters, centers = kept.voters, kept.centers
-    k, pixels = voting.assign_votes(voters.x, voters.y, voters.cell, voters.n, voters.gx, voters.gy,
-                                    voters.mag2.shape, voters.margin, centers, float(et))   # (M,) kept CM, -1: none
-    cy, cx, clab = voting.center_pixels(voters.idx, k, voters.mag2, float(fg_threshold), _fg2(fg_threshold), centers,
-                                        np.arange(1, len(centers) + 1))
+    k, pixels = extraction.assign_votes(voters.x, voters.y, voters.cell, voters.n, voters.gx, voters.gy,
+                                        voters.mag2.shape, voters.margin, centers, float(et))  # (M,) kept CM, -1: none
+    cy, cx, clab = extraction.center_pixels(voters.idx, k, voters.mag2, float(fg_threshold), _fg2(fg_threshold),
+                                            centers, np.arange(1, len(centers) + 1))
     relabel, order, votes = _numbering(kept, pixels, clab)
     labels = np.zeros(voters.mag2.shape, np.int32)
-    voting.paint_votes(labels, voters.idx, k, relabel)
+    extraction.paint_votes(labels, voters.idx, k, relabel)
     labels[cy, cx] = relabel[clab]
     return Assignment(labels, order, votes)
 
@@ -287,8 +231,8 @@ def watershed_pixels(kept, fg_threshold=FG_THRESHOLD):
     mask = mag2 > _fg2(fg_threshold)
     mask[my, mx] = True
     ws = watershed(np.sqrt(mag2), markers, mask=mask).astype(np.int64)             # 1-based, 0 = background
-    cy, cx, clab = voting.center_pixels(np.arange(h * w), ws.ravel() - 1, mag2, float(fg_threshold),
-                                        _fg2(fg_threshold), centers, np.arange(1, len(centers) + 1))
+    cy, cx, clab = extraction.center_pixels(np.arange(h * w), ws.ravel() - 1, mag2, float(fg_threshold),
+                                            _fg2(fg_threshold), centers, np.arange(1, len(centers) + 1))
     relabel, order, votes = _numbering(kept, np.bincount(ws.ravel(), minlength=len(centers) + 1)[1:], clab)
     labels = relabel[ws]
     labels[cy, cx] = relabel[clab]

@@ -21,6 +21,9 @@ import numpy as np
 
 from dcme_layers.util.errors import EncodingError
 
+__all__ = ["ANCHORS", "instance_anchors", "vector_map", "magnitude"]
+
+#: The point each vector points to: the center of mass (the paper's) or the bounding-box centroid (its ablation).
 ANCHORS = ("cm", "bbox")
 
 

@@ -1,13 +1,15 @@
 """The settings of the paper (arXiv 1711.09060) and of the reference nets it builds on, each stated once. Pure
 Python: no numpy, no Caffe, so that every module (``models/`` included) can import it.
-
-Everything else reads these values from here; the older names (``cityscapes.SIZE``, ``decoding.PAPER_THRESHOLDS``,
-``models.MEAN_BGR``, ``models.INPUT_SIZE``, ``models.googlenet.net.MEAN_BGR``) are aliases of them.
 """
 from collections import namedtuple
 
-#: Encoded resolution (H, W) of the paper: Cityscapes' 1024x2048 subsampled 3x (paper, Section 4). The vector maps,
-#: the regressors' input and output and the decoding thresholds below are all at this size.
+__all__ = ["FRAME_SIZE", "SIZE", "Thresholds", "THRESHOLDS", "MEAN_BGR", "GOOGLENET_MEAN_BGR", "CROP", "MARGIN",
+           "MIN_PIXELS"]
+
+#: Full resolution (H, W) of a Cityscapes frame, the resolution the ground truth is evaluated at.
+FRAME_SIZE = (1024, 2048)
+#: Encoded resolution (H, W) of the paper: FRAME_SIZE subsampled 3x (paper, Section 4). The vector maps, the
+#: regressors' input and output and the decoding thresholds below are all at this size.
 SIZE = (340, 680)
 
 Thresholds = namedtuple("Thresholds", "dt vt et")

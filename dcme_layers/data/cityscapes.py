@@ -19,17 +19,21 @@ from dcme_layers.core import paper
 from dcme_layers.core.encoding import vector_map
 from dcme_layers.util.errors import DataError
 
+__all__ = ["INSTANCE_LABELS", "INSTANCE_LABEL_IDS", "CLASS_INDEX", "SPLITS", "IMAGE_SUFFIX", "INSTANCE_SUFFIX",
+           "LABEL_SUFFIX", "Frame", "available_splits", "list_frames", "read_image", "read_instance_ids",
+           "read_label_ids", "check_ids", "instance_map", "class_map", "subsample", "resize_image", "subsample_ids",
+           "read_ground_truth", "load_frame", "encode_frame"]
+
 #: The 8 evaluated instance classes, in trainId order: person, rider, car, truck, bus, train, motorcycle, bicycle.
 INSTANCE_LABELS = tuple(sorted((l for l in labels if l.hasInstances and not l.ignoreInEval), key=lambda l: l.trainId))
 #: Their regular label ids (24, 25, 26, 27, 28, 31, 32, 33), the ids the evaluator expects.
 INSTANCE_LABEL_IDS = tuple(l.id for l in INSTANCE_LABELS)
 #: Regular label id -> class index 0..7 (classifier output order).
 CLASS_INDEX = {l.id: i for i, l in enumerate(INSTANCE_LABELS)}
-#: Default encoded resolution (H, W): an alias of ``paper.SIZE``.
-SIZE = paper.SIZE
 #: The splits that may exist in a Cityscapes root.
 SPLITS = ("train", "val", "test")
 
+#: The file name endings of a frame's image, instanceIds and labelIds PNGs.
 IMAGE_SUFFIX = "_leftImg8bit.png"
 INSTANCE_SUFFIX = "_gtFine_instanceIds.png"
 LABEL_SUFFIX = "_gtFine_labelIds.png"
@@ -176,7 +180,7 @@ def class_map(instance_ids):
     return np.where(a >= 1000, a // 1000, a).astype(np.uint8)
 
 
-def subsample(image, instance_ids, size=SIZE):
+def subsample(image, instance_ids, size=paper.SIZE):
     """Resize an image (area interpolation) and its instance ids (nearest neighbour) to size = (H, W).
     Returns (image, ids as int32)."""
     if image.shape[:2] != np.shape(instance_ids):
@@ -184,12 +188,12 @@ def subsample(image, instance_ids, size=SIZE):
     return resize_image(image, size), subsample_ids(instance_ids, size)
 
 
-def resize_image(image, size=SIZE):
+def resize_image(image, size=paper.SIZE):
     """An image resized to size = (H, W) by area interpolation (how every frame is subsampled)."""
     return cv2.resize(image, (int(size[1]), int(size[0])), interpolation=cv2.INTER_AREA)
 
 
-def subsample_ids(instance_ids, size=SIZE):
+def subsample_ids(instance_ids, size=paper.SIZE):
     """Instance (or label) ids resized to size = (H, W) by nearest neighbour, as int32."""
     ids = np.asarray(instance_ids)
     if ids.dtype not in (np.uint8, np.uint16, np.int32):
@@ -225,7 +229,7 @@ def read_ground_truth(frame, image_shape=None):
     return ids
 
 
-def load_frame(frame, size=SIZE, expect_shape=None):
+def load_frame(frame, size=paper.SIZE, expect_shape=None):
     """Read, validate (read_ground_truth) and subsample one frame: (image (h, w, 3) uint8 BGR, instance ids (h, w)
     int32).
 
@@ -240,7 +244,7 @@ def load_frame(frame, size=SIZE, expect_shape=None):
     return subsample(image, ids, size)
 
 
-def encode_frame(frame, size=SIZE, anchor="cm", expect_shape=None):
+def encode_frame(frame, size=paper.SIZE, anchor="cm", expect_shape=None):
     """The network's input and target for one frame at `size`: (image (3, h, w) uint8 BGR, vector map
     (2, h, w) float32 computed from the subsampled instance ids, number of instances in it)."""
     image, ids = load_frame(frame, size, expect_shape)

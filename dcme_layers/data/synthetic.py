@@ -27,9 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dcme_layers.data.synthetic_scene import SIZE, render_frame
+from dcme_layers.core import paper
+from dcme_layers.data.synthetic_scene import render_frame
 from dcme_layers.util.errors import DataError, DcmeError
 from dcme_layers.util.files import atomic_write, write_png
+
+__all__ = ["CITIES", "SPLITS", "ROOT", "FRAME_NB", "frame_paths", "frame_names", "generate", "default_root",
+           "existing_or_generate"]
 
 #: Cities per split and the default number of frames.
 CITIES = {"train": "synthcity", "val": "synthval", "test": "synthtest"}
@@ -63,7 +67,7 @@ def frame_names(splits):
     return {s: [f"{CITIES[s]}_{i:06d}_{FRAME_NB:06d}" for i in range(n)] for s, n in splits.items()}
 
 
-def generate(out, splits=None, size=SIZE, seed=0, force=False, progress=False, workers=1):
+def generate(out, splits=None, size=paper.FRAME_SIZE, seed=0, force=False, progress=False, workers=1):
     """Write a synthetic Cityscapes root at `out` with {split: frame count} frames of size (H, W).
 
     Deterministic: the same (splits, size, seed) gives byte-identical files. A complete root with the same
@@ -79,7 +83,8 @@ def generate(out, splits=None, size=SIZE, seed=0, force=False, progress=False, w
     if size[0] < 32 or size[1] < 64:
         raise DcmeError(f"size {size} too small; need at least 32x64")
     out = Path(out)
-    config = {"generator": "dcme_layers.data.synthetic", "version": 1, "splits": splits, "size": list(size), "seed": seed}
+    config = {"generator": "dcme_layers.data.synthetic", "version": 1, "splits": splits, "size": list(size),
+              "seed": seed}
     marker = out / ".complete"
     if marker.exists():
         try:

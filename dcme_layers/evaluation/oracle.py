@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from dcme_layers.core import paper
-from dcme_layers.core.decoding import FG_THRESHOLD, decode, parse_thresholds
+from dcme_layers.core.decoding import decode
 from dcme_layers.core.encoding import vector_map
+from dcme_layers.core.thresholds import FG_THRESHOLD, parse_thresholds
 from dcme_layers.data import cityscapes
 from dcme_layers.evaluation.cs_eval import evaluate
 from dcme_layers.evaluation.export import export_split, full_resolution_gt, ground_truth_instances

@@ -21,8 +21,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from dcme_layers.core.decoding import PAPER_THRESHOLDS, decode, parse_thresholds
+from dcme_layers.core import paper
+from dcme_layers.core.decoding import decode
 from dcme_layers.core.encoding import vector_map
+from dcme_layers.core.thresholds import parse_thresholds
 from dcme_layers.data import cityscapes
 from dcme_layers.data.lmdb_io import DatumReader, frame_key
 from dcme_layers.evaluation.cs_eval import BOOTSTRAP, CLASS_NAMES, evaluate
@@ -107,7 +109,7 @@ def evaluate_model(model, split, root, encoded, out, weights, classifier=None, o
 
     o = options
     out, split_dir = Path(out), Path(encoded) / split
-    th = parse_thresholds(o.thresholds or PAPER_THRESHOLDS[model])
+    th = parse_thresholds(o.thresholds or paper.THRESHOLDS[model])
     names = read_frames(split_dir)
     frames = frames_of(root, split, names, split_dir / "frames.txt")
     index = {n: i for i, n in enumerate(names)}

@@ -37,8 +37,9 @@ import h5py
 import numpy as np
 
 from dcme_layers.core import paper
-from dcme_layers.core.decoding import decode_kept, find_centers, parse_thresholds, scale_thresholds
+from dcme_layers.core.decoding import decode_kept, find_centers
 from dcme_layers.core.encoding import vector_map
+from dcme_layers.core.thresholds import parse_thresholds, scale_thresholds
 from dcme_layers.data import cityscapes
 from dcme_layers.evaluation import cs_eval
 from dcme_layers.evaluation.export import export_split
