@@ -8,6 +8,8 @@ from dcme_layers.net import netfiles
 from dcme_layers.net.crops import CROP, MARGIN, instance_crops
 from dcme_layers.util.errors import ClassifyError
 
+__all__ = ["Classifier"]
+
 
 class Classifier:
     """GoogLeNet deploy net (prototxt/googlenet_deploy.prototxt + trained weights) over decoded instances.

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from dcme_layers.util.errors import DataError
 
+__all__ = ["read_prototxt", "read_caffemodel", "check_weights", "load_net"]
+
 
 def read_prototxt(path):
     """A net prototxt parsed into caffe_pb2.NetParameter; DataError naming the file if it is missing, does not

@@ -27,6 +27,8 @@ import numpy as np
 
 from dcme_layers.util.errors import UnpoolError
 
+__all__ = ["fail", "Unpool"]
+
 
 def fail(message):
     # The `caffe` command does not catch Python exceptions from Python layers (it aborts with "terminate called after

@@ -5,6 +5,9 @@ was before the family existed, so ``except ValueError`` keeps working.
 Every exception class of the project is here, so infrastructure never imports a domain module for one.
 """
 
+__all__ = ["DcmeError", "DataError", "EncodingError", "DecodingError", "UnpoolError", "DiskFullError",
+           "ClassifyError", "EvaluationError", "InferenceError"]
+
 
 class DcmeError(ValueError):
     """Bad input to dcme-caffe; the message fits on one line and names the file or argument at fault."""

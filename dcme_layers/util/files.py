@@ -7,6 +7,8 @@ import numpy as np
 
 from dcme_layers.util.errors import DataError
 
+__all__ = ["atomic_write", "write_png", "png_size"]
+
 
 def atomic_write(path, write, suffix=None):
     """Write `path` atomically: `write(tmp)` fills a temporary file in the same folder (a Path named
