@@ -1,6 +1,8 @@
 """Per-item jobs in a pool of forked processes, each with OpenCV single-threaded."""
 import signal
 
+__all__ = ["jobs_results"]
+
 
 def _init_worker():
     import cv2
