@@ -35,7 +35,7 @@ __all__ = ["FORMAT", "TRAIN_SEED", "read_datum_lmdb", "DatumReader", "lmdb_keys"
            "check_encoded", "encode_split", "encode_dataset"]
 
 FORMAT = 1  # bump when the content of the LMDBs changes
-#: Seed of the train split's LMDB order (the seed of FCN's voc_layers.py, 1337).
+#: Seed of the train split's LMDB order (FCN's voc_layers.py uses the same).
 TRAIN_SEED = 1337
 
 
@@ -190,14 +190,14 @@ def _encode(job, frames, workers, commit_every, progress):
     by_key = dict(zip(keys, frames))
 
     def produce(todo):
-        return jobs_results(encode_frame, [(k, by_key[k], size, anchor, input_shape) for k in todo], workers)
+        return jobs_results(_encode_datums, [(k, by_key[k], size, anchor, input_shape) for k in todo], workers)
 
     store = _EncodedSplit(frames, keys, job.record["settings"], input_shape)
     done = job.run(keys, produce, store, batch=commit_every, desc=f"encode {frames[0].split}" if progress else None)
     job.log(f"{job.final}: {len(frames)} frames, {sum(int(v) for v in done.values())} instances")
 
 
-def encode_frame(args):
+def _encode_datums(args):
     """(key, (image Datum, vector Datum, instance count)) of one frame: ``args`` = (key, frame, size, anchor,
     input shape); runs in a pool worker."""
     key, frame, size, anchor, input_shape = args
@@ -216,10 +216,8 @@ class _EncodedSplit(Store):
     def open(self, partial, done):
         self.partial = partial
         self.envs = [_open_env(partial / name, len(self.keys), self.settings["size"]) for name in ("images", "vectors")]
-        # LMDB order: only a prefix of the keys counts as done (after a frame whose inputs changed, all is redone)
+        # in LMDB order only a prefix counts as done; entries past it (a kill before their done lines) are rewritten
         n = next((i for i, k in enumerate(self.keys) if k not in done), len(self.keys))
-        # the LMDBs hold at least that prefix (a kill between an LMDB commit and its done lines leaves a few more,
-        # which the resumed run writes again with the same keys and values)
         if any(_keys(env)[:n] != self.keys[:n] for env in self.envs):
             raise PartialDamaged("done.txt and the LMDBs disagree")
         return {k: done[k] for k in self.keys[:n]}

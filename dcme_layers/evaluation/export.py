@@ -25,8 +25,7 @@ __all__ = ["UPSAMPLING", "PRED_SUFFIX", "upsample_labels", "upsample_labels_naiv
            "prediction_file", "export_frame", "full_resolution_masks", "write_mask", "ground_truth_instances",
            "full_resolution_gt", "export_ground_truth", "export_split"]
 
-#: Mask upsampling to the ground truth's resolution: "nearest" (the exact inverse of cityscapes.subsample's
-#: sampling), "bilinear" (per mask, > 0.5), "naive" (cv2.resize INTER_NEAREST, about a pixel off; for comparison).
+#: Mask upsamplings to the ground truth's resolution (see the module docstring and ``full_resolution_masks``).
 UPSAMPLING = ("nearest", "bilinear", "naive")
 PRED_SUFFIX = "_pred.txt"
 
@@ -163,7 +162,7 @@ def full_resolution_masks(labels, size, upsample="nearest"):
 
 def write_mask(path, mask):
     """A binary (H, W) mask as a 1-bit PNG, atomically: cityscapesscripts reads masks with PIL (``convert("L")``,
-    then != 0), and one bit per pixel encodes ~4x faster than OpenCV's 8-bit grey at 1/6 of the size."""
+    then != 0), and one bit per pixel encodes faster and smaller than OpenCV's 8-bit grey."""
     atomic_write(path, lambda tmp: Image.fromarray(np.asarray(mask, bool)).save(tmp, format="PNG", compress_level=1))
 
 

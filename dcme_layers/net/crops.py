@@ -149,7 +149,7 @@ def frame_instances(frame, size=paper.SIZE, crop=paper.CROP, margin=paper.MARGIN
     return records, int((~keep).sum())
 
 
-def frame_datums(args):
+def _frame_datums(args):
     """(frame name, ([(key, class index, Datum)], skipped)): ``frame_instances`` of ``args`` = (frame, size, crop,
     margin, min_pixels, seed, fragments), each crop serialized as a Datum (CHW); runs in a pool worker."""
     frame, *options = args
@@ -185,7 +185,7 @@ def extract_instances(root, split, out, size=paper.SIZE, crop=paper.CROP, margin
             options = (tuple(size), crop, margin, min_pixels, seed, fragments)
 
             def produce(todo):
-                return pool.jobs_results(frame_datums, [(by_name[n], *options) for n in todo], workers,
+                return pool.jobs_results(_frame_datums, [(by_name[n], *options) for n in todo], workers,
                                          serial_single_thread=False)
 
             job.run([f.name for f in frames], produce, _CropLmdb(settings), desc=f"instances {split}")

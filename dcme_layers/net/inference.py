@@ -120,8 +120,7 @@ class _BlobFile(Store):
     def open(self, partial, done):
         self.path = partial / self.target
         try:
-            self.file = _open_partial(self.path, self.frames, self.settings["height"], self.settings["width"],
-                                      self.settings)
+            self.file = _open_partial(self.path, self.settings)
         except OSError as e:
             raise PartialDamaged(f"{self.path.name} unreadable ({str(e).splitlines()[0]}), it is redone") from None
         vectors = self.file["vectors"]
@@ -151,16 +150,19 @@ class _BlobFile(Store):
             self.file = None
 
 
-def _open_partial(path, frames, h, w, attrs):
-    """The partial HDF5 file, created on first use (vectors (N, 2, H, W) float32, frames (N,), attrs)."""
+def _open_partial(path, settings):
+    """The partial HDF5 file, created on first use: vectors (N, 2, H, W) float32, frames (N,), the settings as
+    attributes. OSError when it is unreadable or of another shape."""
+    frames, h, w = settings["frames"], settings["height"], settings["width"]
     if not path.exists():
         with h5py.File(path, "w") as f:
             f.create_dataset("vectors", (len(frames), 2, h, w), np.float32, chunks=(1, 2, h, w), fillvalue=0)
-            _write_names(f, frames, attrs)
+            _write_names(f, frames, settings)
     f = h5py.File(path, "r+")
-    if f["vectors"].shape != (len(frames), 2, h, w):
+    shape = f["vectors"].shape
+    if shape != (len(frames), 2, h, w):
         f.close()
-        raise OSError(f"vectors of shape {f['vectors'].shape}")
+        raise OSError(f"vectors of shape {shape}")
     return f
 
 

@@ -50,6 +50,8 @@ class Job:
             if not job.up_to_date():
                 job.run(keys, produce, store)
 
+    ``start``, ``done`` and ``finish`` are steps of ``run``, for a job that drives them itself.
+
     Arguments:
         final: the output path; a folder, or a file when ``payload`` is given.
         settings: JSON-ready dict of everything but the input files that the output depends on.
