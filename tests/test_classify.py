@@ -13,7 +13,8 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
 import helpers
-from dcme_layers.data import cityscapes, lmdb_io
+from dcme_layers.core import paper
+from dcme_layers.data import cityscapes, datum
 from dcme_layers.net import classify, crops
 from dcme_layers.util import errors
 
@@ -59,13 +60,13 @@ def test_instance_crops_cut_the_right_region_minus_mean():
     labels[10:30, 40:80] = 2
     out = crops.instance_crops(image, labels, crop=32, margin=0)
     assert out.shape == (2, 3, 32, 32) and out.dtype == np.float32
-    np.testing.assert_allclose(out[1], (np.array([200, 100, 50], np.float32) - crops.MEAN_BGR)[:, None, None]
+    mean = np.float32(paper.GOOGLENET_MEAN_BGR)
+    np.testing.assert_allclose(out[1], (np.array([200, 100, 50], np.float32) - mean)[:, None, None]
                                * np.ones((1, 32, 32)))
     assert np.all(out[0] == 0)  # id 1 has no pixel: an all-mean crop
     # with a margin the crop also shows the black surroundings
     out = crops.instance_crops(image, labels, crop=32, margin=0.25)
-    assert np.allclose(out[1][:, 0, 0], -crops.MEAN_BGR) and np.allclose(out[1][:, 16, 16],
-                                                                              [96, -17, -73])
+    assert np.allclose(out[1][:, 0, 0], -mean) and np.allclose(out[1][:, 16, 16], [96, -17, -73])
 
 
 def test_instance_crops_empty_and_mismatched():
@@ -291,7 +292,7 @@ def _write_lmdb(path, crops, labels):
     env = lmdb.open(str(path), map_size=1 << 30)
     with env.begin(write=True) as txn:
         for i, (c, label) in enumerate(zip(crops, labels)):
-            txn.put(b"%08d" % i, lmdb_io.image_datum(c.transpose(2, 0, 1), label))
+            txn.put(b"%08d" % i, datum.image_datum(c.transpose(2, 0, 1), label))
     env.close()
 
 

@@ -15,7 +15,7 @@ import helpers
 
 helpers.import_caffe()
 
-from dcme_layers.data import cityscapes as cs, lmdb_io
+from dcme_layers.data import cityscapes as cs, datum, lmdb_io
 from dcme_layers.util.errors import DataError
 
 SIZE = ("86", "171")
@@ -163,11 +163,11 @@ def test_library_errors(tiny_cityscapes, tmp_path):
     with pytest.raises(DataError, match="not an LMDB"):
         list(lmdb_io.read_datum_lmdb(tmp_path))
     with pytest.raises(ValueError, match="NaN"):
-        lmdb_io.float_datum(np.full((2, 3, 4), np.nan, np.float32))
+        datum.float_datum(np.full((2, 3, 4), np.nan, np.float32))
     v = np.random.default_rng(0).normal(size=(2, 3, 4)).astype(np.float32)
     from caffe.proto import caffe_pb2
     d = caffe_pb2.Datum()
-    d.ParseFromString(lmdb_io.float_datum(v))
+    d.ParseFromString(datum.float_datum(v))
     assert (d.channels, d.height, d.width) == (2, 3, 4) and not d.data
     np.testing.assert_array_equal(np.array(d.float_data, np.float32).reshape(v.shape), v)
 

@@ -270,7 +270,7 @@ def test_bilinear_mask_matches_full_image_interpolation():
     m[5:20, 10:30] = True
     m[0:6, 60:68] = True                                # touching the border
     size = (102, 205)
-    crop, rs, cs = export._bilinear_mask(m, size)
+    crop, rs, cs = export.bilinear_mask(m, size)
     got = np.zeros(size, bool)
     got[rs, cs] = crop
     yy, xx = np.mgrid[:size[0], :size[1]]

@@ -208,7 +208,7 @@ def test_weights_of_another_net_and_bad_net_files_are_one_line(encoded, weights,
 
 
 def test_a_second_infer_run_is_refused_and_a_damaged_partial_is_redone(encoded, weights, clean_blobs, tmp_path):
-    from dcme_layers.util import resumable
+    from dcme_layers.util import records, resumable
 
     out = tmp_path / "pred_vectors.h5"
     with resumable.Job(out, {}):  # another run holds the lock
@@ -220,10 +220,10 @@ def test_a_second_infer_run_is_refused_and_a_damaged_partial_is_redone(encoded, 
     assert r.returncode == 0, r.stderr[-2000:]
     partial = tmp_path / "pred_vectors.h5.partial"
     partial.mkdir()
-    (partial / "job.json").write_text(json.dumps({k: v for k, v in resumable.read_record(out).items()
+    (partial / "job.json").write_text(json.dumps({k: v for k, v in records.read_record(out).items()
                                                   if k != "outputs"}))
     frames = inference.read_frames(encoded / "val")
-    (partial / "done.txt").write_text(f"{frames[0]}\t{resumable.digest(clean_blobs[0])}\n")
+    (partial / "done.txt").write_text(f"{frames[0]}\t{records.digest(clean_blobs[0])}\n")
     (partial / "vectors.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)  # ...whose HDF5 file was cut short
     r = run_infer(encoded, out, weights[0], "--force")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -234,16 +234,16 @@ def test_a_second_infer_run_is_refused_and_a_damaged_partial_is_redone(encoded, 
 
 def test_a_frame_marked_done_but_not_on_disk_is_predicted_again(encoded, weights, clean_blobs, tmp_path):
     """What a crash on a full disk left before (issue 9): every frame marked done, one of them all zeros."""
-    from dcme_layers.util import resumable
+    from dcme_layers.util import records
 
     out = tmp_path / "pred_vectors.h5"
     assert run_infer(encoded, out, weights[0]).returncode == 0
-    record = {k: v for k, v in resumable.read_record(out).items() if k != "outputs"}
+    record = {k: v for k, v in records.read_record(out).items() if k != "outputs"}
     partial = tmp_path / "pred_vectors.h5.partial"
     partial.mkdir()
     (partial / "job.json").write_text(json.dumps(record))
     frames = inference.read_frames(encoded / "val")
-    (partial / "done.txt").write_text("".join(f"{n}\t{resumable.digest(v)}\n" for n, v in zip(frames, clean_blobs)))
+    (partial / "done.txt").write_text("".join(f"{n}\t{records.digest(v)}\n" for n, v in zip(frames, clean_blobs)))
     shutil.copy(out, partial / "vectors.h5")
     with h5py.File(partial / "vectors.h5", "r+") as f:
         f["vectors"][1] = 0  # frame 1's data never reached the disk

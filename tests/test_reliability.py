@@ -14,7 +14,7 @@ import pytest
 
 import helpers
 from dcme_layers.data import cityscapes as cs
-from dcme_layers.util import resumable
+from dcme_layers.util import records, resumable
 
 caffe = helpers.import_caffe()
 
@@ -82,7 +82,7 @@ def test_job_skips_redoes_refuses_and_resumes(tmp_path):
         assert not j.up_to_date() and lines[-1] == f"{out / 'a'}: 10 bytes, 1 when it was written (truncated or " \
                                                    f"replaced); redoing {out}"
     with pytest.raises(DataError, match="10 bytes, 1 when it was written"):
-        resumable.verify(out)
+        records.verify(out)
 
     # a partial whose item "b" got a new input resumes "a" only
     with job() as j:

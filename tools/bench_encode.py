@@ -40,11 +40,11 @@ def _runner(name, frames):
     if name == "encoder":  # read + validate ids and labelIds + resize + 8-class instance map + DCME vector map
         return (lambda f: cs.encode_frame(f, SIZE)), frames
     if name == "encoder+datum":  # + the Datum serialization an encode_data worker does
-        from dcme_layers.data import lmdb_io
+        from dcme_layers.data import datum
 
         def run(f):
             img, vec, _ = cs.encode_frame(f, SIZE)
-            lmdb_io.image_datum(img), lmdb_io.float_datum(vec)
+            datum.image_datum(img), datum.float_datum(vec)
         return run, frames
     if name == "dcme":  # the DCME part alone, on ids already read and subsampled
         inputs = [cs.load_frame(f, SIZE)[1] for f in frames]

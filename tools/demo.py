@@ -40,7 +40,7 @@ from dcme_layers.data import synthetic
 from dcme_layers.net import caffe_log
 from dcme_layers.pipeline.tuning import default_grid
 from dcme_layers.util.files import atomic_write
-from dcme_layers.util.resumable import digest, read_record
+from dcme_layers.util.records import digest, read_record
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable

@@ -1,20 +1,19 @@
 """Caffe Datum LMDBs of the encoded Cityscapes: images and DCME vector maps, keys aligned. Caffe-specific.
 
 Per split, `encode_split` writes under `out/{split}/`:
-  images/        LMDB of Datum (channels 3, height, width, data = CHW BGR uint8 bytes)
+  images/        LMDB of Datum (channels 3, height, width, data = CHW BGR uint8 bytes; dcme_layers.data.datum)
   vectors/       LMDB of Datum (channels 2, height, width, float_data = CHW float32: dx, dy)
   frames.txt     one frame name per line, in LMDB order
   manifest.json  resolution, anchor, order, counts, source root and files, versions
-  job.json       settings and input fingerprint (dcme_layers.util.resumable)
+  job.json       settings and input fingerprint (dcme_layers.util.records)
 with identical keys `{index:08d}_{frame name}` in identical order, so two Caffe `Data` layers deliver matching
 pairs. Caffe's Data layer never shuffles, so the train split is written in a seeded random permutation of its
 frames (`frame_order`): a batch then mixes cities, like SegNet-Tutorial's `shuffle: true` and FCN's random draws,
 and the order is reproducible (one fixed permutation for every epoch, as an LMDB allows). Other splits stay sorted.
 
-Atomic and resumable through dcme_layers.util.resumable: written into `out/{split}.partial/`, committed every few frames
-(LMDB commits are synced, then the frames are marked done); a killed run resumes there, and only a finished
+Atomic and resumable through dcme_layers.util.resumable: written into `out/{split}.partial/`, committed every few
+frames (LMDB commits are synced, then the frames are marked done); a killed run resumes there, and only a finished
 directory is renamed to `out/{split}/`.
-caffe_pb2 is imported inside the functions; the pure modules never import Caffe.
 """
 import json
 import os
@@ -25,68 +24,19 @@ import lmdb
 import numpy as np
 
 from dcme_layers.core import paper
-from dcme_layers.data import cityscapes
-from dcme_layers.util import errors, resumable
-from dcme_layers.util.errors import DataError
+from dcme_layers.data import cityscapes, datum
+from dcme_layers.util import records, resumable
+from dcme_layers.util.errors import DataError, PartialDamaged
 from dcme_layers.util.files import atomic_write
 from dcme_layers.util.pool import jobs_results
+from dcme_layers.util.store import Store
+
+__all__ = ["FORMAT", "TRAIN_SEED", "read_datum_lmdb", "DatumReader", "lmdb_keys", "frame_key", "frame_order",
+           "check_encoded", "encode_split", "encode_dataset"]
 
 FORMAT = 1  # bump when the content of the LMDBs changes
-#: Seed of the train split's LMDB order (the seed of FCN's voc_layers.py, 1337).
+#: Seed of the train split's LMDB order (FCN's voc_layers.py uses the same).
 TRAIN_SEED = 1337
-
-
-def _pb2():
-    from caffe.proto import caffe_pb2
-    return caffe_pb2
-
-
-def _varint(n):
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def image_datum(chw, label=None):
-    """Serialized Datum of a (3, H, W) uint8 BGR image: channels, height, width and the raw CHW bytes, and
-    `label` (an int, e.g. a class index) when given."""
-    a = np.ascontiguousarray(chw)
-    if a.ndim != 3 or a.dtype != np.uint8:
-        raise DataError(f"image must be (C, H, W) uint8, got {a.shape} {a.dtype}")
-    c, h, w = a.shape
-    extra = {} if label is None else {"label": int(label)}
-    return _pb2().Datum(channels=c, height=h, width=w, data=a.tobytes(), **extra).SerializeToString()
-
-
-def float_datum(chw):
-    """Serialized Datum of a (C, H, W) float array in float_data (field 6, float32, CHW order).
-
-    The header (channels, height, width) is serialized by caffe_pb2; float_data is appended as one packed field,
-    which protobuf parsers (Caffe's C++ and caffe_pb2 alike) accept for a repeated float. It is 20x faster than
-    filling the repeated field from Python and 20% smaller than the unpacked encoding caffe_pb2 would write.
-    """
-    a = np.asarray(chw)
-    if a.ndim != 3:
-        raise DataError(f"float datum must be (C, H, W), got {a.shape}")
-    if not np.all(np.isfinite(a)):
-        raise DataError("float datum holds NaN or inf")
-    c, h, w = a.shape
-    head = _pb2().Datum(channels=c, height=h, width=w).SerializeToString()
-    body = np.ascontiguousarray(a, "<f4").tobytes()
-    return head + b"\x32" + _varint(len(body)) + body
-
-
-def datum_to_array(value):
-    """A serialized Datum as a numpy array (C, H, W): uint8 from `data`, else float32 from `float_data`."""
-    d = _pb2().Datum()
-    d.ParseFromString(value)
-    shape = (d.channels, d.height, d.width)
-    if d.data:
-        return np.frombuffer(d.data, np.uint8).reshape(shape)
-    return np.fromiter(d.float_data, np.float32, count=len(d.float_data)).reshape(shape)
 
 
 def read_datum_lmdb(path):
@@ -103,7 +53,7 @@ def _iter_lmdb(path):
     try:
         with env.begin() as txn:
             for key, value in txn.cursor():
-                yield key.decode(), datum_to_array(value)
+                yield key.decode(), datum.datum_to_array(value)
     finally:
         env.close()
 
@@ -123,7 +73,7 @@ class DatumReader:
             value = txn.get(key.encode())
         if value is None:
             raise DataError(f"{self.path}: no entry {key}; re-run make encode-data")
-        return datum_to_array(value)
+        return datum.datum_to_array(value)
 
     def __enter__(self):
         return self
@@ -136,13 +86,13 @@ def lmdb_keys(path):
     """All keys of an LMDB, in order."""
     env = lmdb.open(str(path), readonly=True, lock=False)
     try:
-        with env.begin() as txn:
-            return [k.decode() for k in txn.cursor().iternext(keys=True, values=False)]
+        return _keys(env)
     finally:
         env.close()
 
 
 def frame_key(index, name):
+    """The LMDB key of the frame ``name`` at position ``index``."""
     return f"{index:08d}_{name}"
 
 
@@ -156,16 +106,6 @@ def _versions():
             pass
     return out
 
-
-# --- parallel per-frame jobs (also crops.extract_instances) ------------------------------------------------
-
-def _encode_one(job):
-    index, frame, size, anchor, expect_shape = job
-    image, vmap, n = cityscapes.encode_frame(frame, size, anchor, expect_shape)
-    return index, image_datum(image), float_datum(vmap), n
-
-
-# --- atomic, resumable writing (dcme_layers.util.resumable) ------------------------------------------------------
 
 def frame_order(n, split, seed=TRAIN_SEED):
     """LMDB position -> index into the sorted frames: a permutation seeded with `seed` for the train split (Caffe's
@@ -184,6 +124,7 @@ def _open_env(path, n, size):
 
 
 def _keys(env):
+    """All keys of an open LMDB, in order."""
     with env.begin() as txn:
         return [k.decode() for k in txn.cursor().iternext(keys=True, values=False)]
 
@@ -192,7 +133,7 @@ def check_encoded(split_dir):
     """Raise DataError naming the file unless `split_dir` is a finished encoded split whose LMDBs have the sizes
     and the entry count recorded when it was written (e.g. not truncated since); returns its manifest."""
     split_dir = Path(split_dir)
-    resumable.verify(split_dir, "encoded split (make encode-data)")
+    records.verify(split_dir, "encoded split (make encode-data)")
     manifest = json.loads((split_dir / "manifest.json").read_text())
     for name in ("images", "vectors"):
         env = lmdb.open(str(split_dir / name), readonly=True, lock=False)
@@ -228,78 +169,91 @@ def encode_split(root, split, out, size=paper.SIZE, anchor="cm", workers=None, f
                 "root": str(Path(root).resolve()), "frames": [f.name for f in frames],
                 "seed": seed if order != sorted(order) else None}
     frames = [frames[i] for i in order]
-    keys = [frame_key(i, f.name) for i, f in enumerate(frames)]
-    inputs = {k: [f.image, f.instance_ids, f.label_ids] for k, f in zip(keys, frames)}
+    inputs = {frame_key(i, f.name): [f.image, f.instance_ids, f.label_ids] for i, f in enumerate(frames)}
     with resumable.Job(Path(out) / split, settings, inputs, force, what="encoded split", log=log) as job:
         if job.up_to_date():
             log(f"{job.final}: up to date ({len(frames)} frames), skipped")
-            return json.loads((job.final / "manifest.json").read_text())
-        return _encode(job, frames, keys, size, anchor, workers, commit_every, progress, log)
+        else:
+            _encode(job, frames, workers, commit_every, progress)
+        manifest = json.loads((job.final / "manifest.json").read_text())
+    return manifest
 
 
-def _encode(job, frames, keys, size, anchor, workers, commit_every, progress, log):
-    from tqdm import tqdm
+def _encode(job, frames, workers, commit_every, progress):
+    """Write the encoded split of ``job`` (its settings say size and anchor), resuming its partial."""
+    datum.caffe_pb2()  # import pycaffe once here, before forking workers, rather than in every worker
+    keys = [frame_key(i, f.name) for i, f in enumerate(frames)]
+    size, anchor = tuple(job.record["settings"]["size"]), job.record["settings"]["anchor"]
+    # every frame must have the full-resolution size of the first one (1024x2048 in Cityscapes)
+    input_shape = cityscapes.read_instance_ids(frames[0].instance_ids).shape
+    workers = max(1, int(workers or os.cpu_count() or 1))
+    by_key = dict(zip(keys, frames))
 
-    _pb2()  # import pycaffe once here, before forking workers, rather than in every worker
-    done = job.start()
-    n = next((i for i, k in enumerate(keys) if k not in done), len(keys))
-    if n < len(done):  # LMDB order: only a prefix of the keys counts (a frame in the middle changed)
-        done = {k: done[k] for k in keys[:n]}
-        job.keep(done)
-    img_env = _open_env(job.partial / "images", len(frames), size)
-    vec_env = _open_env(job.partial / "vectors", len(frames), size)
-    try:
-        # done.txt lists a prefix of the keys; the LMDBs hold at least those (a kill between an LMDB commit and
-        # its done lines leaves a few more, which the resumed run writes again with the same keys and values)
-        if _keys(img_env)[:n] != keys[:n] or _keys(vec_env)[:n] != keys[:n]:
-            done, n = job.restart("done.txt and the LMDBs disagree"), 0
-            img_env.close(), vec_env.close()
-            img_env = _open_env(job.partial / "images", len(frames), size)
-            vec_env = _open_env(job.partial / "vectors", len(frames), size)
-        workers = max(1, int(workers or os.cpu_count() or 1))
-        # every frame must have the full-resolution size of the first one (1024x2048 in Cityscapes)
-        input_shape = cityscapes.read_instance_ids(frames[0].instance_ids).shape
-        jobs = [(i, frames[i], size, anchor, input_shape) for i in range(n, len(frames))]
-        bar = tqdm(total=len(frames), initial=n, desc=f"encode {frames[0].split}", unit="frame",
-                   disable=not progress)
-        pending = []
+    def produce(todo):
+        return jobs_results(_encode_datums, [(k, by_key[k], size, anchor, input_shape) for k in todo], workers)
 
-        def commit():
-            job.ensure_space(sum(len(img) + len(vec) for _, img, vec, _ in pending))
-            with job.writing(job.partial / "images"):
-                with img_env.begin(write=True) as ti, vec_env.begin(write=True) as tv:
-                    for i, img, vec, _ in pending:
-                        ti.put(keys[i].encode(), img)
-                        tv.put(keys[i].encode(), vec)
-            job.done(*((keys[i], k) for i, _, _, k in pending))  # the commits above were synced to disk
-            done.update((keys[i], str(k)) for i, _, _, k in pending)
-            pending.clear()
+    store = _EncodedSplit(frames, keys, job.record["settings"], input_shape)
+    done = job.run(keys, produce, store, batch=commit_every, desc=f"encode {frames[0].split}" if progress else None)
+    job.log(f"{job.final}: {len(frames)} frames, {sum(int(v) for v in done.values())} instances")
 
-        try:
-            for result in jobs_results(_encode_one, jobs, workers):
-                pending.append(result)
-                if len(pending) >= commit_every:
-                    commit()
-                bar.update(1)
-        except errors.DiskFullError:
-            pending.clear()  # they cannot be written; the rerun encodes them again
-            raise
-        finally:
-            if pending:
-                commit()  # keep the frames finished before an error or interrupt
-            bar.close()
-    finally:
-        img_env.close()
-        vec_env.close()
 
-    root = job.record["settings"]["root"]
-    manifest = {
-        "split": frames[0].split, "size": list(size), "input_size": list(input_shape), "anchor": anchor,
+def _encode_datums(args):
+    """(key, (image Datum, vector Datum, instance count)) of one frame: ``args`` = (key, frame, size, anchor,
+    input shape); runs in a pool worker."""
+    key, frame, size, anchor, input_shape = args
+    image, vmap, n = cityscapes.encode_frame(frame, size, anchor, input_shape)
+    return key, (datum.image_datum(image), datum.float_datum(vmap), n)
+
+
+class _EncodedSplit(Store):
+    """The images and vectors LMDBs of a partial encoded split, one transaction each per batch of frames."""
+    target = "images"
+
+    def __init__(self, frames, keys, settings, input_shape):
+        self.frames, self.keys, self.settings, self.input_shape = frames, keys, settings, input_shape
+        self.partial, self.envs = None, []
+
+    def open(self, partial, done):
+        self.partial = partial
+        self.envs = [_open_env(partial / name, len(self.keys), self.settings["size"]) for name in ("images", "vectors")]
+        # in LMDB order only a prefix counts as done; entries past it (a kill before their done lines) are rewritten
+        n = next((i for i, k in enumerate(self.keys) if k not in done), len(self.keys))
+        if any(_keys(env)[:n] != self.keys[:n] for env in self.envs):
+            raise PartialDamaged("done.txt and the LMDBs disagree")
+        return {k: done[k] for k in self.keys[:n]}
+
+    def nbytes(self, batch):
+        return sum(len(image) + len(vectors) for _, (image, vectors, _) in batch)
+
+    def write(self, batch):
+        images, vectors = self.envs
+        with images.begin(write=True) as ti, vectors.begin(write=True) as tv:
+            for key, (image, vmap, _) in batch:
+                ti.put(key.encode(), image)
+                tv.put(key.encode(), vmap)
+        return [(key, str(n)) for key, (_, _, n) in batch]
+
+    def complete(self, done):
+        manifest = _manifest(self.frames, self.settings, self.input_shape, done)
+        atomic_write(self.partial / "frames.txt", lambda t: t.write_text("".join(f.name + "\n" for f in self.frames)))
+        atomic_write(self.partial / "manifest.json", lambda t: t.write_text(json.dumps(manifest, indent=1) + "\n"))
+
+    def close(self):
+        for env in self.envs:
+            env.close()
+        self.envs = []
+
+
+def _manifest(frames, settings, input_shape, done):
+    """manifest.json of an encoded split (see the module docstring); ``done``: {key: instance count}."""
+    root, anchor, seed = settings["root"], settings["anchor"], settings["seed"]
+    return {
+        "split": frames[0].split, "size": settings["size"], "input_size": list(input_shape), "anchor": anchor,
         "frames": len(frames), "instances": int(sum(int(v) for v in done.values())),
         "instances_per_frame": {k: int(v) for k, v in done.items()},
         "key_format": "{index:08d}_{frame name}",
-        "order": f"seeded permutation (numpy RandomState({job.record['settings']['seed']})) of the sorted frames"
-                 if job.record["settings"]["seed"] is not None else "sorted frame names",
+        "order": f"seeded permutation (numpy RandomState({seed})) of the sorted frames"
+                 if seed is not None else "sorted frame names",
         "images": {"lmdb": "images", "datum": "uint8 data, channels 3 (BGR), height, width"},
         "vectors": {"lmdb": "vectors", "datum": "float_data float32, channels 2 (dx, dy), height, width",
                     "encoding": f"dcme_layers.core.encoding.vector_map(anchor={anchor!r}) at the encoded resolution"},
@@ -308,12 +262,6 @@ def _encode(job, frames, keys, size, anchor, workers, commit_every, progress, lo
         "versions": _versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    with job.writing(job.partial / "manifest.json"):
-        atomic_write(job.partial / "frames.txt", lambda t: t.write_text("".join(f.name + "\n" for f in frames)))
-        atomic_write(job.partial / "manifest.json", lambda t: t.write_text(json.dumps(manifest, indent=1) + "\n"))
-    job.finish()
-    log(f"{job.final}: {len(frames)} frames, {manifest['instances']} instances")
-    return manifest
 
 
 def encode_dataset(root, out, splits=None, **kw):

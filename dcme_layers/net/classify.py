@@ -5,7 +5,7 @@ import numpy as np
 from dcme_layers.core import paper
 from dcme_layers.data import cityscapes
 from dcme_layers.net import netfiles
-from dcme_layers.net.crops import CROP, MARGIN, instance_crops
+from dcme_layers.net.crops import instance_crops
 from dcme_layers.util.errors import ClassifyError
 
 __all__ = ["Classifier"]
@@ -16,7 +16,7 @@ class Classifier:
     ``size``: the (H, W) its crops are cut at, the resolution its training crops were extracted at
     (tools/extract_instances.py --size); the pipeline resizes the frame and the decoded masks to it."""
 
-    def __init__(self, deploy_prototxt, weights, batch_size=16, crop=CROP, margin=MARGIN, size=paper.SIZE):
+    def __init__(self, deploy_prototxt, weights, batch_size=16, crop=paper.CROP, margin=paper.MARGIN, size=paper.SIZE):
         # checked first: e.g. ImageNet's bvlc_googlenet.caffemodel has no 8-way 'loss3/classifier_cs', which Caffe
         # would silently leave at its filler and classify at random
         self.net = netfiles.load_net(deploy_prototxt, weights)

@@ -10,7 +10,8 @@ instances and the test-time crops from decoded ones.
 Training LMDB (one per split, `<out>/<split>`): caffe Datum, uint8 3x224x224 BGR, `label` = class index 0..7 in
 Cityscapes trainId order (`cityscapes.CLASS_INDEX`). Keys `<sha1 prefix>_<frame>_<instance id>`: LMDB iterates
 in key order, so the hash prefix gives Caffe's sequential Data layer a fixed pseudo-random (shuffled) order without
-holding the split in memory; a `seed` enters the hash, so each seed has its own order. `<out>/<split>/manifest.json` holds the counts per class and the settings.
+holding the split in memory; a `seed` enters the hash, so each seed has its own order. `<out>/<split>/manifest.json`
+holds the counts per class and the settings.
 """
 import hashlib
 import json
@@ -19,22 +20,23 @@ from pathlib import Path
 import cv2
 import numpy as np
 from scipy import ndimage
-from tqdm import tqdm
 
 from dcme_layers.core import paper
-from dcme_layers.data import cityscapes, lmdb_io
+from dcme_layers.data import cityscapes, datum
 from dcme_layers.util import pool, resumable
 from dcme_layers.util.errors import ClassifyError
 from dcme_layers.util.files import atomic_write
+from dcme_layers.util.store import Store
 
-MEAN_BGR = np.array(paper.GOOGLENET_MEAN_BGR, dtype=np.float32)
-CROP, MARGIN, MIN_PIXELS = paper.CROP, paper.MARGIN, paper.MIN_PIXELS
+__all__ = ["FRAGMENT_SIDE", "MAP_SIZE", "instance_boxes", "crop_boxes", "instance_crops", "box_crops",
+           "fragment_boxes", "frame_instances", "extract_instances"]
+
 #: Least share of a side of an instance's box that a training fragment keeps (``fragment_boxes``).
 FRAGMENT_SIDE = 0.3
 MAP_SIZE = 1 << 40  # LMDB address space (sparse file; BVLC convert_imageset uses the same)
 
 
-def instance_boxes(labels, margin=MARGIN):
+def instance_boxes(labels, margin=paper.MARGIN):
     """Crop boxes of the instances in `labels` ((H, W) int, 0 = background, any other value one instance).
 
     Returns `ids` (K,) int64 ascending, `boxes` (K, 4) int64 as (x0, y0, x1, y1) with exclusive ends: the instance's
@@ -61,7 +63,7 @@ def instance_boxes(labels, margin=MARGIN):
     return ids.astype(np.int64), boxes, areas.astype(np.int64)
 
 
-def crop_boxes(image, boxes, crop=CROP):
+def crop_boxes(image, boxes, crop=paper.CROP):
     """(K, crop, crop, 3) uint8: each (x0, y0, x1, y1) box of `image` ((H, W, 3) uint8 BGR) resized to crop x crop
     (INTER_AREA when shrinking both sides, else INTER_LINEAR)."""
     out = np.zeros((len(boxes), crop, crop, 3), dtype=np.uint8)
@@ -81,10 +83,11 @@ def _check_pair(image, labels):
     return image, labels
 
 
-def instance_crops(image_bgr, labels, crop=CROP, margin=MARGIN):
+def instance_crops(image_bgr, labels, crop=paper.CROP, margin=paper.MARGIN):
     """Net input for the decoded instances 1..K of `labels` (K = labels.max(), 0 = background) on `image_bgr`
     ((H, W, 3) uint8 BGR of the same size, e.g. the 340x680 encoded image): (K, 3, crop, crop) float32, BGR minus
-    MEAN_BGR, as the GoogLeNet Data layers feed it. An id in 1..K with no pixel gets an all-zero (mean) crop."""
+    paper.GOOGLENET_MEAN_BGR, as the GoogLeNet Data layers feed it. An id in 1..K with no pixel gets an all-zero
+    (mean) crop."""
     image, labels = _check_pair(image_bgr, labels)
     k = int(labels.max()) if labels.size else 0
     out = np.zeros((max(k, 0), 3, crop, crop), dtype=np.float32)
@@ -94,11 +97,12 @@ def instance_crops(image_bgr, labels, crop=CROP, margin=MARGIN):
     return out
 
 
-def box_crops(image_bgr, boxes, crop=CROP):
+def box_crops(image_bgr, boxes, crop=paper.CROP):
     """Net input for boxes (x0, y0, x1, y1) of ``image_bgr`` ((H, W, 3) uint8 BGR): (K, 3, crop, crop) float32,
-    BGR minus MEAN_BGR. A crop depends on its box alone (``tuning`` classifies each distinct box once)."""
+    BGR minus paper.GOOGLENET_MEAN_BGR. A crop depends on its box alone (``tuning`` classifies each distinct box
+    once)."""
     out = crop_boxes(image_bgr, boxes, crop).transpose(0, 3, 1, 2).astype(np.float32)
-    return out - MEAN_BGR[:, None, None]
+    return out - np.float32(paper.GOOGLENET_MEAN_BGR)[:, None, None]
 
 
 def fragment_boxes(box, n, rng, smallest=FRAGMENT_SIDE):
@@ -115,8 +119,8 @@ def fragment_boxes(box, n, rng, smallest=FRAGMENT_SIDE):
     return out
 
 
-def frame_instances(frame, size=paper.SIZE, crop=CROP, margin=MARGIN, min_pixels=MIN_PIXELS, seed=None,
-                    fragments=0):
+def frame_instances(frame, size=paper.SIZE, crop=paper.CROP, margin=paper.MARGIN, min_pixels=paper.MIN_PIXELS,
+                    seed=None, fragments=0):
     """Crops of a frame's ground-truth instances of the 8 classes at `size` (H, W), the resolution DCME works at.
     `seed` (None or an int) changes the keys' hash prefix, so the LMDB's order, and the fragments' draw.
     `fragments`: per instance, that many more crops of random parts of its box (``fragment_boxes``) with its class:
@@ -145,13 +149,17 @@ def frame_instances(frame, size=paper.SIZE, crop=CROP, margin=MARGIN, min_pixels
     return records, int((~keep).sum())
 
 
-def _frame_job(args):
-    frame, size, crop, margin, min_pixels, seed, fragments = args
-    return frame.name, frame_instances(frame, size, crop, margin, min_pixels, seed, fragments)
+def _frame_datums(args):
+    """(frame name, ([(key, class index, Datum)], skipped)): ``frame_instances`` of ``args`` = (frame, size, crop,
+    margin, min_pixels, seed, fragments), each crop serialized as a Datum (CHW); runs in a pool worker."""
+    frame, *options = args
+    records, skipped = frame_instances(frame, *options)
+    return frame.name, ([(key, label, datum.image_datum(c.transpose(2, 0, 1), label)) for key, label, c in records],
+                        skipped)
 
 
-def extract_instances(root, split, out, size=paper.SIZE, crop=CROP, margin=MARGIN, min_pixels=MIN_PIXELS,
-                      workers=1, force=False, seed=None, fragments=0, log=print):
+def extract_instances(root, split, out, size=paper.SIZE, crop=paper.CROP, margin=paper.MARGIN,
+                      min_pixels=paper.MIN_PIXELS, workers=1, force=False, seed=None, fragments=0, log=print):
     """Write `<out>/<split>`: LMDB of the instance crops of `split` of the Cityscapes root `root`, + manifest.json.
 
     A resumable.Job: written in `<out>/<split>.partial` (one synced LMDB transaction per frame, then its line in
@@ -160,8 +168,6 @@ def extract_instances(root, split, out, size=paper.SIZE, crop=CROP, margin=MARGI
     extracted again under the same keys); a finished one of the same settings and inputs is returned as is, one
     whose inputs changed is redone, one of other settings raises DataError unless `force`. `seed`: the LMDB's
     order and `fragments` the crops of parts added per instance (frame_instances). Returns the manifest."""
-    import lmdb
-
     frames = cityscapes.list_frames(root, split)
     if not frames:
         raise ClassifyError(f"{Path(root) / 'gtFine' / split}: no frames")
@@ -173,39 +179,64 @@ def extract_instances(root, split, out, size=paper.SIZE, crop=CROP, margin=MARGI
         settings["fragments"] = int(fragments)
     inputs = {f.name: [f.image, f.instance_ids, f.label_ids] for f in frames}
     with resumable.Job(Path(out) / split, settings, inputs, force, what="instance LMDB", log=log) as job:
-        if job.up_to_date():
-            return json.loads((job.final / "manifest.json").read_text())
-        done = job.start()
-        todo = [f for f in frames if f.name not in done]
-        env = lmdb.open(str(job.partial), map_size=MAP_SIZE, subdir=True)
-        try:
-            jobs = [(f, tuple(size), crop, margin, min_pixels, seed, fragments) for f in todo]
-            results = pool.jobs_results(_frame_job, jobs, workers, serial_single_thread=False)
-            for name, (records, skipped) in tqdm(results, total=len(frames), initial=len(frames) - len(todo),
-                                                 desc=f"instances {split}", unit="frame"):
-                counts = np.zeros(len(cityscapes.INSTANCE_LABELS), dtype=np.int64)
-                values = [lmdb_io.image_datum(c.transpose(2, 0, 1), label) for _, label, c in records]
-                job.ensure_space(sum(map(len, values)))
-                with job.writing(job.partial / "data.mdb"), env.begin(write=True) as txn:
-                    for (key, label, _), value in zip(records, values):  # one transaction: all of a frame or none
-                        txn.put(key.encode(), value)
-                        counts[label] += 1
-                job.done((name, " ".join(map(str, [skipped, *counts]))))
-                done[name] = " ".join(map(str, [skipped, *counts]))
-            entries = env.stat()["entries"]
-        finally:
-            env.close()
-        rows = np.array([[int(v) for v in done[f.name].split()] for f in frames], np.int64).reshape(len(frames), -1)
+        if not job.up_to_date():
+            datum.caffe_pb2()  # import pycaffe once here, before forking workers, rather than in every worker
+            by_name = {f.name: f for f in frames}
+            options = (tuple(size), crop, margin, min_pixels, seed, fragments)
+
+            def produce(todo):
+                return pool.jobs_results(_frame_datums, [(by_name[n], *options) for n in todo], workers,
+                                         serial_single_thread=False)
+
+            job.run([f.name for f in frames], produce, _CropLmdb(settings), desc=f"instances {split}")
+        return json.loads((job.final / "manifest.json").read_text())
+
+
+class _CropLmdb(Store):
+    """The partial crop LMDB: one synced transaction per frame, marked done with "<skipped> <n0> .. <n7>"."""
+    target = "data.mdb"
+
+    def __init__(self, settings):
+        self.settings, self.partial, self.env = settings, None, None
+
+    def open(self, partial, done):
+        import lmdb
+
+        self.partial = partial
+        self.env = lmdb.open(str(partial), map_size=MAP_SIZE, subdir=True)
+        return done
+
+    def nbytes(self, batch):
+        return sum(len(value) for _, (records, _) in batch for _, _, value in records)
+
+    def write(self, batch):
+        marks = []
+        for name, (records, skipped) in batch:
+            counts = np.zeros(len(cityscapes.INSTANCE_LABELS), dtype=np.int64)
+            with self.env.begin(write=True) as txn:  # one transaction: all of a frame or none
+                for key, label, value in records:
+                    txn.put(key.encode(), value)
+                    counts[label] += 1
+            marks.append((name, " ".join(map(str, [skipped, *counts]))))
+        return marks
+
+    def complete(self, done):
+        rows = np.array([[int(v) for v in done[n].split()] for n in self.settings["frames"]], np.int64)
+        rows = rows.reshape(len(self.settings["frames"]), -1)
         counts, skipped = rows[:, 1:].sum(axis=0), int(rows[:, 0].sum())
+        entries = self.env.stat()["entries"]
         if entries != counts.sum():
-            raise ClassifyError(f"{job.partial}: {entries} LMDB entries for {counts.sum()} counted crops; delete it "
+            raise ClassifyError(f"{self.partial}: {entries} LMDB entries for {counts.sum()} counted crops; delete it "
                                 f"and run again")
         manifest = dict(
             count=int(entries), skipped_small=skipped,
             per_class={label.name: int(n) for label, n in zip(cityscapes.INSTANCE_LABELS, counts)},
             label_index={label.name: i for i, label in enumerate(cityscapes.INSTANCE_LABELS)},
-            datum="uint8 3x{0}x{0} BGR crop, label = class index".format(crop),
-            mean_bgr=MEAN_BGR.tolist(), settings=settings)
-        atomic_write(job.partial / "manifest.json", lambda t: t.write_text(json.dumps(manifest, indent=1)))
-        job.finish()
-    return manifest
+            datum="uint8 3x{0}x{0} BGR crop, label = class index".format(self.settings["crop"]),
+            mean_bgr=[float(v) for v in paper.GOOGLENET_MEAN_BGR], settings=self.settings)
+        atomic_write(self.partial / "manifest.json", lambda t: t.write_text(json.dumps(manifest, indent=1)))
+
+    def close(self):
+        if self.env is not None:
+            self.env.close()
+            self.env = None

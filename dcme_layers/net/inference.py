@@ -17,16 +17,20 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from tqdm import tqdm
 
 from dcme_layers.core import paper
 from dcme_layers.data.lmdb_io import check_encoded, read_datum_lmdb
 from dcme_layers.net import netfiles
 from dcme_layers.util import resumable
-from dcme_layers.util.errors import InferenceError
+from dcme_layers.util.errors import InferenceError, PartialDamaged
+from dcme_layers.util.records import digest
+from dcme_layers.util.store import Store
 
-# BGR mean that the train nets' Data layers subtract; the deploy nets take mean-subtracted input.
-MEAN_BGR = np.array(paper.MEAN_BGR, dtype=np.float32)
+__all__ = ["BLOBS", "FRAMES_SUFFIX", "newest_snapshot", "load_net", "predict", "read_frames", "infer_split",
+           "read_blob", "use_predictions"]
+
+#: The payload file of a blob file's partial folder.
+BLOBS = "vectors.h5"
 
 
 def newest_snapshot(prefix):
@@ -51,7 +55,7 @@ def predict(net, image_chw):
     if data.data.shape[1:] != image_chw.shape:
         data.reshape(1, *image_chw.shape)
         net.reshape()
-    data.data[0] = image_chw.astype(np.float32) - MEAN_BGR[:, None, None]
+    data.data[0] = image_chw.astype(np.float32) - np.float32(paper.MEAN_BGR)[:, None, None]  # as in training
     out = net.forward()[net.outputs[0]][0]
     if out.shape != (2,) + image_chw.shape[1:]:
         raise InferenceError(f"net output {net.outputs[0]} has shape {out.shape}, expected (2, H, W) of the input")
@@ -83,59 +87,89 @@ def infer_split(deploy, weights, encoded_split, out, model="", force=False, log=
     settings = dict(model=model, deploy=str(Path(deploy).resolve()), weights=str(Path(weights).resolve()),
                     images_lmdb=str(images.resolve()), frames=frames, height=h, width=w)
     inputs = [deploy, weights, images / "data.mdb"]
-    with resumable.Job(out, settings, inputs, force, payload="vectors.h5", what="blob file", log=log) as job:
-        if job.up_to_date():
-            return out
-        net = load_net(deploy, weights)
-        done = job.start()
-        path = job.partial / "vectors.h5"
-        try:
-            f = _open_partial(path, frames, h, w, settings)
-        except OSError as e:
-            done = job.restart(f"{path.name} unreadable ({str(e).splitlines()[0]}), it is redone")
-            f = _open_partial(path, frames, h, w, settings)
-        with f:
-            index = {n: i for i, n in enumerate(frames)}
-            intact = {k: v for k, v in done.items() if k in index and resumable.digest(f["vectors"][index[k]]) == v}
-            if len(intact) < len(done):
-                log(f"{path}: {len(done) - len(intact)} frames marked done are not on disk; predicting them again")
-                job.keep(intact)
-            bar = tqdm(total=len(frames), initial=len(intact), desc=f"infer {model or Path(deploy).stem}",
-                       unit="frame")
-            fd = f.id.get_vfd_handle()
-            for i, (key, image) in enumerate(read_datum_lmdb(images)):
-                if i >= len(frames) or not key.endswith(frames[i]):
-                    raise InferenceError(f"{images}: key {key} does not match frames.txt line {i + 1}")
-                if frames[i] in intact:
-                    continue
-                vectors = predict(net, image)
-                job.ensure_space(vectors.nbytes + (64 << 10))
-                with job.writing(path):
-                    f["vectors"][i] = vectors
-                    f.flush()
-                    os.fsync(fd)
-                job.done((frames[i], resumable.digest(vectors)))
-                intact[frames[i]] = True
-                bar.update()
-            bar.close()
-        if len(intact) < len(frames):
-            raise InferenceError(f"{images}: fewer entries than {encoded_split / 'frames.txt'}")
-        job.finish()
+    with resumable.Job(out, settings, inputs, force, payload=BLOBS, what="blob file", log=log) as job:
+        if not job.up_to_date():
+            net = load_net(deploy, weights)
+            job.run(frames, lambda todo: _predictions(net, images, frames, todo), _BlobFile(images, settings, log),
+                    desc=f"infer {model or Path(deploy).stem}")
     return out
 
 
-def _open_partial(path, frames, h, w, attrs):
-    """The partial HDF5 file, created on first use (vectors (N, 2, H, W) float32, frames (N,), attrs)."""
+def _predictions(net, images, frames, todo):
+    """(frame, (2, H, W) vectors) of each frame in ``todo``, in the order of the images LMDB, whose keys are
+    checked against ``frames`` (frames.txt)."""
+    todo = set(todo)
+    for i, (key, image) in enumerate(read_datum_lmdb(images)):
+        if i >= len(frames) or not key.endswith(frames[i]):
+            raise InferenceError(f"{images}: key {key} does not match frames.txt line {i + 1}")
+        if frames[i] in todo:
+            yield frames[i], predict(net, image)
+
+
+class _BlobFile(Store):
+    """The partial blob file: each frame's vectors written, flushed and fsynced, then marked done with their
+    digest; a resumed run keeps only the done frames whose vectors still have it."""
+    target = BLOBS
+
+    def __init__(self, images, settings, log):
+        self.images, self.settings, self.log = images, settings, log
+        self.frames = settings["frames"]
+        self.index = {n: i for i, n in enumerate(self.frames)}
+        self.path, self.file = None, None
+
+    def open(self, partial, done):
+        self.path = partial / self.target
+        try:
+            self.file = _open_partial(self.path, self.settings)
+        except OSError as e:
+            raise PartialDamaged(f"{self.path.name} unreadable ({str(e).splitlines()[0]}), it is redone") from None
+        vectors = self.file["vectors"]
+        intact = {k: v for k, v in done.items() if k in self.index and digest(vectors[self.index[k]]) == v}
+        if len(intact) < len(done):
+            self.log(f"{self.path}: {len(done) - len(intact)} frames marked done are not on disk; predicting them "
+                     f"again")
+        return intact
+
+    def nbytes(self, batch):
+        return sum(vectors.nbytes + (64 << 10) for _, vectors in batch)  # + room for HDF5's own metadata
+
+    def write(self, batch):
+        for name, vectors in batch:
+            self.file["vectors"][self.index[name]] = vectors
+        self.file.flush()
+        os.fsync(self.file.id.get_vfd_handle())
+        return [(name, digest(vectors)) for name, vectors in batch]
+
+    def complete(self, done):
+        if len(done) < len(self.frames):
+            raise InferenceError(f"{self.images}: fewer entries than {self.images.parent / 'frames.txt'}")
+
+    def close(self):
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+def _open_partial(path, settings):
+    """The partial HDF5 file, created on first use: vectors (N, 2, H, W) float32, frames (N,), the settings as
+    attributes. OSError when it is unreadable or of another shape."""
+    frames, h, w = settings["frames"], settings["height"], settings["width"]
     if not path.exists():
         with h5py.File(path, "w") as f:
             f.create_dataset("vectors", (len(frames), 2, h, w), np.float32, chunks=(1, 2, h, w), fillvalue=0)
-            f["frames"] = np.array(frames, dtype=h5py.string_dtype())
-            f.attrs.update({k: v for k, v in attrs.items() if k != "frames"})
+            _write_names(f, frames, settings)
     f = h5py.File(path, "r+")
-    if f["vectors"].shape != (len(frames), 2, h, w):
+    shape = f["vectors"].shape
+    if shape != (len(frames), 2, h, w):
         f.close()
-        raise OSError(f"vectors of shape {f['vectors'].shape}")
+        raise OSError(f"vectors of shape {shape}")
     return f
+
+
+def _write_names(f, frames, attrs):
+    """A blob file's frame names and attributes (the job's settings but the frames)."""
+    f["frames"] = np.array(frames, dtype=h5py.string_dtype())
+    f.attrs.update({k: v for k, v in attrs.items() if k != "frames"})
 
 
 def read_blob(f, i, path):
@@ -160,6 +194,20 @@ def use_predictions(path, encoded_split, out, model="", force=False, log=print):
     path, encoded_split = Path(path), Path(encoded_split)
     frames = read_frames(encoded_split)
     size = tuple(json.loads((encoded_split / "manifest.json").read_text())["size"])
+    listing = _checked_listing(path, frames, encoded_split, size)
+    if listing is None:
+        return path
+    settings = dict(model=model, predictions=str(path.resolve()), images_lmdb=str((encoded_split / "images").resolve()),
+                    frames=frames, height=size[0], width=size[1])
+    with resumable.Job(out, settings, [path, listing], force, payload=BLOBS, what="blob file", log=log) as job:
+        if not job.up_to_date():
+            job.run(["vectors"], lambda todo: [(k, _caffe_output(path)) for k in todo], _ConvertedBlobs(path, settings))
+    return Path(out)
+
+
+def _checked_listing(path, frames, encoded_split, size):
+    """Check the prediction file ``path`` against the encoded split (_check_predictions); None when it is
+    tools/infer.py's own file, the file of its frame names when it is Caffe's HDF5Output."""
     try:
         f = h5py.File(path, "r")
     except OSError as e:
@@ -169,7 +217,7 @@ def use_predictions(path, encoded_split, out, model="", force=False, log=print):
         if "vectors" in f and "frames" in f:
             _check_predictions(path, f["vectors"], [n.decode() if isinstance(n, bytes) else str(n)
                                                     for n in f["frames"][...]], frames, encoded_split, size)
-            return path
+            return None
         if "data" not in f:
             raise InferenceError(f"{path}: holds neither vectors and frames (tools/infer.py) nor data (Caffe's "
                                  f"HDF5Output); pass one of those files")
@@ -177,23 +225,36 @@ def use_predictions(path, encoded_split, out, model="", force=False, log=print):
         if not listing.is_file():
             raise InferenceError(f"{path}: a Caffe HDF5Output file needs its frame names in {listing} (one a line, "
                                  f"in the order of the LMDB the net read; tools/gpu_check.py writes it)")
-        names = listing.read_text().split()
-        _check_predictions(path, f["data"], names, frames, encoded_split, size)
-    settings = dict(model=model, predictions=str(path.resolve()), images_lmdb=str((encoded_split / "images").resolve()),
-                    frames=frames, height=size[0], width=size[1])
-    with resumable.Job(out, settings, [path, listing], force, payload="vectors.h5", what="blob file",
-                       log=log) as job:
-        if job.up_to_date():
-            return Path(out)
-        job.start()
-        partial = job.partial / "vectors.h5"
-        job.ensure_space(path.stat().st_size + (1 << 20))
-        with job.writing(partial), h5py.File(path, "r") as src, h5py.File(partial, "w") as dst:
-            dst.create_dataset("vectors", data=src["data"][...].astype(np.float32), chunks=(1, 2) + size)
-            dst["frames"] = np.array(frames, dtype=h5py.string_dtype())
-            dst.attrs.update({k: v for k, v in settings.items() if k != "frames"})
-        job.finish()
-    return Path(out)
+        _check_predictions(path, f["data"], listing.read_text().split(), frames, encoded_split, size)
+    return listing
+
+
+def _caffe_output(path):
+    """The vector maps of a Caffe HDF5Output file, (N, 2, H, W) float32."""
+    with h5py.File(path, "r") as src:
+        return src["data"][...].astype(np.float32)
+
+
+class _ConvertedBlobs(Store):
+    """infer's blob file made from a Caffe HDF5Output file in one step (a resumed run makes it again)."""
+    target = BLOBS
+
+    def __init__(self, source, settings):
+        self.source, self.settings, self.path = source, settings, None
+
+    def open(self, partial, done):
+        self.path = partial / self.target
+        return {}
+
+    def nbytes(self, batch):
+        return self.source.stat().st_size + (1 << 20)
+
+    def write(self, batch):
+        (key, vectors), = batch
+        with h5py.File(self.path, "w") as dst:
+            dst.create_dataset("vectors", data=vectors, chunks=(1, 2, self.settings["height"], self.settings["width"]))
+            _write_names(dst, self.settings["frames"], self.settings)
+        return [(key, "")]
 
 
 def _check_predictions(path, vectors, names, frames, encoded_split, size):

@@ -45,3 +45,8 @@ class EvaluationError(DataError):
 
 class InferenceError(DataError):
     """Bad blob file or mismatched inputs; the message names the file."""
+
+
+class PartialDamaged(DataError):
+    """The files a killed run left in a partial output cannot be used; ``resumable.Job.run`` starts it over (the
+    message says why)."""
