@@ -110,7 +110,7 @@ class OracleOptions:
         full_res: add the full-resolution ground truth row (AP = 1 by construction).
         gt_subsampled: add the ground truth subsampled to ``size`` without decoding.
         figures: frames drawn (input | magnitude | instances) per decoded configuration.
-        bootstrap: resamples of the frames for each row's AP interval (cs_eval.bootstrap_interval); 0: none.
+        bootstrap: resamples of the frames for each row's AP interval (bootstrap.bootstrap_interval); 0: none.
     """
     size: tuple = paper.SIZE
     anchors: tuple = ("cm", "bbox")

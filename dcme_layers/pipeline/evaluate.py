@@ -25,7 +25,8 @@ from dcme_layers.core.decoding import PAPER_THRESHOLDS, decode, parse_thresholds
 from dcme_layers.core.encoding import vector_map
 from dcme_layers.data import cityscapes
 from dcme_layers.data.lmdb_io import DatumReader, frame_key
-from dcme_layers.evaluation.cs_eval import BOOTSTRAP, CLASS_NAMES, evaluate
+from dcme_layers.evaluation.bootstrap import BOOTSTRAP
+from dcme_layers.evaluation.cs_eval import CLASS_NAMES, evaluate
 from dcme_layers.evaluation.export import export_split
 from dcme_layers.evaluation.labels import (
     best_scored,

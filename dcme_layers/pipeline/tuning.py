@@ -40,8 +40,8 @@ from dcme_layers.core import paper
 from dcme_layers.core.decoding import decode_kept, find_centers, parse_thresholds, scale_thresholds
 from dcme_layers.core.encoding import vector_map
 from dcme_layers.data import cityscapes
-from dcme_layers.evaluation import cs_eval
-from dcme_layers.evaluation.export import export_split
+from dcme_layers.evaluation import cs_eval, cs_match
+from dcme_layers.evaluation.export import PRED_SUFFIX, export_split
 from dcme_layers.evaluation.labels import best_scored, classifier_labels, ground_truth_classes, majority_label_ids
 from dcme_layers.evaluation.oracle import noisy_map
 from dcme_layers.net.inference import read_blob
@@ -205,7 +205,7 @@ def _frame_state(i):
     inst = cityscapes.instance_map(ids)
     pred_dir = tmp / "pred" / f"{os.getpid()}"
     (pred_dir / "masks").mkdir(parents=True, exist_ok=True)
-    state = dict(frame=frame, gt_file=gt_file, gt=cs_eval.ground_truth_instances(gt_file), inst=inst,
+    state = dict(frame=frame, gt_file=gt_file, gt=cs_match.instances_dict(gt_file), inst=inst,
                  vmap=vector_maps(_RUN["source"], frame, i, inst), masks={}, boxes={}, pred_dir=pred_dir)
     _FRAMES[i] = state
     return state
@@ -270,7 +270,7 @@ def _write_prediction(state, labels, label_ids, scores, tag):
             rel = state["masks"][digest] = f"masks/{name}_{len(state['masks']):05d}.png"
             _write_mask(pred_dir / rel, mask)
         lines.append(f"{rel} {int(label_ids[k - 1])} {scores[k - 1]:.6g}")
-    txt = pred_dir / f"{name}_{tag}{cs_eval.PRED_SUFFIX}"
+    txt = pred_dir / f"{name}_{tag}{PRED_SUFFIX}"
     txt.write_text("\n".join(lines))
     return txt
 
@@ -291,7 +291,7 @@ def _score_task(task):
         labels, label_ids, scores = _instances(state, th)
         t1 = time.perf_counter()
         txt = _write_prediction(state, labels, label_ids, scores, n)
-        match = cs_eval.match_frame(txt, state["gt_file"], state["gt"], _RUN["args"])
+        match = cs_match.match_frame(txt, state["gt_file"], state["gt"], _RUN["args"])
         spent["decode"] += t1 - t0
         spent["score"] += time.perf_counter() - t1
         out.append((n, match))
@@ -301,7 +301,7 @@ def _score_task(task):
 def _ap_task(item):
     """AP and AP50% of one setting from its per-frame matches."""
     n, matches = item
-    return n, cs_eval.average_precision(matches, _RUN["args"])
+    return n, cs_match.average_precision(matches, _RUN["args"])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -483,7 +483,7 @@ def tune(frames, source, grid, out, options=TuneOptions(), split=""):
         t0 = time.perf_counter()
         tmp = _temporary_folder()
         _RUN.update(source=source, size=size, options=o, frames=frames, tmp=tmp,
-                    args=cs_eval.evaluator_args(Path(tmp) / "pred", size[0] * size[1] / (full[0] * full[1])))
+                    args=cs_match.evaluator_args(Path(tmp) / "pred", region_scale=size[0] * size[1] / (full[0] * full[1])))
         try:
             results, spent = _search(frames, settings, done, job, o.progress)
             best = best_setting({_key(th): results[_key(th)] for th in settings})
