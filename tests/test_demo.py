@@ -7,7 +7,7 @@ import helpers
 helpers.import_caffe()
 
 from dcme_layers.core.decoding import PAPER_THRESHOLDS, scale_thresholds
-from dcme_layers.pipeline.tuning import default_grid
+from dcme_layers.pipeline.tuning_grid import default_grid
 from tools import demo  # noqa: E402
 
 

@@ -9,6 +9,7 @@ import helpers
 from dcme_layers.core.decoding import scale_thresholds
 from dcme_layers.data import cityscapes
 from dcme_layers.evaluation import cs_eval, export, oracle
+from dcme_layers.evaluation.labels import majority_label_ids
 
 SMALL = (85, 170)      # the tiny set's 256x512 subsampled 3x, like 1024x2048 -> 340x680
 
@@ -38,9 +39,9 @@ def test_majority_label_ids():
                      [26001, 24001, 24001, 0]], np.int32)
     labels = np.array([[1, 1, 1, 2],
                        [1, 1, 1, 2]], np.int32)
-    assert list(labels.majority_label_ids(labels, inst)) == [24, 0]   # 3 person vs 3 car pixels: lower id; none -> 0
+    assert list(majority_label_ids(labels, inst)) == [24, 0]   # 3 person vs 3 car pixels: lower id; none -> 0
     labels[0, 2] = 0
-    assert list(labels.majority_label_ids(labels, inst)) == [26, 0]
+    assert list(majority_label_ids(labels, inst)) == [26, 0]
 
 
 def run_cli(*args):

@@ -132,7 +132,7 @@ def match_frame(pred_txt, gt_file, gt_instances, args):
 
 
 def evaluate_matches(matches, args):
-    """The evaluator's evaluateMatches: AP (distances, classes, overlaps); a cell hit by issue #89 is 0.0."""
+    """The evaluator's evaluateMatches: AP (distances, classes, overlaps); a cell hit by upstream issue #89 is 0.0."""
     ev = evaluator()
     try:
         return ev.evaluateMatches(matches, args)
