@@ -48,6 +48,7 @@ TMPFS = "/dev/shm"
 
 
 def _noise_rng(seed, name):
+    """The noise's generator of one frame: its own stream, so that its map does not depend on the other frames."""
     return np.random.default_rng([int(seed), zlib.crc32(name.encode())])
 
 
@@ -55,7 +56,7 @@ def frame_vector_map(source, frame, index, inst):
     """One frame's (2, H, W) vector map.
 
     Arguments:
-        source: a ``Source``; frame: its cityscapes.Frame; index: its row in the HDF5 file; inst: its (H, W)
+        source: a ``tuning.Source``; frame: its cityscapes.Frame; index: its row in the HDF5 file; inst: its (H, W)
             instance map at the maps' size (the noise model's ground truth).
     """
     if source.predictions:
