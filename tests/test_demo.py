@@ -8,7 +8,7 @@ helpers.import_caffe()
 
 from dcme_layers.core.paper import THRESHOLDS
 from dcme_layers.core.thresholds import scale_thresholds
-from dcme_layers.pipeline.tuning import default_grid
+from dcme_layers.pipeline.tuning_grid import default_grid
 from tools import demo  # noqa: E402
 
 

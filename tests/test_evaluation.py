@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from dcme_layers.data import cityscapes
-from dcme_layers.evaluation import cs_eval, export, oracle, report
+from dcme_layers.evaluation import bootstrap, cs_eval, cs_match, distances, export, oracle, report
 from dcme_layers.util import errors
 
 
@@ -57,7 +57,7 @@ def test_adapter_matches_the_official_entry_point(val, tmp_path, monkeypatch):
         export.export_frame(pred, f.name, o.labels, o.label_ids, o.scores, o.size)
     ours = cs_eval.evaluate(val, pred, distance=False)
     assert 0.2 < ours["AP"] < 1.0
-    args = cs_eval._make_args(pred, False)
+    args = cs_match.evaluator_args(pred)
     args.gtInstancesFile = str(tmp_path / "gtInstances.json")
     monkeypatch.chdir(tmp_path)                         # it writes matches.json into the working directory
     official = ev.evaluateImgLists([str(export.prediction_file(pred, f.name)) for f in val],
@@ -92,10 +92,9 @@ def test_issue_89_prediction_only_on_void_scores_zero(val, tmp_path):
         export.export_frame(pred, f.name, void, [26], [0.9], ids.shape)
     from cityscapesscripts.evaluation import evalInstanceLevelSemanticLabeling as ev
 
-    args = cs_eval._make_args(pred, False)
-    gt = cs_eval._gt_instances([f.instance_ids for f in val], False)
-    matches = dict(cs_eval._match_one((str(export.prediction_file(pred, f.name)), f.instance_ids,
-                                 gt[os.path.abspath(f.instance_ids)], args)) for f in val)
+    args = cs_match.evaluator_args(pred)
+    matches = dict(cs_match.match_frame(export.prediction_file(pred, f.name), f.instance_ids,
+                                        cs_match.instances_dict(f.instance_ids), args) for f in val)
     with pytest.raises(IndexError):
         ev.evaluateMatches(matches, args)
     r = cs_eval.evaluate(val, pred, distance=False)
@@ -163,7 +162,7 @@ def test_distance_metrics_on_near_and_far_cars_by_hand(tmp_path, classes, expect
     from cityscapesscripts.evaluation import evalInstanceLevelSemanticLabeling as ev
 
     frame, ids = _frame_with_cars_at_three_distances(tmp_path / "root")
-    dist = cs_eval.instance_distances(ids, *cs_eval._side_files(frame.instance_ids))
+    dist = distances.instance_distances(ids, *distances.side_files(frame.instance_ids))
     assert [round(dist[i][0], 6) for i in CARS] == [20.0, 80.0, 120.0] and all(dist[i][1] == 1.0 for i in CARS)
     labels = np.zeros(ids.shape, np.int32)
     for k, iid in enumerate(CARS, 1):
@@ -175,15 +174,14 @@ def test_distance_metrics_on_near_and_far_cars_by_hand(tmp_path, classes, expect
         assert r[metric] == pytest.approx(value, abs=1e-12), metric
         assert r["classes"]["car"][metric] == pytest.approx(value, abs=1e-12), metric
     assert all(v is None for v in r["classes"]["person"].values())  # no person in the ground truth: N/A
-    args = cs_eval._make_args(tmp_path / "pred", True)
-    gt = cs_eval._gt_instances([frame.instance_ids], True)
-    matches = dict([cs_eval._match_one((str(export.prediction_file(tmp_path / "pred", frame.name)),
-                                        frame.instance_ids, gt[os.path.abspath(frame.instance_ids)], args))])
+    args = cs_match.evaluator_args(tmp_path / "pred", True)
+    matches = dict([cs_match.match_frame(export.prediction_file(tmp_path / "pred", frame.name), frame.instance_ids,
+                                         cs_match.instances_dict(frame.instance_ids, True), args)])
     if upstream_raises:                                            # the case only the fallback scores
         with pytest.raises(IndexError):
             ev.evaluateMatches(matches, args)
     else:
-        assert np.array_equal(ev.evaluateMatches(matches, args), cs_eval._evaluate_matches(matches, args),
+        assert np.array_equal(ev.evaluateMatches(matches, args), cs_match.evaluate_matches(matches, args),
                               equal_nan=True)
 
 
@@ -197,13 +195,13 @@ def test_instance_distances(tmp_path):
     disp[:2, 3:] = 256 * 10 + 1                         # 26001: half its pixels valid, depth 50 m
     cv2.imwrite(str(tmp_path / "d.png"), disp)
     (tmp_path / "c.json").write_text(json.dumps({"extrinsic": {"baseline": 0.5}, "intrinsic": {"fx": 1000.0}}))
-    dist = cs_eval.instance_distances(ids, tmp_path / "d.png", tmp_path / "c.json")
+    dist = distances.instance_distances(ids, tmp_path / "d.png", tmp_path / "c.json")
     assert dist[26000] == pytest.approx((125.0, 1.0))   # median of 250, 125, 62.5
     assert dist[26001] == pytest.approx((50.0, 0.5))
     with pytest.raises(errors.EvaluationError, match="missing.json: missing or bad camera"):
-        cs_eval.instance_distances(ids, tmp_path / "d.png", tmp_path / "missing.json")
+        distances.instance_distances(ids, tmp_path / "d.png", tmp_path / "missing.json")
     with pytest.raises(errors.EvaluationError, match="d.png"):
-        cs_eval.instance_distances(ids[:2], tmp_path / "d.png", tmp_path / "c.json")
+        distances.instance_distances(ids[:2], tmp_path / "d.png", tmp_path / "c.json")
 
 
 @settings(max_examples=25, deadline=None)
@@ -326,7 +324,7 @@ def test_bootstrap_draws_frames_with_replacement(val, tmp_path):
     assert alone[0] != pytest.approx(alone[1])
     lo, hi = r["interval"]["AP"]
     assert lo == pytest.approx(min(alone + [r["AP"]])) and hi == pytest.approx(max(alone + [r["AP"]]))
-    assert r["interval"]["resamples"] == 40 and r["interval"]["level"] == cs_eval.LEVEL
+    assert r["interval"]["resamples"] == 40 and r["interval"]["level"] == bootstrap.LEVEL
     assert cs_eval.evaluate(val, tmp_path / "both", distance=False, bootstrap=40)["interval"] == r["interval"]
     assert "interval" not in cs_eval.evaluate(val, tmp_path / "both", distance=False)
     md = report.format_tables([r])
@@ -337,7 +335,7 @@ def test_confusion_matrix_rows_are_the_ground_truth():
     from cityscapesscripts.helpers.labels import name2label
 
     from dcme_layers.evaluation.report import format_confusion
-    from dcme_layers.pipeline.evaluate import confusion_matrix
+    from dcme_layers.evaluation.labels import confusion_matrix
 
     person, car = name2label["person"].id, name2label["car"].id
     m = confusion_matrix([(person, person), (person, car), (0, car), (car, car)])

@@ -16,7 +16,7 @@ from dcme_layers.evaluation import cs_eval
 from dcme_layers.evaluation.export import export_split
 from dcme_layers.evaluation.labels import best_scored, ground_truth_classes, majority_label_ids
 from dcme_layers.evaluation.oracle import noisy_map
-from dcme_layers.pipeline import tuning
+from dcme_layers.pipeline import tuning, tuning_grid
 from dcme_layers.util.files import png_size
 
 SMALL = (64, 128)
@@ -109,10 +109,10 @@ def test_predictions_file_and_a_bad_one(tiny_cityscapes, tmp_path, repo):
 
 
 def test_default_grid_is_centred_on_the_papers_setting():
-    dts, vts, ets = tuning.default_grid((340, 680))
+    dts, vts, ets = tuning_grid.default_grid((340, 680))
     assert (dts[2], vts[2], ets[2]) == (10, 50, 15)
     assert dts == (5, 7.07, 10, 14.1, 20) and vts == (12, 25, 50, 100, 200) and ets[0] == 7.5 and ets[-1] == 30
-    dts, vts, ets = tuning.default_grid((85, 170))                   # scaled: (2.5, 3, 3.75) in the middle
+    dts, vts, ets = tuning_grid.default_grid((85, 170))                   # scaled: (2.5, 3, 3.75) in the middle
     assert (dts[2], vts[2], ets[2]) == (2.5, 3, 3.75) and min(vts) >= 1
     with pytest.raises(ValueError, match="VT"):
-        tuning.settings_of((1.0,), (0,), (1.0,))
+        tuning_grid.settings_of((1.0,), (0,), (1.0,))

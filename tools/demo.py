@@ -38,7 +38,7 @@ from dcme_layers.core import paper
 from dcme_layers.core.thresholds import parse_thresholds
 from dcme_layers.data import synthetic
 from dcme_layers.net import caffe_log
-from dcme_layers.pipeline.tuning import default_grid
+from dcme_layers.pipeline.tuning_grid import default_grid
 from dcme_layers.util.files import atomic_write
 from dcme_layers.util.records import digest, read_record
 
@@ -86,7 +86,7 @@ def gpu_usable(variant_file=ROOT / ".venv" / ".caffe_variant", caffe=CAFFE):
 
 def config(gpu, seed=SEED):
     """The demo's configuration: input size, SegNet and GoogLeNet solver settings and widths (slim), the grid of
-    decoding thresholds searched on the training frames (given, or tuning.default_grid: around the paper's SegNet
+    decoding thresholds searched on the training frames (given, or tuning_grid.default_grid: around the paper's SegNet
     values scaled to the size), the synthetic set (train, val frames),
     and where its data, solvers and snapshots go. ``seed`` sets every random stream the demo controls: the train
     LMDB's order (encode_data --seed), the crops' order (extract_instances --seed) and both solvers' random_seed

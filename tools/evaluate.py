@@ -19,7 +19,7 @@ from dcme_layers.data import synthetic
 from dcme_layers.evaluation.export import UPSAMPLING
 from dcme_layers.net.classify import Classifier
 from dcme_layers.net.inference import newest_snapshot
-from dcme_layers.pipeline.evaluate import EvalOptions, evaluate_model
+from dcme_layers.pipeline.evaluate import DEPLOY_PROTOTXT, EvalOptions, evaluate_model
 from dcme_layers.util import cli
 from dcme_layers.util.errors import DcmeError
 
@@ -41,7 +41,8 @@ def main():
                     help="GoogLeNet weights (default: the newest models/googlenet/googlenet_iter_*.caffemodel)")
     ap.add_argument("--oracle-classes", action="store_true",
                     help="no classifier: each instance takes the majority ground-truth class under it")
-    ap.add_argument("--deploy", help="deploy prototxt matching --weights (default: prototxt/<model>_deploy.prototxt)")
+    ap.add_argument("--deploy", help="deploy prototxt matching --weights (default: %s)"
+                    % DEPLOY_PROTOTXT.format(model="<model>"))
     ap.add_argument("--classifier-deploy", default="prototxt/googlenet_deploy.prototxt",
                     help="GoogLeNet deploy prototxt matching --classifier-weights (default: %(default)s)")
     ap.add_argument("--classifier-size", nargs=2, type=cli.positive, default=list(paper.SIZE), metavar=("H", "W"),

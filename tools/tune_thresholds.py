@@ -4,7 +4,7 @@
 Maps: --predictions, the HDF5 file tools/infer.py (make evaluate) writes, or --oracle-noise, the ground truth at
 --size plus network-like noise (dcme_layers.evaluation.oracle.noisy_map). Classes: each decoded instance's majority
 ground-truth class, or GoogLeNet's with --classifier-weights. Scored at the maps' resolution against the ground
-truth subsampled to it (the evaluator's own matching and AP; dcme_layers/pipeline/tuning.py says how), the best setting
+truth subsampled to it (the evaluator's own matching and AP; dcme_layers/pipeline/tuning_search.py says how), the best setting
 again at full resolution (what make evaluate reports; --no-confirm skips it).
 
 Writes into --out: table.csv / table.md (DT, VT, ET, AP, AP50%), best.json, best.txt (one line DT,VT,ET that
@@ -25,7 +25,8 @@ quiet()  # before anything imports caffe: no glog INFO lines from the nets
 from dcme_layers.core import paper
 from dcme_layers.core.decoding import METHODS
 from dcme_layers.data import cityscapes, synthetic
-from dcme_layers.pipeline.tuning import Source, TuneOptions, default_grid, prediction_frames, tune
+from dcme_layers.pipeline.tuning import Source, TuneOptions, prediction_frames, tune
+from dcme_layers.pipeline.tuning_grid import default_grid
 from dcme_layers.util import cli
 from dcme_layers.util.errors import DcmeError
 

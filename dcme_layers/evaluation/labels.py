@@ -4,6 +4,9 @@ import numpy as np
 
 from dcme_layers.data import cityscapes
 
+__all__ = ["majority_label_ids", "keep_instances", "best_scored", "ground_truth_classes", "classifier_labels",
+           "confusion_matrix"]
+
 
 def majority_label_ids(labels, instance_map):
     """Regular label id of each decoded instance 1..K: the most frequent ground-truth class among its pixels that

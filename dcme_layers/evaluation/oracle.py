@@ -2,8 +2,8 @@
 output, export and score them beside the full-resolution and the subsampled ground truth, in one report.
 
 ``oracle_predictions`` / ``subsampled_gt_predictions`` give one frame's instances at the encoded resolution (CM or
-bbox anchors, vote or watershed decoding); ``majority_label_ids`` + ``keep_instances`` give decoded instances their
-ground-truth classes; ``noisy_map`` makes a ground-truth map look like network output; ``run_oracle`` makes the
+bbox anchors, vote or watershed decoding); ``labels.majority_label_ids`` + ``keep_instances`` give decoded instances
+their ground-truth classes; ``noisy_map`` makes a ground-truth map look like network output; ``run_oracle`` makes the
 table for a split.
 """
 from collections import namedtuple
@@ -21,6 +21,9 @@ from dcme_layers.evaluation.cs_eval import evaluate
 from dcme_layers.evaluation.export import export_split, full_resolution_gt, ground_truth_instances
 from dcme_layers.evaluation.labels import keep_instances, majority_label_ids
 from dcme_layers.evaluation.report import write_report
+
+__all__ = ["Oracle", "OracleOptions", "oracle_predictions", "noisy_map", "subsampled_gt_predictions",
+           "oracle_config_name", "run_oracle"]
 
 # ---------------------------------------------------------------------------------------------------------------
 # Oracle predictions (decoded ground truth)
@@ -111,7 +114,7 @@ class OracleOptions:
         full_res: add the full-resolution ground truth row (AP = 1 by construction).
         gt_subsampled: add the ground truth subsampled to ``size`` without decoding.
         figures: frames drawn (input | magnitude | instances) per decoded configuration.
-        bootstrap: resamples of the frames for each row's AP interval (cs_eval.bootstrap_interval); 0: none.
+        bootstrap: resamples of the frames for each row's AP interval (bootstrap.bootstrap_interval); 0: none.
     """
     size: tuple = paper.SIZE
     anchors: tuple = ("cm", "bbox")

@@ -6,6 +6,8 @@ from pathlib import Path
 from dcme_layers.evaluation.cs_eval import CLASS_NAMES, METRICS
 from dcme_layers.util.files import atomic_write
 
+__all__ = ["format_tables", "format_confusion", "write_report"]
+
 
 def _pct(x):
     return "N/A" if x is None else f"{100 * x:.1f}"

@@ -15,6 +15,7 @@ Confidence of an instance = classifier probability x decoding score (``Decoded.s
 precision-recall ranking sees both how sure the class is and how consistent the votes were.
 """
 import time
+from collections import namedtuple
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,28 +23,34 @@ import h5py
 import numpy as np
 
 from dcme_layers.core import paper
-from dcme_layers.core.decoding import decode
-from dcme_layers.core.encoding import vector_map
 from dcme_layers.core.thresholds import parse_thresholds
 from dcme_layers.data import cityscapes
-from dcme_layers.data.lmdb_io import DatumReader, frame_key
-from dcme_layers.evaluation.cs_eval import BOOTSTRAP, CLASS_NAMES, evaluate
+from dcme_layers.data.lmdb_io import DatumReader
+from dcme_layers.evaluation.bootstrap import BOOTSTRAP
+from dcme_layers.evaluation.cs_eval import CLASS_NAMES, evaluate
 from dcme_layers.evaluation.export import export_split
-from dcme_layers.evaluation.labels import (
-    best_scored,
-    classifier_labels,
-    confusion_matrix,
-    ground_truth_classes,
-    majority_label_ids,
-)
+from dcme_layers.evaluation.labels import confusion_matrix
 from dcme_layers.evaluation.oracle import OracleOptions, run_oracle
-from dcme_layers.evaluation.report import format_confusion, write_report
-from dcme_layers.net.inference import infer_split, read_blob, read_frames, use_predictions
+from dcme_layers.evaluation.report import write_report
+from dcme_layers.net.inference import infer_split, read_frames, use_predictions
+from dcme_layers.pipeline.decode_classify import FramePredictor, SplitMaps
+from dcme_layers.pipeline.evaluate_report import (
+    confusion_section,
+    figures_section,
+    intro_notes,
+    timing_note,
+    write_figures,
+)
 from dcme_layers.util.errors import EvaluationError
 from dcme_layers.util.files import png_size
 
+__all__ = ["MAX_INSTANCES", "DEPLOY_PROTOTXT", "EvalOptions", "Scored", "frames_of", "ground_truth_size",
+           "vector_maps_file", "maps_source", "export_and_score", "evaluate_model"]
+
 #: Per frame, the best-scored decoded instances kept (like COCO's 100 detections).
 MAX_INSTANCES = 100
+#: The deploy net a model's maps are inferred with unless ``EvalOptions.deploy`` names another.
+DEPLOY_PROTOTXT = "prototxt/{model}_deploy.prototxt"
 
 
 @dataclass(frozen=True)
@@ -60,9 +67,9 @@ class EvalOptions:
             (with a classifier) and decoded ground truth (oracle.run_oracle).
         workers: processes for the evaluator's matching and the bootstrap.
         force: redo the inference and the export even if up to date.
-        deploy: the deploy prototxt to infer with; None: prototxt/<model>_deploy.prototxt (the demo passes its own,
-            e.g. a slim SegNet).
-        bootstrap: resamples of the frames for each row's AP interval (cs_eval.bootstrap_interval); 0: none.
+        deploy: the deploy prototxt to infer with; None: DEPLOY_PROTOTXT (the demo passes its own, e.g. a slim
+            SegNet).
+        bootstrap: resamples of the frames for each row's AP interval (bootstrap.bootstrap_interval); 0: none.
         predictions: an HDF5 file of vector maps to score instead of running the deploy net (tools/infer.py's,
             or Caffe's HDF5Output file with its frame names beside it: inference.use_predictions); None: infer.
     """
@@ -77,6 +84,11 @@ class EvalOptions:
     deploy: object = None
     bootstrap: int = BOOTSTRAP
     predictions: object = None
+
+
+Scored = namedtuple("Scored", "result predictor seconds confusion")
+Scored.__doc__ = """One classification scored: result (cs_eval.evaluate's dict), predictor (its FramePredictor),
+seconds (of the export), confusion ((9, 8) labels.confusion_matrix with a classifier, else None)."""
 
 
 def frames_of(root, split, names, where):
@@ -98,6 +110,51 @@ def ground_truth_size(frame):
     return size or cityscapes.read_ground_truth(frame).shape
 
 
+def vector_maps_file(model, split_dir, out, weights, options):
+    """The split's vector maps as an HDF5 file in ``out``: ``options.predictions`` checked (use_predictions), or
+    the output of the deploy net (``options.deploy``, else DEPLOY_PROTOTXT) with ``weights`` (infer_split)."""
+    o = options
+    if o.predictions:
+        return use_predictions(o.predictions, split_dir, out / "pred_vectors.h5", model, force=o.force)
+    deploy = o.deploy or DEPLOY_PROTOTXT.format(model=model)
+    return infer_split(deploy, weights, split_dir, out / "pred_vectors.h5", model, force=o.force)
+
+
+def maps_source(weights, options):
+    """What the vector maps come from, for the export's settings and the report: ("predictions", path) or
+    ("weights", path), the path absolute."""
+    if options.predictions:
+        return "predictions", str(Path(options.predictions).resolve())
+    return "weights", str(Path(weights).resolve())
+
+
+def export_and_score(model, frames, maps, th, options, classes, source, out, figures=()):
+    """Export every frame's decoded instances with ``classes`` (a Classifier, or None: ground-truth classes) into
+    ``out``/pred-<config>/ and score them (cs_eval.evaluate). Returns a Scored."""
+    o = options
+    cfg = f"dt{th[0]:g}-vt{th[1]}-et{th[2]:g}-{o.method}-{'googlenet' if classes else 'oracle-classes'}"
+    settings = dict([source], max_instances=o.max_instances,
+                    classifier=str(Path(classes.weights).resolve()) if classes else None)
+    inputs = [maps.path, maps.split_dir / "images" / "data.mdb"]
+    inputs += [classes.deploy, classes.weights] if classes else []
+    predictor = FramePredictor(maps, th, o, classes, figures)
+    pred_dir = out / f"pred-{cfg}"
+    t0 = time.perf_counter()
+    export_split(frames, pred_dir, predictor, o.upsample, desc=f"decode+export {model}", settings=settings,
+                 inputs=inputs, force=o.force)
+    seconds = time.perf_counter() - t0
+    predictor.complete(frames)
+    what = "GoogLeNet" if classes else "ground-truth"
+    result = evaluate(frames, pred_dir, workers=o.workers, bootstrap=o.bootstrap,
+                      name=f"DCME {model} ({what} classes), DT={th[0]:g} VT={th[1]} ET={th[2]:g}, {o.method}")
+    m = None
+    if classes is not None:
+        m = confusion_matrix(np.concatenate([predictor.pairs[f.name] for f in frames]))
+        result["confusion"] = {"rows": list(CLASS_NAMES) + ["none"], "columns": list(CLASS_NAMES),
+                               "counts": m.tolist()}
+    return Scored(result, predictor, seconds, m)
+
+
 def evaluate_model(model, split, root, encoded, out, weights, classifier=None, options=EvalOptions()):
     """Run the whole test pipeline; returns the list of evaluate() results (model first, oracle rows after).
 
@@ -105,130 +162,26 @@ def evaluate_model(model, split, root, encoded, out, weights, classifier=None, o
     decoded instance). options: an ``EvalOptions``. weights: the SegNet / FCN-8s caffemodel (unused, may be None,
     with ``options.predictions``).
     """
-    from dcme_layers.evaluation.visualize import instance_figure, write_figure
-
     o = options
     out, split_dir = Path(out), Path(encoded) / split
     th = parse_thresholds(o.thresholds or paper.THRESHOLDS[model])
     names = read_frames(split_dir)
     frames = frames_of(root, split, names, split_dir / "frames.txt")
-    index = {n: i for i, n in enumerate(names)}
-    deploy = o.deploy or f"prototxt/{model}_deploy.prototxt"
-    if o.predictions:
-        blobs = use_predictions(o.predictions, split_dir, out / "pred_vectors.h5", model, force=o.force)
-    else:
-        blobs = infer_split(deploy, weights, split_dir, out / "pred_vectors.h5", model, force=o.force)
-    # what the vector maps come from, in the export's settings and the report
-    source = ("predictions", str(Path(o.predictions).resolve())) if o.predictions else \
-        ("weights", str(Path(weights).resolve()))
+    blobs = vector_maps_file(model, split_dir, out, weights, o)
+    source = maps_source(weights, o)
     figures = [f.name for f in frames[:o.figures]]
-    notes, sections = [], []
-
     with h5py.File(blobs, "r") as h5, DatumReader(split_dir / "images") as images:
         size = tuple(h5["vectors"].shape[2:])  # frames and resolution: infer_split's job.json matched them
-
-        def ground_truth(frame):
-            """(full-resolution ids, instance map at the encoded size) of a frame, validated."""
-            gt_ids = cityscapes.read_ground_truth(frame)
-            return gt_ids, cityscapes.instance_map(cityscapes.subsample_ids(gt_ids, size))
-
-        def classifier_image(frame):
-            """The frame at the classifier's resolution: the encoded image, or the frame resized like it."""
-            if tuple(classifier.size) == size:
-                return np.ascontiguousarray(images[frame_key(index[frame.name], frame.name)].transpose(1, 2, 0))
-            return cityscapes.resize_image(cityscapes.read_image(frame.image), classifier.size)
-
-        def predictions(classes, spent):
-            """predict(frame) for export_split: decoded labels, classes from ``classes`` (a Classifier or None:
-            ground truth), confidences; it records the classifier's (truth, class) pairs and the figure frames."""
-            def predict(frame):
-                t0 = time.perf_counter()
-                vmap = read_blob(h5, index[frame.name], blobs)
-                dec = decode(vmap, *th, method=o.method)
-                labels, scores = best_scored(dec.labels, dec.scores, o.max_instances)
-                t1 = time.perf_counter()
-                gt_ids, inst = ground_truth(frame)
-                truth = majority_label_ids(labels, inst)                          # (K,) 0 = no instance
-                t2 = time.perf_counter()
-                if classes is not None:
-                    label_ids, conf = classes.classify(classifier_image(frame), classifier_labels(labels, classes))
-                    spent["pairs"][frame.name] = np.stack([truth, label_ids], 1)
-                    scores = conf * scores
-                else:
-                    labels, label_ids, scores = ground_truth_classes(labels, scores, truth)
-                t3 = time.perf_counter()
-                spent["decode"] += t1 - t0
-                spent["truth"] += t2 - t1
-                spent["classify"] += t3 - t2
-                spent["frames"] += 1
-                if frame.name in figures:
-                    spent["drawn"][frame.name] = (vmap, labels, label_ids, scores, gt_ids, inst)
-                return labels, label_ids, scores, gt_ids.shape
-            return predict
-
-        def score(classes):
-            """Export and score the decoded instances with ``classes``; returns the evaluate() result."""
-            cfg = f"dt{th[0]:g}-vt{th[1]}-et{th[2]:g}-{o.method}-{'googlenet' if classes else 'oracle-classes'}"
-            settings = dict([source], max_instances=o.max_instances,
-                            classifier=str(Path(classes.weights).resolve()) if classes else None)
-            inputs = [blobs, split_dir / "images" / "data.mdb"]
-            inputs += [classes.deploy, classes.weights] if classes else []
-            spent = dict(decode=0.0, truth=0.0, classify=0.0, frames=0, pairs={}, drawn={})
-            predict = predictions(classes, spent)
-            t0 = time.perf_counter()
-            pred_dir = out / f"pred-{cfg}"
-            export_split(frames, pred_dir, predict, o.upsample, desc=f"decode+export {model}", settings=settings,
-                         inputs=inputs, force=o.force)
-            total = time.perf_counter() - t0
-            what = "GoogLeNet" if classes else "ground-truth"
-            if spent["frames"]:
-                n = spent["frames"]
-                rest = total - spent["decode"] - spent["truth"] - spent["classify"]
-                notes.append(f"Time per frame with {what} classes ({n} frames exported in this run): decode "
-                             f"{1e3 * spent['decode'] / n:.0f} ms, classify {1e3 * spent['classify'] / n:.0f} ms, "
-                             f"export {1e3 * rest / n:.0f} ms (and {1e3 * spent['truth'] / n:.0f} ms reading the "
-                             f"ground truth{' for the confusion matrix' if classes else ''}).")
-            # an export that was up to date skipped predict: recompute what the report needs from those frames
-            for f in frames:
-                if (classes is not None and f.name not in spent["pairs"]) or (
-                        f.name in figures and f.name not in spent["drawn"]):
-                    predict(f)
-            result = evaluate(frames, pred_dir, workers=o.workers, bootstrap=o.bootstrap,
-                              name=f"DCME {model} ({what} classes), DT={th[0]:g} VT={th[1]} ET={th[2]:g}, "
-                                   f"{o.method}")
-            if classes is not None:
-                m = confusion_matrix(np.concatenate([spent["pairs"][f.name] for f in frames]))
-                result["confusion"] = {"rows": list(CLASS_NAMES) + ["none"], "columns": list(CLASS_NAMES),
-                                       "counts": m.tolist()}
-                sections.append(("GoogLeNet's classes of the decoded instances",
-                                 "Each decoded instance's majority ground-truth class (rows; none: no ground-truth "
-                                 "instance under it) against GoogLeNet's class (columns), over the split.\n\n"
-                                 + format_confusion(m)))
-            return result, spent["drawn"]
-
-        first, drawn = score(classifier)
-        results = [first] + ([score(None)[0]] if o.oracle and classifier is not None else [])
-        class_name = dict(zip(cityscapes.INSTANCE_LABEL_IDS, CLASS_NAMES))
-        links = []
-        for name in figures:
-            vmap, labels, label_ids, scores, gt_ids, inst = drawn[name]
-            frame = frames[index[name]]
-            captions = [f"{class_name[int(c)]} {s:.2f}" for c, s in zip(label_ids, scores)]
-            path = out / "figures" / f"{name}.png"
-            write_figure(path, instance_figure(cityscapes.read_image(frame.image), labels, captions, gt_ids, vmap,
-                                            vector_map(inst)))
-            links.append(f"![{name}](figures/{name}.png)")
-        if links:
-            sections.append(("Figures", f"The first {len(links)} frames: decoded instances with "
-                             f"{'GoogLeNet' if classifier else 'ground-truth'} classes and their confidence | the "
-                             f"ground truth, with |V| of each below.\n\n" + "\n\n".join(links)))
-    notes[:0] = [f"Model {model}, {source[0]} {o.predictions or weights}; {len(frames)} frames of {split} at "
-                 f"{size[0]}x{size[1]}, masks upsampled ({o.upsample}) to the ground truth's resolution.",
-                 "Confidence = GoogLeNet probability x decoding score; ground-truth classes: the majority "
-                 "ground-truth class under each decoded instance, which drops instances on background."
-                 if classifier else
-                 "Classes: majority ground-truth class under each decoded instance (no classifier).",
-                 f"At most the {o.max_instances} best-scored decoded instances of a frame are kept."]
+        maps = SplitMaps(blobs, h5, split_dir, images, {n: i for i, n in enumerate(names)}, size)
+        scored = [export_and_score(model, frames, maps, th, o, classifier, source, out, figures)]
+        if o.oracle and classifier is not None:
+            scored.append(export_and_score(model, frames, maps, th, o, None, source, out))
+    links = write_figures(out, frames, scored[0].predictor.drawn, figures)
+    results = [s.result for s in scored]
+    notes = intro_notes(model, split, o, source, weights, len(frames), size, classifier)
+    notes += [timing_note(s.predictor, s.seconds) for s in scored if s.predictor.count]
+    sections = [confusion_section(scored[0].confusion)] if classifier is not None else []
+    sections += [figures_section(links, classifier)] if links else []
     if classifier is not None and tuple(classifier.size) != size:
         notes.append(f"GoogLeNet's crops are cut from the frame at {classifier.size[0]}x{classifier.size[1]} "
                      f"(the resolution it was trained at), the decoded masks upsampled to it.")

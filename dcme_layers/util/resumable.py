@@ -35,7 +35,6 @@ from dcme_layers.util.errors import DataError, DiskFullError, PartialDamaged
 from dcme_layers.util.files import atomic_write
 from dcme_layers.util.records import (DONE, RECORD, DoneList, changed_input, file_record, output_sizes, read_done,
                                       read_record, record_path, size_problem)
-from dcme_layers.util.records import digest  # noqa: F401  (pipeline.tuning reads resumable.digest until it moves)
 
 __all__ = ["ITEM_DELAY", "Job"]
 
