@@ -54,7 +54,7 @@ def cityscapes_sample():
 def tiny_cityscapes(tmp_path_factory):
     """Root of a small synthetic Cityscapes (dcme_layers.data.synthetic, seed 0): train 3 + val 2 frames at 256x512 with
     leftImg8bit, gtFine (labelIds, instanceIds, polygons), disparity and camera. Generated once per session
-    (about a second); shared by all tests, so treat it as read-only (copy it to modify it)."""
+    and shared by all tests, so treat it as read-only (copy it to modify it)."""
     from dcme_layers.data.synthetic import generate
     return generate(tmp_path_factory.mktemp("tiny_cityscapes"), {"train": 3, "val": 2}, size=(256, 512), seed=0)
 

@@ -39,6 +39,7 @@ def test_pycaffe_is_the_build_make_setup_selected_and_its_variant():
     caffe.set_mode_cpu()
 
 
+@pytest.mark.slow
 def test_euclidean_loss_matches_numpy(tmp_path):
     """EuclideanLoss = sum((a - b)^2) / (2N), N = batch size; its gradient is (a - b) / N."""
     n = caffe.NetSpec()
@@ -104,6 +105,7 @@ def _setup_unpool_solver(tmp_path, max_iter):
     return _solver(tmp_path, net_path, max_iter)
 
 
+@pytest.mark.slow
 def test_python_layer_trains_through_pycaffe(tmp_path):
     solver = caffe.get_solver(str(_setup_unpool_solver(tmp_path, 40)))
     assert "unpool1" in solver.net.layer_dict
@@ -116,6 +118,7 @@ def test_python_layer_trains_through_pycaffe(tmp_path):
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5]), losses
 
 
+@pytest.mark.slow
 def test_python_layer_trains_through_caffe_command(tmp_path):
     solver = _setup_unpool_solver(tmp_path, 40)
     env = {k: v for k, v in helpers.clean_env().items() if k not in ("PYTHONPATH", "PYTHONHOME")}
@@ -130,6 +133,7 @@ def test_python_layer_trains_through_caffe_command(tmp_path):
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5]), losses
 
 
+@pytest.mark.slow
 def test_gpu_flag_on_the_cpu_build_is_refused_in_one_line(tmp_path):
     """`.venv/bin/caffe ... -gpu N` on the CPU-only build: one line naming the CUDA build, not Caffe's C++ abort."""
     if "CUDA=1" in (REPO / ".venv" / ".caffe_variant").read_text().splitlines():

@@ -92,6 +92,7 @@ def _expected_instances(root, split, size, min_pixels):
     return expected
 
 
+@pytest.mark.slow
 def test_extract_cli_tiny_cityscapes(tiny_cityscapes, tmp_path, repo):
     """Both splits by default; one entry per instance with >= min pixels at --size, with its class index."""
     helpers.import_caffe()
@@ -119,6 +120,7 @@ def test_extract_cli_tiny_cityscapes(tiny_cityscapes, tmp_path, repo):
     assert (out / "train" / "data.mdb").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_extract_killed_mid_run_resumes_to_the_uninterrupted_result(tiny_cityscapes, tmp_path):
     """SIGKILL after the first frame's crops are committed; the rerun resumes and writes the LMDB an uninterrupted
     run writes, entry for entry."""
@@ -139,6 +141,7 @@ def test_extract_killed_mid_run_resumes_to_the_uninterrupted_result(tiny_citysca
     assert manifests[0]["per_class"] == manifests[1]["per_class"] and manifests[0]["count"] == len(entries)
 
 
+@pytest.mark.slow
 def test_extract_instances_real_sample(sample_instances):
     root, out, manifest = sample_instances
     entries = read_lmdb(out / "train")
@@ -157,6 +160,7 @@ def test_extract_instances_real_sample(sample_instances):
     assert (out / "train" / "data.mdb").stat().st_mtime_ns == mtime
 
 
+@pytest.mark.slow
 def test_extract_crop_is_the_instance_box(sample_instances):
     """A stored crop is the subsampled image in the instance's box + 10% per side, resized (checks BGR, CHW)."""
     root, out, _ = sample_instances
@@ -174,6 +178,7 @@ def test_extract_crop_is_the_instance_box(sample_instances):
     np.testing.assert_array_equal(img, patch.transpose(2, 0, 1))
 
 
+@pytest.mark.slow
 def test_extract_resumes_after_an_error(sample_instances, tmp_path):
     """A corrupt frame stops the run with an error naming it; the frames before stay done. The rerun extracts only
     the frames not done, and those whose files changed since (frame 0 is replaced in between), and ends with the
@@ -238,6 +243,7 @@ def test_extract_with_fragments_and_seed(tiny_cityscapes, tmp_path):
     assert two["count"] == one["count"] and sorted(names) == sorted(other) and names != other
 
 
+@pytest.mark.slow
 def test_extract_cli_missing_root_is_one_line(tmp_path, repo):
     r = subprocess.run([sys.executable, "tools/extract_instances.py", "--root", str(tmp_path / "nowhere"),
                         "--out", str(tmp_path / "out")], cwd=repo, capture_output=True, text=True)

@@ -47,7 +47,7 @@ def test_exported_ground_truth_scores_ap_1(val, gt_preds):
     assert r["classes"]["train"]["AP"] is None         # no train in these frames: N/A, not a number
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")   # the evaluator's np.in1d, still there in numpy 2.2
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")   # the evaluator's deprecated np.in1d
 def test_adapter_matches_the_official_entry_point(val, tmp_path, monkeypatch):
     """evaluate() == cityscapesscripts' evaluateImgLists (AP, AP50%, per class) on decoded predictions."""
     from cityscapesscripts.evaluation import evalInstanceLevelSemanticLabeling as ev

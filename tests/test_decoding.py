@@ -471,6 +471,7 @@ def corpus_digests():
     return out
 
 
+@pytest.mark.slow
 def test_decode_matches_the_stored_digests_bit_for_bit():
     want = json.loads(DIGESTS.read_text())
     got = corpus_digests()

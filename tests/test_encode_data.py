@@ -39,6 +39,7 @@ def encoded(repo, tiny_cityscapes, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_round_trip(encoded, tiny_cityscapes):
     assert sorted(p.name for p in encoded.iterdir() if not p.name.startswith(".")) == ["train", "val"]
     for split in ("train", "val"):
@@ -67,6 +68,7 @@ def test_round_trip(encoded, tiny_cityscapes):
         assert sorted(p.name for p in d.iterdir()) == ["frames.txt", "images", "job.json", "manifest.json", "vectors"]
 
 
+@pytest.mark.slow
 def test_caffe_data_layers_read_aligned_pairs(encoded, tiny_cityscapes, tmp_path):
     """Caffe's own C++ Data layer (LMDB backend) reads both LMDBs in the same order with the right values."""
     import caffe
@@ -86,6 +88,7 @@ layer {{ name: "target" type: "Data" top: "target" data_param {{ source: "{d / '
         np.testing.assert_array_equal(net.blobs["target"].data[i], vec)
 
 
+@pytest.mark.slow
 def test_up_to_date_other_config_and_force(repo, encoded, tiny_cityscapes, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(encoded, out)
@@ -105,6 +108,7 @@ def test_up_to_date_other_config_and_force(repo, encoded, tiny_cityscapes, tmp_p
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["train", "val"]
 
 
+@pytest.mark.slow
 def test_kill_and_resume(repo, encoded, tiny_cityscapes, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "tools/encode_data.py", "--root", str(tiny_cityscapes), "--out", str(out), "--size", *SIZE,
@@ -128,6 +132,7 @@ def test_kill_and_resume(repo, encoded, tiny_cityscapes, tmp_path):
     assert m["instances_per_frame"] == ref["instances_per_frame"]
 
 
+@pytest.mark.slow
 def test_bad_input_keeps_committed_frames(repo, tiny_cityscapes, tmp_path):
     root, out = tmp_path / "root", tmp_path / "out"
     for sub in ("leftImg8bit", "gtFine"):
@@ -173,6 +178,7 @@ def test_library_errors(tiny_cityscapes, tmp_path):
     np.testing.assert_array_equal(np.array(d.float_data, np.float32).reshape(v.shape), v)
 
 
+@pytest.mark.slow
 def test_train_split_is_shuffled_across_cities_and_pairs_stay_aligned(repo, tiny_cityscapes, tmp_path):
     """Caffe's Data layer reads an LMDB in key order: the train split's keys must not run city by city (sorted order
     would put every batch in one city), and each image key must still hold its own frame's vectors."""
@@ -201,6 +207,7 @@ def test_train_split_is_shuffled_across_cities_and_pairs_stay_aligned(repo, tiny
     assert "RandomState(1337)" in manifest["order"]
 
 
+@pytest.mark.slow
 def test_encode_on_a_full_disk_stops_with_one_line_and_resumes(tiny_cityscapes, tmp_path):
     clean = tmp_path / "clean"
     assert helpers.run_tool("encode_data", "--root", tiny_cityscapes, "--out", clean, "--size", *SIZE, "--quiet",
@@ -225,6 +232,7 @@ def test_encode_on_a_full_disk_stops_with_one_line_and_resumes(tiny_cityscapes, 
     assert _content(keep) == _content(clean / "train")  # identical to a run that had room
 
 
+@pytest.mark.slow
 def test_encode_redoes_changed_inputs_force_redoes_and_truncation_is_caught(tiny_cityscapes, tmp_path):
     root, out = helpers.copy_root(tiny_cityscapes, tmp_path / "root", ("val",)), tmp_path / "out"
     enc = ("encode_data", "--root", root, "--out", out, "--size", *SIZE, "--quiet")
@@ -262,6 +270,7 @@ def _ctrl_c_default():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_ctrl_c_on_encode_is_one_line_and_resumable(repo, tiny_cityscapes, tmp_path, workers):
     out = tmp_path / "out"

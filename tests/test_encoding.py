@@ -1,4 +1,4 @@
-"""DCME encoding (Eq. 1-2): hand-computed maps, properties on random instance maps, a realistic size."""
+"""dcme_layers.core.encoding (Eq. 1-2): hand-computed maps, properties on random instance maps, a realistic size."""
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st

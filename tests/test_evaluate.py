@@ -37,6 +37,7 @@ def run_evaluate(tiny_cityscapes, encoded, weights, out, *extra):
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow
 def test_end_to_end_report_has_all_four_metrics(tiny_cityscapes, encoded, weights, tmp_path):
     run = run_evaluate(tiny_cityscapes, encoded, weights, tmp_path / "eval", "--oracle", "--figures", "1",
                        "--bootstrap", "7")
@@ -86,6 +87,7 @@ def test_ground_truth_size_from_the_header_and_one_line_for_bad_files(tiny_citys
             pipeline.ground_truth_size(frame._replace(instance_ids=str(path)))
 
 
+@pytest.mark.slow
 def test_nan_blob_foreign_and_truncated_blob_files(tiny_cityscapes, encoded, weights, tmp_path):
     out = tmp_path / "eval"
     out.mkdir()
@@ -159,6 +161,7 @@ def gt_evaluated(tiny_cityscapes, gt_blobs, weights, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_ground_truth_maps_through_evaluate_score_exactly_the_oracle_row(tiny_cityscapes, gt_blobs, gt_evaluated,
                                                                            tmp_path):
     """Ground-truth maps in pred_vectors.h5, scored by `make evaluate --oracle-classes`, give tools/oracle.py's
@@ -180,6 +183,7 @@ def test_ground_truth_maps_through_evaluate_score_exactly_the_oracle_row(tiny_ci
     assert ours == theirs and len(ours) > 10
 
 
+@pytest.mark.slow
 def test_exported_instances_and_classes_are_the_decoded_ones_frame_by_frame(tiny_cityscapes, gt_blobs, weights,
                                                                              tmp_path):
     """With GoogLeNet's classes and --max-instances 3: each frame's .txt and masks are the 3 best-scored instances
@@ -221,6 +225,7 @@ def test_exported_instances_and_classes_are_the_decoded_ones_frame_by_frame(tiny
 # --- killed mid-run (SIGKILL) and resumed: the result of an uninterrupted run ----------------------------------
 
 
+@pytest.mark.slow
 def test_export_killed_mid_run_resumes_to_the_uninterrupted_result(tiny_cityscapes, gt_blobs, weights, gt_evaluated,
                                                                     tmp_path):
     out = tmp_path / "eval"
@@ -239,6 +244,7 @@ def test_export_killed_mid_run_resumes_to_the_uninterrupted_result(tiny_cityscap
     assert rows[0] == rows[1]
 
 
+@pytest.mark.slow
 def test_predictions_file_gives_the_same_report_as_inferring(tiny_cityscapes, encoded, weights, tmp_path):
     """--predictions scores vector maps computed elsewhere: tools/infer.py's file (moved, as from another machine)
     and Caffe's own HDF5Output file from `caffe test` of the same weights (no Python, as the GPU check's demo
@@ -267,6 +273,7 @@ def test_predictions_file_gives_the_same_report_as_inferring(tiny_cityscapes, en
     assert (tmp_path / "caffe" / "pred_vectors.h5.job.json").is_file()
 
 
+@pytest.mark.slow
 def test_bad_predictions_files_are_one_line(tiny_cityscapes, encoded, weights, clean_blobs, tmp_path):
     frames = (encoded / "val" / "frames.txt").read_text().split()
 

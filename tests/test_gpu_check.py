@@ -18,6 +18,8 @@ import models  # noqa: E402
 from models.segnet import net as segnet  # noqa: E402
 from tools import gpu_bundle, gpu_check  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 CAFFE_CMD = helpers.caffe_binary()
 ENV = dict(os.environ, GLOG_logtostderr="1", GLOG_minloglevel="0")

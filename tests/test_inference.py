@@ -68,7 +68,8 @@ def test_a_second_infer_run_is_refused_and_a_damaged_partial_is_redone(encoded, 
 
 
 def test_a_frame_marked_done_but_not_on_disk_is_predicted_again(encoded, weights, clean_blobs, tmp_path):
-    """What a crash on a full disk left before (issue 9): every frame marked done, one of them all zeros."""
+    """A partial that claims more than its file holds, as a crash on a full disk can leave it: every frame marked
+    done, one of them all zeros."""
     from dcme_layers.util import resumable
 
     out = tmp_path / "pred_vectors.h5"

@@ -1,4 +1,5 @@
-"""Oracle mode (decoded ground truth) and tools/oracle.py on the tiny synthetic set, with the real evaluator."""
+"""dcme_layers.evaluation.oracle (decoded ground truth) and tools/oracle.py on the tiny synthetic set, with the real
+evaluator; predictions made from another root are redone."""
 import json
 
 import cv2
@@ -37,6 +38,7 @@ def run_cli(*args):
     return helpers.run_tool("oracle", *args)
 
 
+@pytest.mark.slow
 def test_oracle_cli_writes_the_ablation_report_and_figures(tiny_cityscapes, tmp_path, repo):
     out = tmp_path / "oracle"
     args = ["--root", tiny_cityscapes, "--split", "val", "--size", *SMALL, "--scale-thresholds",
@@ -66,6 +68,7 @@ def test_oracle_cli_writes_the_ablation_report_and_figures(tiny_cityscapes, tmp_
     assert json.loads((out / "report.json").read_text())["results"] == doc["results"]
 
 
+@pytest.mark.slow
 def test_oracle_cli_bad_input_is_one_line(tiny_cityscapes, tmp_path):
     r = run_cli("--root", tiny_cityscapes, "--thresholds", "10,0,15", "--out", tmp_path)
     assert r.returncode != 0 and r.stderr.strip().count("\n") == 0 and "VT" in r.stderr

@@ -73,6 +73,7 @@ def test_a_second_writer_is_refused_with_one_line(tmp_path):
 
 # --- a full disk: a real tmpfs in a private mount namespace ----------------------------------------------------
 
+@pytest.mark.slow
 def test_a_write_error_from_a_full_disk_becomes_one_line(repo, tmp_path):
     """The writer's own ENOSPC (not the free-space check before it) becomes the one-line DiskFullError."""
     disk = tmp_path / "disk"

@@ -1,4 +1,5 @@
-"""Synthetic Cityscapes: exact layout and formats, consistency with cityscapesscripts, scene content, determinism."""
+"""dcme_layers.data.synthetic and tools/make_synthetic_cityscapes.py: exact layout and formats, consistency with
+cityscapesscripts, determinism and the configuration guard."""
 import json
 import subprocess
 import sys
@@ -87,6 +88,7 @@ def test_deterministic_and_config_guard(tmp_path):
     assert not (a / img.replace("000000", "000001")).exists()
 
 
+@pytest.mark.slow
 def test_cli(tmp_path, repo):
     out = tmp_path / "syn"
     r = subprocess.run([sys.executable, "tools/make_synthetic_cityscapes.py", "--out", str(out), "--train", "1",
