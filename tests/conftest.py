@@ -1,5 +1,7 @@
-"""Shared pytest fixtures and settings. Tests run from the repository root with the .venv from `make setup`;
-tests/helpers.py holds the helpers the modules share and says how DCME_REQUIRE turns a skip into a failure."""
+"""Shared pytest fixtures (the tiny synthetic set, its encoding, briefly trained weights and their predictions, the
+GoogLeNet smoke run, the real sample's instance crops) and settings (the hypothesis profiles, the `slow` marker).
+Tests run from the repository root with the .venv from `make setup`; tests/helpers.py holds the helpers the modules
+share and says how DCME_REQUIRE turns a skip into a failure."""
 import os
 import time
 
