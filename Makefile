@@ -33,17 +33,22 @@ THRESHOLDS ?=
 ORACLE_NOISE ?=
 export CITYSCAPES_DATASET
 
-.PHONY: setup test synthetic encode-data prototxt evaluate tune demo bench gpu-bundle clean-data
+.PHONY: setup test test-fast synthetic encode-data prototxt evaluate tune demo bench gpu-bundle clean-data
 
 setup:
 	@bash tools/setup_caffe.sh
 
 # DCME_REQUIRE: what the suite must find (a failure, never a skip, when missing; tests/helpers.py lists the names),
 # pycaffe and the caffe binary always, more with `make test REQUIRE=sample,unshare`; -rs prints the reason of every
-# skip; the "ci" hypothesis profile draws the same examples on every run.
+# skip; the "ci" hypothesis profile draws the same examples on every run. `make test` runs every test; `make
+# test-fast` leaves out those marked slow (Caffe nets, the caffe binary, tools and other subprocesses, long runs).
 REQUIRE ?=
+PYTEST = DCME_REQUIRE=caffe,caffe-binary$(if $(REQUIRE),$(comma)$(REQUIRE)) HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q -rs
 test: setup
-	DCME_REQUIRE=caffe,caffe-binary$(if $(REQUIRE),$(comma)$(REQUIRE)) HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q -rs tests
+	$(PYTEST) tests
+
+test-fast: setup
+	$(PYTEST) -m "not slow" tests
 
 $(SYNTHETIC)/.complete: | setup
 	$(PY) tools/make_synthetic_cityscapes.py --out $(SYNTHETIC)

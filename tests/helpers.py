@@ -1,5 +1,6 @@
 """Helpers shared by the test modules: what a test needs from the machine, the environment of the subprocesses it
-starts, waiting on a job's own progress, and a small disk in a private mount namespace.
+starts, waiting on a job's own progress, a small disk in a private mount namespace, and the small inputs and readers
+that several modules use (rectangle maps, instance-crop LMDBs).
 
 What a test needs and a machine may lack is skipped with a reason, unless the comma-separated environment
 variable DCME_REQUIRE names it: then it is a failure with one line saying what is missing. The names:
@@ -17,6 +18,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,6 +27,8 @@ CAFFE_BIN = REPO / ".venv" / "bin" / "caffe"
 SAMPLE = Path(os.environ.get("DCME_CITYSCAPES_SAMPLE", REPO.parent / "shared" / "data" / "cityscapes_sample"))
 REQUIRED = {x.strip() for x in os.environ.get("DCME_REQUIRE", "").split(",") if x.strip()}
 KNOWN = ("caffe", "caffe-binary", "sample", "unshare")
+# The size at which the `encoded` fixture (conftest.py) encodes the tiny synthetic set for the SegNet pipeline tests.
+ENCODED_SIZE = (48, 96)
 
 
 def lacking(what, reason):
@@ -163,8 +167,90 @@ def kill_mid_run(tool, args, done, delay=3.0, timeout=300):
     return done_lines(done)
 
 
+def copy_root(src, dst, splits=("train", "val")):
+    """A copy of the images and ground truth of ``splits`` of the Cityscapes-layout root ``src`` at ``dst``."""
+    for split in splits:
+        for sub in ("leftImg8bit", "gtFine"):
+            shutil.copytree(src / sub / split, dst / sub / split)
+    return dst
+
+
 def folder_files(path):
     """{relative path: bytes} of every file under ``path`` but the job's own records (job.json, done.txt)."""
     path = Path(path)
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
             if p.is_file() and p.name not in ("job.json", "done.txt")}
+
+
+def read_lmdb(path):
+    """[(key, label, CHW uint8 image)] of the Datum LMDB at ``path`` (the instance crops), in key order."""
+    import lmdb
+    from caffe.proto import caffe_pb2
+
+    env = lmdb.open(str(path), readonly=True, lock=False)
+    out = []
+    with env.begin() as txn:
+        for key, value in txn.cursor():
+            d = caffe_pb2.Datum()
+            d.ParseFromString(value)
+            img = np.frombuffer(d.data, np.uint8).reshape(d.channels, d.height, d.width)
+            out.append((key.decode(), d.label, img))
+    env.close()
+    return out
+
+
+def frame_and_id(key):
+    """'<hash>_<frame>_<raw id>' -> (frame, raw id)."""
+    name, iid = key.split("_", 1)[1].rsplit("_", 1)
+    return name, int(iid)
+
+
+def write_lmdb(path, crops, labels):
+    """A Datum LMDB at ``path`` of the HWC BGR ``crops`` with their ``labels``, keys in their order."""
+    import lmdb
+
+    from dcme_layers.data import datum
+
+    env = lmdb.open(str(path), map_size=1 << 30)
+    with env.begin(write=True) as txn:
+        for i, (c, label) in enumerate(zip(crops, labels)):
+            txn.put(b"%08d" % i, datum.image_datum(c.transpose(2, 0, 1), label))
+    env.close()
+
+
+def separable_crops(n, seed=0):
+    """n 224x224 BGR crops of 2 classes that differ in colour and texture (class 0 person: reddish stripes; class 2
+    car: flat bluish), so a few iterations of SGD have something to learn."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2 * 2
+    images = np.empty((n, 224, 224, 3), np.uint8)
+    yy = np.arange(224)[:, None]
+    for i, label in enumerate(labels):
+        noise = rng.normal(0, 20, (224, 224, 3))
+        if label == 0:
+            base = np.where((yy // 16) % 2 == 0, 200, 60)[..., None] * np.array([0.3, 0.4, 1.0])
+        else:
+            base = np.full((224, 224, 1), 120) * np.array([1.0, 0.6, 0.3])
+        images[i] = np.clip(base + noise, 0, 255)
+    return images, labels
+
+
+def rect_map(h, w, rects):
+    """An (h, w) instanceIds map of cars 26001, 26002, ... filling the rectangles (y0, x0, y1, x1), in order."""
+    m = np.zeros((h, w), np.int32)
+    for k, (y0, x0, y1, x1) in enumerate(rects, 1):
+        m[y0:y1, x0:x1] = 26000 + k
+    return m
+
+
+def noisy_rectangles(rng, h=120, w=200, background=0.05, reach=30.0):
+    """Rectangles with N(0, 1.5 px) on their vectors and random votes (up to ``reach`` px) on a share of the
+    background: a network-like noisy map whose background votes land mostly alone."""
+    from dcme_layers.core.encoding import vector_map
+
+    m = rect_map(h, w, [(10, 10, 40, 50), (60, 120, 100, 170), (70, 20, 95, 60), (15, 140, 30, 160)])
+    v = vector_map(m) + (rng.normal(0, 1.5, (2, h, w)) * (m > 0)).astype(np.float32)
+    ys, xs = np.nonzero((m == 0) & (rng.random((h, w)) < background))
+    angle, length = rng.uniform(0, 2 * np.pi, len(ys)), rng.uniform(0, reach, len(ys))
+    v[0, ys, xs], v[1, ys, xs] = length * np.cos(angle), length * np.sin(angle)
+    return v

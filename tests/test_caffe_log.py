@@ -1,5 +1,23 @@
-"""dcme_layers.net.caffe_log: the demo's progress parser on real `caffe train` log lines, and the glog INFO pattern."""
-from dcme_layers.net.caffe_log import INFO_LINE, parse_train_line
+"""dcme_layers.net.caffe_log: the demo's progress parser on real `caffe train` log lines, the glog INFO pattern, the
+tools' quiet glog, and the progress of a real `caffe train` run."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import helpers
+from helpers import ENCODED_SIZE
+
+helpers.import_caffe()
+
+import models  # noqa: E402
+from dcme_layers.net import caffe_log  # noqa: E402
+from dcme_layers.net.caffe_log import INFO_LINE, parse_train_line  # noqa: E402
+from models.segnet import net as segnet  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
 
 # Verbatim lines of real `caffe train` runs of this project's Caffe (SegNet smoke solver, GoogLeNet smoke solver,
 # SegNet with Adam at 85x170), glog prefix included.
@@ -44,3 +62,43 @@ def test_info_pattern_matches_glog_info_lines_only():
     assert INFO_LINE.match("I1126 14:07:23.530210 19225 caffe.cpp:197] Use CPU.")   # glog without the year
     assert not INFO_LINE.match("W1126 14:07:23.530210 19225 net.cpp:10] a warning")
     assert not INFO_LINE.match("infer segnet: 100%|##########| 2/2 [00:01<00:00,  1.9frame/s]")
+
+
+@pytest.mark.slow
+def test_tools_load_nets_without_glog_info_lines(encoded, weights, tmp_path):
+    """tools/infer.py initialises SegNet (hundreds of glog INFO lines by default) and prints none of them; with
+    GLOG_minloglevel=0 set by the user the same run prints them (so the pattern does match Caffe's lines)."""
+    cmd = [sys.executable, "tools/infer.py", "--model", "segnet", "--split", "val", "--encoded", str(encoded),
+           "--weights", str(weights[0])]
+    run = subprocess.run(cmd + ["--out", str(tmp_path / "a.h5")], cwd=REPO, capture_output=True, text=True,
+                         timeout=600, env=helpers.clean_env())
+    assert run.returncode == 0, run.stderr[-2000:]
+    info = [line for line in run.stderr.splitlines() if INFO_LINE.match(line)]
+    assert not info, info[:3]
+    assert (tmp_path / "a.h5").is_file()
+    run = subprocess.run(cmd + ["--out", str(tmp_path / "b.h5")], cwd=REPO, capture_output=True, text=True,
+                         timeout=600, env=helpers.clean_env(GLOG_minloglevel="0"))
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert sum(bool(INFO_LINE.match(line)) for line in run.stderr.splitlines()) > 100
+
+
+@pytest.mark.slow
+def test_demo_training_progress_from_real_caffe_train(encoded, tmp_path):
+    """caffe_log.train runs the real `caffe train` binary: the full glog log lands in the file, the loss curve is
+    parsed from it (one point per display line), and nothing of it reaches the terminal but the bar."""
+    train = tmp_path / "train.prototxt"
+    train.write_text(str(segnet.train(f"{encoded}/train", f"{encoded}/val", batch_size=1)))
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text(models.solver(str(train), str(tmp_path / "segnet"), dict(
+        segnet.SMOKE, max_iter=3, snapshot=3, test_iter=None, display=1, average_loss=1,
+        base_lr=segnet.SMOKE["base_lr"] * (340 * 680) / (ENCODED_SIZE[0] * ENCODED_SIZE[1]))))
+    assert caffe_log.max_iter(solver) == 3
+    log = tmp_path / "train.log"
+    rc, curve = caffe_log.train([str(helpers.caffe_binary()), "train", "-solver", str(solver)], log, 3,
+                                progress=False, cwd=REPO)
+    assert rc == 0
+    assert [it for it, _ in curve] == [0, 1, 2, 3]   # display 1; Caffe prints the last loss after the loop too
+    assert all(np.isfinite(loss) and loss > 0 for _, loss in curve)
+    text = log.read_text()
+    assert "Optimization Done." in text and sum(bool(INFO_LINE.match(line)) for line in text.splitlines()) > 100
+    assert (tmp_path / "segnet_iter_3.caffemodel").is_file()

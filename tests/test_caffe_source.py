@@ -45,6 +45,7 @@ def fields(stanza):
     return dict(line.split(": ", 1) for line in stanza.splitlines() if line and not line.startswith("#"))
 
 
+@pytest.mark.slow
 def test_deb822_mirror_uri_and_signed_by(tmp_path):
     d = apt_dir(tmp_path, debian_sources=f"""# my mirror
 Types: deb
@@ -79,6 +80,7 @@ Components: main
     assert (uri, signed_by) == (MIRROR, cs.DEFAULT_KEYRING)
 
 
+@pytest.mark.slow
 def test_security_and_third_party_only_is_one_line_error(tmp_path):
     d = apt_dir(tmp_path, security_sources=SECURITY, nodesource_sources=NODESOURCE,
                 google_list="deb [signed-by=/g.gpg] https://pkg.example.com/cloud-sdk cloud-sdk-bookworm main\n")
@@ -89,6 +91,7 @@ def test_security_and_third_party_only_is_one_line_error(tmp_path):
     assert "CAFFE_SRC=" in r.stderr
 
 
+@pytest.mark.slow
 def test_missing_apt_dir_same_error(tmp_path):
     r = cli("debsrc", "--suite", "bullseye", "--apt-dir", tmp_path / "nope")
     assert r.returncode == 1 and r.stderr.count("\n") == 1
@@ -130,6 +133,7 @@ def test_list_d_sorted_by_name(tmp_path):
     assert cs.find_debian_entry(d)[0] == "http://a.example.org/debian"
 
 
+@pytest.mark.slow
 def test_own_file_and_disabled_by_farm_ignored(tmp_path):
     d = apt_dir(tmp_path, **{
         "dcme~caffe~src_sources": f"Types: deb-src\nURIs: {MIRROR}\nSuites: bullseye\nComponents: main\n",
@@ -159,6 +163,7 @@ TREE = {"CMakeLists.txt": b"project(Caffe)\n", "src/caffe/net.cpp": b"int x;\n",
         "include/caffe/net.hpp": b"#pragma once\n"}
 
 
+@pytest.mark.slow
 def test_tree_hash_ignores_vcs_packaging_empty_dirs_and_mtimes(tmp_path):
     a = make_tree(tmp_path / "a", TREE)
     b = make_tree(tmp_path / "b", {**TREE, ".git/HEAD": b"ref\n", "debian/rules": b"x\n", ".pc/applied": b"p\n"})
@@ -191,11 +196,13 @@ def test_tree_hash_link_differs_from_file_with_same_text(tmp_path):
     assert cs.tree_hash(a) != cs.tree_hash(b)
 
 
+@pytest.mark.slow
 def test_tree_hash_not_a_directory(tmp_path):
     r = cli("tree-hash", tmp_path / "missing")
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "is not a directory" in r.stderr
 
 
+@pytest.mark.slow
 def test_find_root_flat_and_single_subfolder(tmp_path):
     flat = make_tree(tmp_path / "flat", TREE)
     assert cs.find_root(flat) == flat
@@ -206,6 +213,7 @@ def test_find_root_flat_and_single_subfolder(tmp_path):
     assert r.returncode == 0 and r.stdout.strip() == str(unpacked / "caffe-1.0")
 
 
+@pytest.mark.slow
 def test_find_root_error(tmp_path):
     make_tree(tmp_path / "x", {"CMakeLists.txt": b"", "src/other/a.c": b""})
     r = cli("find-root", tmp_path / "x")

@@ -1,5 +1,5 @@
-"""Cityscapes handling: labels from cityscapesscripts, ids, subsampling, frame listing and bad input; proven on
-the real sample (8 train frames) when it is present."""
+"""dcme_layers.data.cityscapes: labels from cityscapesscripts, ids, subsampling, frame listing and bad input (one line
+in every tool that reads the ground truth); proven on the real sample (8 train frames) when it is present."""
 import shutil
 
 import cv2
@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from cityscapesscripts.helpers.labels import labels, name2label
 
+import helpers
 from dcme_layers.core.encoding import instance_anchors, vector_map
 from dcme_layers.data import cityscapes as cs
 from dcme_layers.util.errors import DataError
@@ -157,3 +158,36 @@ def test_vector_map_of_subsampled_ids_matches_anchors(tiny_cityscapes):
             m = inst == k
             np.testing.assert_allclose(cols[m] + v[0][m], ax, atol=1e-3)
             np.testing.assert_allclose(rows[m] + v[1][m], ay, atol=1e-3)
+
+
+SIZE = ("86", "171")  # tools/encode_data.py --size of the runs below
+# case: (which file, its new content from the frame's instanceIds, what the line says)
+BAD_GROUND_TRUTH = {
+    "unknown id 45": ("instance_ids", lambda ids: np.where(ids == 7, 45, ids).astype(np.uint16),
+                      "id 45: label id 45 unknown to cityscapesscripts"),
+    "sky with an instance index": ("instance_ids", lambda ids: np.where(ids == 23, 23005, ids).astype(np.uint16),
+                                   "id 23005: label 'sky' (id 23) has no instances"),
+    "label of another size": ("instance_ids", lambda ids: ids[:128].astype(np.uint16),
+                              "size 512x128 differs from its image"),
+    "16-bit labelIds": ("label_ids", lambda ids: cs.class_map(ids).astype(np.uint16), "labelIds PNG must be 8-bit"),
+    "all-zero labelIds": ("label_ids", lambda ids: np.zeros(ids.shape, np.uint8), "contradicts its instanceIds"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("caffe")  # tools/encode_data.py writes Datum LMDBs
+@pytest.mark.parametrize("case", sorted(BAD_GROUND_TRUTH))
+def test_bad_ground_truth_is_one_line_in_every_reader(tiny_cityscapes, tmp_path, case):
+    root = helpers.copy_root(tiny_cityscapes, tmp_path / "root", ("val",))
+    frame = cs.list_frames(root, "val")[0]
+    which, make, expect = BAD_GROUND_TRUTH[case]
+    ids = cs.read_instance_ids(frame.instance_ids)
+    assert (ids == 7).any() and (ids == 23).any()  # the synthetic frame has road and sky to corrupt
+    bad = getattr(frame, which)
+    cv2.imwrite(bad, make(ids))
+    for tool, args in (("oracle", ("--root", root, "--split", "val", "--out", tmp_path / "o", "--figures", "0")),
+                       ("encode_data", ("--root", root, "--out", tmp_path / "e", "--size", *SIZE, "--quiet"))):
+        r = helpers.run_tool(tool, *args)
+        last = r.stderr.splitlines()[-1]  # after any progress bar
+        assert r.returncode != 0 and "Traceback" not in r.stderr, (tool, r.stderr[-2000:])
+        assert last.startswith(tool) and bad in last and expect in last, (tool, r.stderr)

@@ -1,4 +1,4 @@
-"""tools/demo.py's choice of configuration: the CPU one learns in minutes at a reduced size, a CUDA build with a
+"""tools/demo.py's choice of configuration: the CPU one trains at a reduced size, a CUDA build with a
 working GPU gets the paper's resolution; the grid its thresholds are tuned over follows the size."""
 import pytest
 
@@ -84,6 +84,7 @@ def test_gpu_is_used_only_by_a_cuda_build_whose_device_query_works(tmp_path):
     assert not demo.gpu_usable(claims, caffe="/nonexistent/caffe")  # a CUDA build whose caffe does not run
 
 
+@pytest.mark.slow
 def test_a_cpu_only_caffe_is_never_asked_to_train_on_the_gpu(tmp_path):
     """On the CPU_ONLY build the real `caffe device_query -gpu 0` fails, so even a variant file that claims CUDA
     gets no GPU."""

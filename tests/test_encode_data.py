@@ -1,5 +1,6 @@
-"""`make encode-data`: LMDB round trip (also through Caffe's own Data layer), kill-and-resume, configuration guard
-and bad input."""
+"""tools/encode_data.py (`make encode-data`) and its dcme_layers.data.lmdb_io: LMDB round trip (also through Caffe's
+own Data layer), configuration guard, a kill, Ctrl-C and a full disk resumed, changed inputs and truncation redone, bad
+input in one line."""
 import json
 import os
 import shutil
@@ -38,6 +39,7 @@ def encoded(repo, tiny_cityscapes, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_round_trip(encoded, tiny_cityscapes):
     assert sorted(p.name for p in encoded.iterdir() if not p.name.startswith(".")) == ["train", "val"]
     for split in ("train", "val"):
@@ -66,6 +68,7 @@ def test_round_trip(encoded, tiny_cityscapes):
         assert sorted(p.name for p in d.iterdir()) == ["frames.txt", "images", "job.json", "manifest.json", "vectors"]
 
 
+@pytest.mark.slow
 def test_caffe_data_layers_read_aligned_pairs(encoded, tiny_cityscapes, tmp_path):
     """Caffe's own C++ Data layer (LMDB backend) reads both LMDBs in the same order with the right values."""
     import caffe
@@ -85,6 +88,7 @@ layer {{ name: "target" type: "Data" top: "target" data_param {{ source: "{d / '
         np.testing.assert_array_equal(net.blobs["target"].data[i], vec)
 
 
+@pytest.mark.slow
 def test_up_to_date_other_config_and_force(repo, encoded, tiny_cityscapes, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(encoded, out)
@@ -104,6 +108,7 @@ def test_up_to_date_other_config_and_force(repo, encoded, tiny_cityscapes, tmp_p
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["train", "val"]
 
 
+@pytest.mark.slow
 def test_kill_and_resume(repo, encoded, tiny_cityscapes, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "tools/encode_data.py", "--root", str(tiny_cityscapes), "--out", str(out), "--size", *SIZE,
@@ -127,6 +132,7 @@ def test_kill_and_resume(repo, encoded, tiny_cityscapes, tmp_path):
     assert m["instances_per_frame"] == ref["instances_per_frame"]
 
 
+@pytest.mark.slow
 def test_bad_input_keeps_committed_frames(repo, tiny_cityscapes, tmp_path):
     root, out = tmp_path / "root", tmp_path / "out"
     for sub in ("leftImg8bit", "gtFine"):
@@ -172,6 +178,7 @@ def test_library_errors(tiny_cityscapes, tmp_path):
     np.testing.assert_array_equal(np.array(d.float_data, np.float32).reshape(v.shape), v)
 
 
+@pytest.mark.slow
 def test_train_split_is_shuffled_across_cities_and_pairs_stay_aligned(repo, tiny_cityscapes, tmp_path):
     """Caffe's Data layer reads an LMDB in key order: the train split's keys must not run city by city (sorted order
     would put every batch in one city), and each image key must still hold its own frame's vectors."""
@@ -198,3 +205,97 @@ def test_train_split_is_shuffled_across_cities_and_pairs_stay_aligned(repo, tiny
         np.testing.assert_array_equal(vec, want_vec)
     manifest = json.loads((tmp_path / "out" / "train" / "manifest.json").read_text())
     assert "RandomState(1337)" in manifest["order"]
+
+
+@pytest.mark.slow
+def test_encode_on_a_full_disk_stops_with_one_line_and_resumes(tiny_cityscapes, tmp_path):
+    clean = tmp_path / "clean"
+    assert helpers.run_tool("encode_data", "--root", tiny_cityscapes, "--out", clean, "--size", *SIZE, "--quiet",
+                            "--splits", "train").returncode == 0
+    disk, keep = tmp_path / "disk", tmp_path / "kept"
+    r = helpers.in_small_disk(disk, "1300k", f"""
+        a = tool("encode_data", "--root", "{tiny_cityscapes}", "--out", "{disk}/lmdb", "--size", *{SIZE!r},
+                 "--splits", "train", "--workers", "1", "--commit-every", "1", "--quiet")
+        print("RC1", a.returncode); print("ERR1", a.stderr.strip().replace(chr(10), " | "))
+        remount("64m")
+        b = tool("encode_data", "--root", "{tiny_cityscapes}", "--out", "{disk}/lmdb", "--size", *{SIZE!r},
+                 "--splits", "train", "--workers", "1", "--quiet")
+        print("RC2", b.returncode); print("OUT2", b.stdout.strip().replace(chr(10), " | "))
+        import shutil; shutil.copytree("{disk}/lmdb/train", "{keep}")
+    """)
+    assert r.returncode == 0, r.stderr
+    got = dict(line.split(" ", 1) for line in r.stdout.splitlines())
+    assert got["RC1"] == "1"
+    assert got["ERR1"].startswith(f"encode_data: error: {disk}/lmdb/train.partial: no space left on device (")
+    assert got["ERR1"].endswith("MiB free); free some space and re-run: the 1 items done are kept and the run resumes")
+    assert got["RC2"] == "0" and "resuming after 1 done" in got["OUT2"]
+    assert _content(keep) == _content(clean / "train")  # identical to a run that had room
+
+
+@pytest.mark.slow
+def test_encode_redoes_changed_inputs_force_redoes_and_truncation_is_caught(tiny_cityscapes, tmp_path):
+    root, out = helpers.copy_root(tiny_cityscapes, tmp_path / "root", ("val",)), tmp_path / "out"
+    enc = ("encode_data", "--root", root, "--out", out, "--size", *SIZE, "--quiet")
+    assert helpers.run_tool(*enc).returncode == 0
+    before = _content(out / "val")
+    frames = cs.list_frames(root, "val")
+    ids = cs.read_instance_ids(frames[1].instance_ids)  # replace frame 1's instances with frame 0's
+    cv2.imwrite(frames[1].instance_ids, cs.read_instance_ids(frames[0].instance_ids).astype(np.uint16))
+    shutil.copy(frames[0].label_ids, frames[1].label_ids)
+    r = helpers.run_tool(*enc)
+    assert r.returncode == 0 and f"its input {frames[1].instance_ids} changed" in r.stdout, r.stdout
+    after = _content(out / "val")
+    assert after["vectors"][0] == before["vectors"][0] and after["vectors"][1] != before["vectors"][1]
+    cv2.imwrite(frames[1].instance_ids, ids.astype(np.uint16))
+    cv2.imwrite(frames[1].label_ids, cs.class_map(ids))
+    assert "up to date" not in helpers.run_tool(*enc).stdout
+    assert "up to date" in helpers.run_tool(*enc).stdout
+    r = helpers.run_tool(*enc, "--force")
+    assert r.returncode == 0 and "--force, redoing it" in r.stdout and _content(out / "val") == before
+
+    data = out / "val" / "vectors" / "data.mdb"  # truncated after a finished run
+    with open(data, "r+b") as f:
+        f.truncate(data.stat().st_size // 2)
+    with pytest.raises(DataError, match=r"vectors/data.mdb: \d+ bytes, \d+ when it was written \(truncated or "
+                                        r"replaced\); re-run"):
+        lmdb_io.check_encoded(out / "val")  # what tools/infer.py and make evaluate check before reading
+    r = helpers.run_tool(*enc)
+    assert r.returncode == 0 and "(truncated or replaced); redoing" in r.stdout
+    assert _content(out / "val") == before
+
+
+def _ctrl_c_default():
+    """SIGINT as a terminal's foreground process has it: a suite started in the background by a non-interactive
+    shell (`make test &`) inherits SIGINT ignored, and so would the tool under test."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ctrl_c_on_encode_is_one_line_and_resumable(repo, tiny_cityscapes, tmp_path, workers):
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "tools/encode_data.py", "--root", str(tiny_cityscapes), "--out", str(out),
+                             "--size", *SIZE, "--splits", "train", "val", "--workers", workers, "--commit-every", "1",
+                             "--quiet"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, preexec_fn=_ctrl_c_default,
+                            env=helpers.clean_env(DCME_TEST_ITEM_DELAY="3.0"))
+    helpers.wait_for_done(proc, out / "train.partial" / "done.txt")
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group, mid-sleep
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert err == "encode_data: interrupted; committed frames are kept, re-run to resume\n", err
+    r = helpers.run_tool("encode_data", "--root", tiny_cityscapes, "--out", out, "--size", *SIZE, "--splits", "train",
+                         "--quiet")
+    assert r.returncode == 0 and "resuming after" in r.stdout
+
+
+def test_encoding_in_this_process_leaves_ctrl_c_alone(tiny_cityscapes, tmp_path):
+    """Only pool workers ignore SIGINT: a serial encode (--workers 1, or a library call) must not make its own
+    process, or the processes it starts later, deaf to Ctrl-C."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)   # as Python starts in a terminal
+    try:
+        lmdb_io.encode_dataset(tiny_cityscapes, tmp_path / "out", ["val"], size=(43, 86), workers=1,
+                               progress=False, log=lambda *_: None)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)

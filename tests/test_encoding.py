@@ -1,4 +1,4 @@
-"""DCME encoding (Eq. 1-2): hand-computed maps, properties on random instance maps, a realistic size."""
+"""dcme_layers.core.encoding (Eq. 1-2): hand-computed maps, properties on random instance maps, a realistic size."""
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -131,21 +131,3 @@ def test_realistic_size_matches_loop():
             m = inst == i
             expect[0][m], expect[1][m] = ax - cols[m], ay - rows[m]
         np.testing.assert_allclose(v, expect, atol=2e-4)
-
-
-def test_show_encoding_figures(repo, tiny_cityscapes, tmp_path):
-    import subprocess
-    import sys
-
-    import cv2
-    r = subprocess.run([sys.executable, "tools/show_encoding.py", "--root", str(tiny_cityscapes), "--frame",
-                        "synthval_000001_000019", "--size", "128", "256", "--out", str(tmp_path)],
-                       cwd=repo, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    mag = cv2.imread(str(tmp_path / "synthval_000001_000019_magnitude_cm_vs_bbox.png"))
-    vec = cv2.imread(str(tmp_path / "synthval_000001_000019_vectors.png"))
-    assert mag.shape == (128, 2 * 256 + 6, 3) and vec.shape == (128, 256, 3)
-    assert mag[40:].any() and (mag[40:, :256] != mag[40:, 262:]).any()  # CM and bbox panels differ
-    r = subprocess.run([sys.executable, "tools/show_encoding.py", "--root", str(tiny_cityscapes), "--frame", "nope",
-                        "--out", str(tmp_path)], cwd=repo, capture_output=True, text=True)
-    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "no frame 'nope'" in r.stderr

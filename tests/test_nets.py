@@ -1,6 +1,7 @@
-"""SegNet and FCN-8s DCME regressors (models/*/net.py, prototxt/): the train nets initialise on LMDBs from
+"""The nets of models/ (prototxt/): the SegNet and FCN-8s DCME regressors' train nets initialise on LMDBs from
 tools/encode_data.py at the paper's 340x680 and at small odd sizes with a 2-channel output of the input's size, the
-solvers carry the paper's settings, VGG16 weights fit, and a short smoke training lowers the training loss."""
+solvers carry the paper's settings, VGG16 weights fit, a short smoke training lowers the training loss, the `caffe
+time` nets choose their engine; GoogLeNet's generated files, train and deploy nets, and smoke training."""
 import functools
 import os
 import re
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 import helpers
+from helpers import separable_crops, write_lmdb
 
 caffe = helpers.import_caffe()
 from caffe import layers as L  # noqa: E402
@@ -59,6 +61,7 @@ def train_net(tmp_path, name, lmdb, batch_size=1, phase=caffe.TRAIN):
     return caffe.Net(write(tmp_path / f"{name}_train.prototxt", str(proto)), phase)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["segnet", "fcn8s"])
 def test_train_net_initialises_at_paper_size(tmp_path, lmdb_paper, name):
     for phase in (caffe.TRAIN, caffe.TEST):
@@ -73,6 +76,7 @@ def test_train_net_initialises_at_paper_size(tmp_path, lmdb_paper, name):
 
 
 # first learned layer that receives a gradient at initialisation (FCN's score layers start at zero, blocking it below)
+@pytest.mark.slow
 @pytest.mark.parametrize("name,batch,learned", [("segnet", 2, "conv1_1"), ("fcn8s", 1, "score_fr_dcme")])
 def test_train_net_runs_on_small_odd_input(tmp_path, lmdb_odd, name, batch, learned):
     net = train_net(tmp_path, name, lmdb_odd, batch_size=batch)
@@ -91,6 +95,7 @@ def test_train_net_runs_on_small_odd_input(tmp_path, lmdb_odd, name, batch, lear
     assert bool(np.isfinite(grad).all()) and float(np.abs(grad).sum()) > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["segnet", "fcn8s"])
 def test_deploy_net_follows_the_input_size(repo, name):
     net = caffe.Net(str(repo / "prototxt" / f"{name}_deploy.prototxt"), caffe.TEST)
@@ -105,6 +110,7 @@ def test_deploy_net_follows_the_input_size(repo, name):
     assert out.shape == (1, 2, 21, 35) and np.isfinite(out).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["segnet", "fcn8s"])
 def test_vgg16_layers_match_for_weights(repo, name):
     net = caffe.Net(str(repo / "prototxt" / f"{name}_deploy.prototxt"), caffe.TEST)
@@ -116,6 +122,7 @@ def test_vgg16_layers_match_for_weights(repo, name):
         assert net.params["fc7"][0].data.size == 4096 * 4096
 
 
+@pytest.mark.slow
 def test_surgery_transplant_turns_inner_product_into_equivalent_convolution(tmp_path):
     """surgery.transplant: InnerProduct weights poured into a same-count convolution give the same outputs."""
     ip, conv = caffe.NetSpec(), caffe.NetSpec()
@@ -133,6 +140,7 @@ def test_surgery_transplant_turns_inner_product_into_equivalent_convolution(tmp_
                                atol=1e-5)
 
 
+@pytest.mark.slow
 def test_fcn_upsampling_is_fixed_bilinear(repo):
     """The group-2 bilinear filler equals FCN's upsample_filt kernel on each channel and is not learned."""
     net = caffe.Net(str(repo / "prototxt" / "fcn8s_deploy.prototxt"), caffe.TEST)
@@ -203,6 +211,7 @@ def reference_caffemodel(tmp_path, name):
     return weights, path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["segnet", "fcn8s"])
 def test_reference_caffemodel_loads_and_skips_the_reshaped_layers(tmp_path, name):
     """`-weights` with a SegNet-Tutorial / FCN-8s VOC caffemodel (Net::CopyTrainedLayersFrom, here copy_from) copies
@@ -306,6 +315,7 @@ def smoke_solver(tmp_path, name, train_dir, val_dir, **changes):
     return write(tmp_path / f"{name}_smoke_solver.prototxt", models.solver(net, str(tmp_path / name), settings))
 
 
+@pytest.mark.slow
 def test_segnet_caffe_train_learns_the_vector_map(repo, tmp_path, lmdb_train):
     """`caffe train -solver ...` (the user's command) on the 3 training frames: the loss of the last 2 passes over
     them is far below that of the first 2 and below predicting the background everywhere."""
@@ -327,11 +337,12 @@ def test_segnet_caffe_train_learns_the_vector_map(repo, tmp_path, lmdb_train):
     assert (tmp_path / f"segnet_iter_{iters}.caffemodel").is_file()
 
 
+@pytest.mark.slow
 def test_fcn8s_training_lowers_the_loss_below_background_prediction(tmp_path, lmdb_train):
     """pycaffe solver on the 3 training frames; the loss is measured without dropout (TEST phase pointed at the
     training frames). The zero-initialised score layers start exactly at the all-background loss. From scratch
-    FCN-8s learns slowly (about 1% in 10 iterations here, at the largest stable lr), so the asserted drop is small,
-    but it is deterministic (fixed random_seed, no dropout in the measurement) and the training stays stable."""
+    FCN-8s learns slowly at the largest stable lr, so the asserted drop is small, but it is deterministic (fixed
+    random_seed, no dropout in the measurement) and the training stays stable."""
     iters = 10
     solver = caffe.get_solver(smoke_solver(tmp_path, "fcn8s", f"{lmdb_train}/train", f"{lmdb_train}/train",
                                            max_iter=iters, test_iter=3))
@@ -351,3 +362,108 @@ def test_fcn8s_training_lowers_the_loss_below_background_prediction(tmp_path, lm
     after = train_frames_loss()
     assert np.isfinite(losses).all() and max(losses) < 1.5 * zero.max(), losses
     assert after.mean() < 0.995 * before.mean(), (before, after, losses)
+
+
+# --- `caffe time` nets (models.timing_net), what tools/gpu_check.py times on the GPU ----------------------------------
+
+ENGINE_PARAM = {"Convolution": "convolution_param", "Deconvolution": "convolution_param",
+                "Pooling": "pooling_param", "ReLU": "relu_param"}
+
+
+@pytest.mark.parametrize("mod,batch", [(segnet, 15), (fcn8s, 14)])
+def test_timing_nets_choose_the_engine(mod, batch):
+    for caffe_engine in (False, True):
+        net = models.timing_net(mod.NAME, mod.body, batch, caffe_engine=caffe_engine)
+        data = net.layer[0]
+        assert data.type == "DummyData" and [list(s.dim) for s in data.dummy_data_param.shape] == \
+            [[batch, 3, 340, 680], [batch, 2, 340, 680]]
+        assert all(f.type == "gaussian" for f in data.dummy_data_param.data_filler)  # never timed on zeros
+        assert net.layer[-1].type == "EuclideanLoss"
+        engines = [getattr(layer, ENGINE_PARAM[layer.type]).engine for layer in net.layer
+                   if layer.type in ENGINE_PARAM]
+        assert len(engines) > 20
+        expected = caffe_pb2.ConvolutionParameter.CAFFE if caffe_engine else caffe_pb2.ConvolutionParameter.DEFAULT
+        assert set(engines) == {expected}  # (CAFFE is 1 and DEFAULT 0 in every one of these enums)
+
+
+# --- GoogLeNet (models/googlenet), the instance classifier ------------------------------------------------------------
+
+def _param_count(net):
+    return {name: sum(b.data.size for b in blobs) for name, blobs in net.params.items()}
+
+
+def test_googlenet_generated_prototxt_is_committed(repo, caffe):
+    from models.googlenet import net
+
+    files = net.generate()
+    assert sorted(files) == ["googlenet_deploy.prototxt", "googlenet_smoke_solver.prototxt",
+                             "googlenet_smoke_train.prototxt", "googlenet_solver.prototxt", "googlenet_train.prototxt"]
+    for name, text in files.items():
+        assert text.startswith("# Generated by tools/make_prototxt.py from models/googlenet/net.py; do not edit.")
+        assert (repo / "prototxt" / name).read_text() == text, f"prototxt/{name} is stale: make prototxt"
+    solver = files["googlenet_solver.prototxt"]
+    for line in ('lr_policy: "poly"', "base_lr: 0.001", "momentum: 0.9", "weight_decay: 0.0002", "power: 0.5",
+                 'snapshot_prefix: "models/googlenet/googlenet"', "solver_mode: CPU",
+                 'net: "prototxt/googlenet_train.prototxt"'):
+        assert line in solver
+    losses = {l.name: (l.bottom[0], [round(w, 6) for w in l.loss_weight]) for l in net.train_net("a", "b").layer
+              if l.type == "SoftmaxWithLoss"}
+    assert losses == {"loss1/loss": ("loss1/classifier_cs", [0.3]), "loss2/loss": ("loss2/classifier_cs", [0.3]),
+                      "loss3/loss3": ("loss3/classifier_cs", [1.0])}
+    train = files["googlenet_train.prototxt"]
+    assert "batch_size: 64" in train and 'source: "data/instances/train"' in train
+    assert 'source: "data/instances/val"' in train
+
+
+@pytest.mark.slow
+def test_googlenet_train_and_deploy_nets(caffe, tmp_path):
+    """The train net initialises on an LMDB (3 weighted heads, 8 classes) and the deploy net gives (1, 8)
+    probabilities; the learnable layers are BVLC GoogLeNet's (same names, same sizes) but for the classifiers."""
+    from models.googlenet import net
+
+    crops, labels = separable_crops(4)
+    write_lmdb(tmp_path / "train", crops, labels)
+    train = tmp_path / "train.prototxt"
+    train.write_text(str(net.train_net(str(tmp_path / "train"), str(tmp_path / "train"), batch_size=2,
+                                       test_batch_size=2)))
+    tnet = caffe.Net(str(train), caffe.TRAIN)
+    out = tnet.forward()
+    assert set(out) == {"loss1/loss1", "loss2/loss2", "loss3/loss3"}
+    for head in ("loss1", "loss2", "loss3"):  # each head: mean softmax cross-entropy of its 8-way classifier
+        scores = tnet.blobs[head + "/classifier_cs"].data.astype(np.float64)
+        assert scores.shape == (2, 8)
+        logp = scores - scores.max(1, keepdims=True)
+        logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+        assert float(out[f"{head}/{head}"]) == pytest.approx(-logp[[0, 1], labels[:2]].mean(), rel=1e-4)
+    assert tnet.blobs["data"].data.shape == (2, 3, 224, 224)
+    np.testing.assert_array_equal(tnet.blobs["label"].data, labels[:2])
+    test = caffe.Net(str(train), caffe.TEST)
+    assert {"loss1/top-1", "loss2/top-1", "loss3/top-1"} <= set(test.forward())
+
+    deploy = tmp_path / "deploy.prototxt"
+    deploy.write_text(str(net.deploy_net()))
+    dnet = caffe.Net(str(deploy), caffe.TEST)
+    dnet.blobs["data"].data[...] = np.random.default_rng(0).normal(0, 50, (1, 3, 224, 224))
+    prob = dnet.forward()["prob"]
+    assert prob.shape == (1, 8) and abs(float(prob.sum()) - 1) < 1e-5 and np.all(prob > 0)
+
+    counts = _param_count(tnet)
+    classifiers = {"loss1/classifier_cs": 1024 * 8 + 8, "loss2/classifier_cs": 1024 * 8 + 8,
+                   "loss3/classifier_cs": 1024 * 8 + 8}
+    for name, n in classifiers.items():
+        assert counts.pop(name) == n
+    # BVLC bvlc_googlenet/train_val.prototxt without its three 1000-way classifiers: 57 + 2 convolutions,
+    # 2 auxiliary fc layers; 10,303,280 weights and biases (counted from the BVLC prototxt).
+    assert len(counts) == 61 and "inception_5b/pool_proj" in counts and "loss2/fc" in counts
+    assert sum(counts.values()) == 10303280
+    assert _param_count(dnet) == {k: v for k, v in _param_count(tnet).items()
+                                  if not k.startswith(("loss1/", "loss2/"))}
+
+
+@pytest.mark.slow
+def test_googlenet_smoke_training_lowers_the_loss(smoke):
+    losses = smoke["losses"]
+    print("GoogLeNet smoke: %.2f s/iter (batch 4), loss %.3f -> %.3f" % (smoke["s_per_iter"], losses[0],
+                                                                        np.mean(losses[-3:])))
+    assert np.isfinite(losses).all() and losses[0] > 2
+    assert np.mean(losses[-3:]) < 0.5 * losses[0]

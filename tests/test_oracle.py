@@ -1,4 +1,5 @@
-"""Oracle mode (decoded ground truth) and tools/oracle.py on the tiny synthetic set, with the real evaluator."""
+"""dcme_layers.evaluation.oracle (decoded ground truth) and tools/oracle.py on the tiny synthetic set, with the real
+evaluator; predictions made from another root are redone."""
 import json
 
 import cv2
@@ -9,7 +10,6 @@ import helpers
 from dcme_layers.core.thresholds import scale_thresholds
 from dcme_layers.data import cityscapes
 from dcme_layers.evaluation import cs_eval, export, oracle
-from dcme_layers.evaluation.labels import majority_label_ids
 
 SMALL = (85, 170)      # the tiny set's 256x512 subsampled 3x, like 1024x2048 -> 340x680
 
@@ -34,20 +34,11 @@ def test_oracle_at_encoded_resolution_scores_strictly_lower_than_full_resolution
         assert ap_small[m] == pytest.approx(np.mean(per_class), abs=1e-12)
 
 
-def test_majority_label_ids():
-    inst = np.array([[26001, 26001, 24001, 0],
-                     [26001, 24001, 24001, 0]], np.int32)
-    labels = np.array([[1, 1, 1, 2],
-                       [1, 1, 1, 2]], np.int32)
-    assert list(majority_label_ids(labels, inst)) == [24, 0]   # 3 person vs 3 car pixels: lower id; none -> 0
-    labels[0, 2] = 0
-    assert list(majority_label_ids(labels, inst)) == [26, 0]
-
-
 def run_cli(*args):
     return helpers.run_tool("oracle", *args)
 
 
+@pytest.mark.slow
 def test_oracle_cli_writes_the_ablation_report_and_figures(tiny_cityscapes, tmp_path, repo):
     out = tmp_path / "oracle"
     args = ["--root", tiny_cityscapes, "--split", "val", "--size", *SMALL, "--scale-thresholds",
@@ -77,6 +68,7 @@ def test_oracle_cli_writes_the_ablation_report_and_figures(tiny_cityscapes, tmp_
     assert json.loads((out / "report.json").read_text())["results"] == doc["results"]
 
 
+@pytest.mark.slow
 def test_oracle_cli_bad_input_is_one_line(tiny_cityscapes, tmp_path):
     r = run_cli("--root", tiny_cityscapes, "--thresholds", "10,0,15", "--out", tmp_path)
     assert r.returncode != 0 and r.stderr.strip().count("\n") == 0 and "VT" in r.stderr
@@ -84,21 +76,21 @@ def test_oracle_cli_bad_input_is_one_line(tiny_cityscapes, tmp_path):
     assert r.returncode != 0 and r.stderr.strip().count("\n") == 0 and "nowhere" in r.stderr
 
 
-def test_figure_panels(tmp_path):
-    from dcme_layers.core.encoding import vector_map
-    from dcme_layers.evaluation.visualize import colorize_instances, side_by_side, write_png
-
-    labels = np.zeros((30, 50), np.int32)
-    labels[2:10, 3:20], labels[15:25, 25:45] = 1, 2
-    col = colorize_instances(labels, centers=[[11, 5.5], [34.5, 19.5]])
-    assert col.dtype == np.uint8 and col.shape == (30, 50, 3)
-    assert not col[labels == 0].any()                      # background black
-    assert len({tuple(col[3, 4]), tuple(col[24, 26])}) == 2   # two instances, two colours
-    assert tuple(col[5, 11]) == (255, 255, 255)            # CM marked
-    image = np.full((60, 100, 3), 90, np.uint8)            # resized to the labels' size
-    fig = side_by_side(image, vector_map(labels * 26000), labels)
-    assert fig.shape == (30, 3 * 50 + 2 * 4, 3)
-    path = write_png(tmp_path / "f" / "fig.png", fig)
-    assert np.array_equal(cv2.imread(str(path)), fig) and not list(path.parent.glob(".*"))
-    with pytest.raises(ValueError, match="differ in size"):
-        side_by_side(image, np.zeros((2, 10, 10), np.float32), labels)
+@pytest.mark.slow
+def test_oracle_does_not_reuse_predictions_of_another_root(tiny_cityscapes, tmp_path):
+    """The same frame names under another root (here: every instance relabelled as one class) are redone."""
+    other = helpers.copy_root(tiny_cityscapes, tmp_path / "other", ("val",))
+    for f in cityscapes.list_frames(other, "val"):
+        ids = cityscapes.read_instance_ids(f.instance_ids)
+        ids = np.where(ids >= 24000, 26000 + ids % 1000, ids)  # every instance becomes a car
+        cv2.imwrite(f.instance_ids, ids.astype(np.uint16))
+        cv2.imwrite(f.label_ids, cityscapes.class_map(ids))
+    args = ("--split", "val", "--out", tmp_path / "oracle", "--anchor", "cm", "--method", "vote", "--figures", "0",
+            "--no-full-res")
+    first = helpers.run_tool("oracle", "--root", tiny_cityscapes, *args)
+    second = helpers.run_tool("oracle", "--root", other, *args)
+    fresh = helpers.run_tool("oracle", "--root", other, *args[:3], tmp_path / "fresh", *args[4:])
+    assert first.returncode == second.returncode == fresh.returncode == 0, second.stderr
+    assert "changed since it was written; redoing it" in second.stdout
+    rows = [[line for line in r.stdout.splitlines() if ": AP " in line] for r in (second, fresh)]
+    assert rows[0] == rows[1]

@@ -1,13 +1,18 @@
 """tools/setup_caffe.sh's source routes, run for real with `--source-only` (fetch, verify, patch, print the build
 key; no compile) in a scratch cache: Debian's source package with every patch of dcme_layers/native (CUDA 13 and
 cuDNN 9 included) applying cleanly, a BVLC tree or tarball checked by its content hash (a changed file is refused
-with one line), the build key that depends on the source alone, and the message of a failed Debian fetch."""
+with one line), the build key that depends on the source alone, the message of a failed Debian fetch; a broken .venv
+made again, and a second `make setup` that rebuilds nothing."""
 import os
 import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
+
+import helpers
+
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 SETUP = REPO / "tools" / "setup_caffe.sh"
@@ -143,3 +148,22 @@ def test_a_broken_venv_is_made_again_not_trusted(tmp_path):
                            env=dict(env, DCME_CACHE=str(tmp_path / "cache"), PIP_NO_INDEX="1"),
                            capture_output=True, text=True)
     assert again.returncode == 0 and (repo / ".venv" / "kept").exists(), again.stdout + again.stderr
+
+
+@pytest.mark.usefixtures("caffe")
+def test_setup_second_run_rebuilds_nothing():
+    """`make setup` is idempotent: a warm run reuses the venv and the cached build."""
+    import caffe as c
+
+    # Built by tools/setup_caffe.sh: the prefix that .venv records holds its .complete stamp, written last.
+    stamp = Path((REPO / ".venv" / ".caffe_prefix").read_text().strip()) / ".complete"
+    assert stamp in [p / ".complete" for p in Path(c.__file__).resolve().parents]
+    before = stamp.stat().st_mtime_ns
+    run = subprocess.run(["make", "--no-print-directory", "setup"], cwd=REPO, capture_output=True, text=True,
+                         timeout=600, env=helpers.clean_env())
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out
+    assert "ready:" in out
+    for word in ("compiling", "building", "installing requirements", "creating"):
+        assert word not in out, out
+    assert stamp.stat().st_mtime_ns == before

@@ -1,6 +1,7 @@
 """The suite's own rules: what DCME_REQUIRE names fails with one line instead of skipping, a skip prints its reason
-under -rs, and the "ci" hypothesis profile draws the same examples on every run and fails a strategy that filters
-most of its examples away. The pytest runs here are of small test files, with this suite's conftest."""
+under -rs, `slow` is a registered marker that `make test-fast` leaves out, and the "ci" hypothesis profile draws the
+same examples on every run and fails a strategy that filters most of its examples away. The pytest runs here are
+of small test files, with this suite's conftest."""
 import subprocess
 import sys
 
@@ -11,16 +12,17 @@ import helpers
 NEEDS_SAMPLE = "def test_needs_sample(cityscapes_sample):\n    pass\n"
 
 
-def run_pytest(tmp_path, source, **env):
-    """pytest -q -rs on one test file holding ``source`` with this suite's conftest; DCME_REQUIRE and
+def run_pytest(tmp_path, source, *args, **env):
+    """pytest -q -rs ``args`` on one test file holding ``source`` with this suite's conftest; DCME_REQUIRE and
     HYPOTHESIS_PROFILE only as given, the sample looked for in a folder that does not exist."""
     (tmp_path / "test_x.py").write_text(source)
     base = {k: v for k, v in helpers.clean_env().items() if k not in ("DCME_REQUIRE", "HYPOTHESIS_PROFILE")}
     base.update(PYTHONPATH=str(helpers.REPO / "tests"), DCME_CITYSCAPES_SAMPLE=str(tmp_path / "no_sample"), **env)
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "conftest", "-p", "no:cacheprovider",
-                           "test_x.py"], cwd=tmp_path, env=base, capture_output=True, text=True, timeout=300)
+                           *args, "test_x.py"], cwd=tmp_path, env=base, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_a_missing_sample_is_a_printed_skip_and_a_failure_when_required(tmp_path):
     missing = f"real Cityscapes sample not found at {tmp_path / 'no_sample'} (set DCME_CITYSCAPES_SAMPLE)"
     r = run_pytest(tmp_path, NEEDS_SAMPLE)
@@ -31,11 +33,30 @@ def test_a_missing_sample_is_a_printed_skip_and_a_failure_when_required(tmp_path
     assert "passed" not in out and "skipped" not in out
 
 
+@pytest.mark.slow
 def test_an_unknown_required_name_stops_the_run(tmp_path):
     r = run_pytest(tmp_path, NEEDS_SAMPLE, DCME_REQUIRE="cafe")
     out = r.stdout + r.stderr
     assert r.returncode == 4 and "DCME_REQUIRE: unknown name 'cafe' (known: caffe, caffe-binary, sample, unshare)" \
         in out, out
+
+
+SLOW_AND_FAST = """
+import pytest
+
+@pytest.mark.slow
+def test_slow():
+    pass
+
+def test_fast():
+    pass
+"""
+
+
+@pytest.mark.slow
+def test_slow_is_a_registered_marker_that_make_test_fast_leaves_out(tmp_path):
+    r = run_pytest(tmp_path, SLOW_AND_FAST, "-m", "not slow", "-W", "error::pytest.PytestUnknownMarkWarning")
+    assert r.returncode == 0 and "1 passed, 1 deselected" in r.stdout, r.stdout + r.stderr
 
 
 def test_lacking_skips_unless_required(monkeypatch):
@@ -61,6 +82,7 @@ def test_filters_too_much(x):
 """
 
 
+@pytest.mark.slow
 def test_ci_profile_is_derandomized_and_fails_heavy_filtering(tmp_path):
     drawn = []
     for _ in range(2):

@@ -20,6 +20,7 @@ from caffe import layers as L, params as P  # noqa: E402
 from dcme_layers.util.errors import UnpoolError  # noqa: E402
 
 caffe.set_mode_cpu()
+pytestmark = pytest.mark.slow
 
 
 LAYERS = pytest.mark.parametrize("native", [False, True], ids=["python", "native"])

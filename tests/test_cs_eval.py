@@ -1,4 +1,6 @@
-"""Cityscapes export and evaluation (dcme_layers/evaluation/export.py, cs_eval.py, report.py) with the real cityscapesscripts evaluator."""
+"""dcme_layers.evaluation.cs_eval with the real cityscapesscripts evaluator: exported ground truth scores 1, the same
+scores as the official entry point, the distance metrics, bad predictions, the bootstrap interval; the report's
+tables (evaluation.report)."""
 import json
 import os
 import shutil
@@ -7,7 +9,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
 
 from dcme_layers.data import cityscapes
 from dcme_layers.evaluation import bootstrap, cs_eval, cs_match, distances, export, oracle, report
@@ -46,7 +47,7 @@ def test_exported_ground_truth_scores_ap_1(val, gt_preds):
     assert r["classes"]["train"]["AP"] is None         # no train in these frames: N/A, not a number
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")   # the evaluator's np.in1d, still there in numpy 2.2
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")   # the evaluator's deprecated np.in1d
 def test_adapter_matches_the_official_entry_point(val, tmp_path, monkeypatch):
     """evaluate() == cityscapesscripts' evaluateImgLists (AP, AP50%, per class) on decoded predictions."""
     from cityscapesscripts.evaluation import evalInstanceLevelSemanticLabeling as ev
@@ -82,7 +83,7 @@ def test_empty_frame_and_lower_confidence_ranking(val, gt_preds, tmp_path):
     assert 0.0 < r["AP"] < 1.0
 
 
-def test_issue_89_prediction_only_on_void_scores_zero(val, tmp_path):
+def test_prediction_only_on_void_scores_zero(val, tmp_path):
     """A car predicted only on the ego vehicle (void) while no car is matched: upstream IndexError -> AP 0."""
     pred = tmp_path / "pred"
     for f in val:
@@ -154,8 +155,8 @@ def _frame_with_cars_at_three_distances(root):
     # 1 within 50 m (one score, no false positive: the evaluator's AP is the recall); person has no ground truth
     ((26, 24, 24), {"AP": 1 / 3, "AP50%": 1 / 3, "AP100m": 1 / 2, "AP50m": 1.0}, False),
     # the reverse: 2/3 over all, 1/2 within 100 m (the 120 m car's prediction is ignored, not a false positive);
-    # within 50 m the near car is missed and the only car predictions lie on ignored far cars: upstream's IndexError
-    # (#89), scored 0 by the fallback's distance branch
+    # within 50 m the near car is missed and the only car predictions lie on ignored far cars: upstream's IndexError,
+    # scored 0 by the fallback's distance branch
     ((24, 26, 26), {"AP": 2 / 3, "AP50%": 2 / 3, "AP100m": 1 / 2, "AP50m": 0.0}, True),
 ])
 def test_distance_metrics_on_near_and_far_cars_by_hand(tmp_path, classes, expect, upstream_raises):
@@ -202,78 +203,6 @@ def test_instance_distances(tmp_path):
         distances.instance_distances(ids, tmp_path / "d.png", tmp_path / "missing.json")
     with pytest.raises(errors.EvaluationError, match="d.png"):
         distances.instance_distances(ids[:2], tmp_path / "d.png", tmp_path / "c.json")
-
-
-@settings(max_examples=25, deadline=None)
-@given(st.integers(1, 40), st.integers(1, 60), st.integers(0, 2 ** 31 - 1))
-def test_nearest_upsampling_inverts_subsampling(h, w, seed):
-    lab = np.random.default_rng(seed).integers(0, 5, (h, w)).astype(np.int32)
-    full = export.upsample_labels(lab, (3 * h + h // 3 + 1, 3 * w + w // 5 + 2))
-    back = cv2.resize(full, (w, h), interpolation=cv2.INTER_NEAREST)   # what cityscapes.subsample does
-    assert np.array_equal(back, lab)
-
-
-def test_naive_upsampling_is_not_the_inverse_of_the_subsampling(tmp_path):
-    """At the 3x of Cityscapes (1024x2048 <-> 340x680): subsampling, then the exact inverse, then subsampling again
-    gives the label map back; cv2.resize(INTER_NEAREST) upwards (the "naive" choice) shifts the masks by about a
-    pixel, so most instance borders move, and its exported masks differ."""
-    from dcme_layers.data import cityscapes
-
-    rng = np.random.default_rng(0)
-    lab = np.zeros((340, 680), np.int32)
-    for k in range(1, 30):                                   # 29 random rectangles
-        y, x = rng.integers(0, 320), rng.integers(0, 660)
-        lab[y:y + rng.integers(3, 20), x:x + rng.integers(3, 20)] = k
-    size = (1024, 2048)
-    exact, naive = export.upsample_labels(lab, size), export.upsample_labels_naive(lab, size)
-    assert np.array_equal(cityscapes.subsample_ids(exact, lab.shape), lab)
-    back = cityscapes.subsample_ids(naive, lab.shape)
-    assert not np.array_equal(back, lab)
-    assert np.count_nonzero(back != lab) > 0.2 * np.count_nonzero(lab)   # a border row/column of most instances
-    moved = np.count_nonzero(exact != naive)
-    assert moved > 0.1 * np.count_nonzero(exact)
-    # export_frame takes the choice: the masks written differ between the two.
-    one = (lab == 1).astype(np.int32)
-    export.export_frame(tmp_path / "a", "f", one, [26], [1.0], size, upsample="nearest")
-    export.export_frame(tmp_path / "b", "f", one, [26], [1.0], size, upsample="naive")
-    a, b = (cv2.imread(str(tmp_path / d / "masks" / "f_001.png"), cv2.IMREAD_GRAYSCALE) for d in "ab")
-    assert np.array_equal(a > 0, exact == 1) and np.array_equal(b > 0, naive == 1) and not np.array_equal(a, b)
-
-
-def test_exported_masks_read_back_as_the_evaluator_reads_them(tmp_path):
-    """Masks are 1-bit PNGs cut from each instance's box: read as cityscapesscripts does (PIL, convert("L"),
-    != 0), every mask equals its instance in the upsampled label map, also where boxes overlap."""
-    from PIL import Image
-
-    rng = np.random.default_rng(3)
-    lab = np.zeros((34, 68), np.int32)
-    lab[2:30, 3:40] = 1
-    lab[8:20, 10:25] = 2                                   # inside 1's box: 1 is a frame around it
-    lab[rng.random(lab.shape) < 0.05] = 3                  # scattered pixels everywhere
-    size = (102, 204)
-    txt = export.export_frame(tmp_path, "f", lab, [26, 24, 33], [0.9, 0.8, 0.7], size)
-    full = export.upsample_labels(lab, size)
-    lines = txt.read_text().splitlines()
-    assert len(lines) == 3
-    for i, line in enumerate(lines, 1):
-        png = Image.open(tmp_path / line.split(" ")[0])
-        assert png.mode == "1" and png.size == (size[1], size[0])
-        assert np.array_equal(np.array(png.convert("L")) != 0, full == i)
-
-
-def test_bilinear_mask_matches_full_image_interpolation():
-    from scipy.ndimage import map_coordinates
-
-    m = np.zeros((34, 68), bool)
-    m[5:20, 10:30] = True
-    m[0:6, 60:68] = True                                # touching the border
-    size = (102, 205)
-    crop, rs, cs = export.bilinear_mask(m, size)
-    got = np.zeros(size, bool)
-    got[rs, cs] = crop
-    yy, xx = np.mgrid[:size[0], :size[1]]
-    ref = map_coordinates(m.astype(float), [yy * 34 / size[0], xx * 68 / size[1]], order=1, mode="nearest") > 0.5
-    assert np.array_equal(got, ref)
 
 
 def test_bad_predictions_raise_clear_errors(val, gt_preds, tmp_path):
@@ -329,18 +258,3 @@ def test_bootstrap_draws_frames_with_replacement(val, tmp_path):
     assert "interval" not in cs_eval.evaluate(val, tmp_path / "both", distance=False)
     md = report.format_tables([r])
     assert f"{100 * r['AP']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]" in md
-
-
-def test_confusion_matrix_rows_are_the_ground_truth():
-    from cityscapesscripts.helpers.labels import name2label
-
-    from dcme_layers.evaluation.report import format_confusion
-    from dcme_layers.evaluation.labels import confusion_matrix
-
-    person, car = name2label["person"].id, name2label["car"].id
-    m = confusion_matrix([(person, person), (person, car), (0, car), (car, car)])
-    names = list(cs_eval.CLASS_NAMES)
-    assert m.shape == (9, 8) and m.sum() == 4
-    assert m[names.index("person"), names.index("person")] == 1 and m[names.index("person"), names.index("car")] == 1
-    assert m[8, names.index("car")] == 1 and m[names.index("car"), names.index("car")] == 1
-    assert "| person (2) | 1 | 0 | 1 |" in format_confusion(m) and "| 50% |" in format_confusion(m)

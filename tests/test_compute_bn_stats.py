@@ -16,6 +16,8 @@ from dcme_layers.data.lmdb_io import encode_dataset
 from models.segnet import net as segnet  # noqa: E402
 from tools import compute_bn_stats  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 SIZE = (32, 64)  # five poolings: 32x64 -> 1x2
 SLIM = 16  # 1/16 of SegNet's channels
 BATCH, BATCHES = 2, 3  # 3 batches of 2 over the 3 training frames: the Data layer wraps around within the pass

@@ -1,7 +1,6 @@
-"""The CPU-testable parts of the GPU path (make gpu-bundle, tools/gpu_check.sh): the `caffe time` nets, the bundle's
-library packing (the packed binaries run from the bundle's own lib/), and the parsing of real `caffe time` and
-`caffe train` output that gpu_check.py reads on the GPU machine, the TF32 rows of its table, the demo stage dry-run
-on the CPU build, and the CPU build's one-line refusal of -gpu."""
+"""The CPU-testable parts of tools/gpu_check.py (tools/gpu_check.sh): the parsing of real `caffe time` and `caffe
+train` output that it reads on the GPU machine, the TF32 rows of its table, and its demo stage as a dry run on the CPU
+build."""
 import json
 import os
 import subprocess
@@ -14,35 +13,16 @@ import helpers
 
 caffe = helpers.import_caffe()
 from caffe import layers as L, params as P  # noqa: E402
-from caffe.proto import caffe_pb2  # noqa: E402
 
 import models  # noqa: E402
-from models.fcn8s import net as fcn8s  # noqa: E402
 from models.segnet import net as segnet  # noqa: E402
 from tools import gpu_bundle, gpu_check  # noqa: E402
+
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 CAFFE_CMD = helpers.caffe_binary()
 ENV = dict(os.environ, GLOG_logtostderr="1", GLOG_minloglevel="0")
-
-ENGINE_PARAM = {"Convolution": "convolution_param", "Deconvolution": "convolution_param",
-                "Pooling": "pooling_param", "ReLU": "relu_param"}
-
-
-@pytest.mark.parametrize("mod,batch", [(segnet, 15), (fcn8s, 14)])
-def test_timing_nets_choose_the_engine(mod, batch):
-    for caffe_engine in (False, True):
-        net = models.timing_net(mod.NAME, mod.body, batch, caffe_engine=caffe_engine)
-        data = net.layer[0]
-        assert data.type == "DummyData" and [list(s.dim) for s in data.dummy_data_param.shape] == \
-            [[batch, 3, 340, 680], [batch, 2, 340, 680]]
-        assert all(f.type == "gaussian" for f in data.dummy_data_param.data_filler)  # never timed on zeros
-        assert net.layer[-1].type == "EuclideanLoss"
-        engines = [getattr(layer, ENGINE_PARAM[layer.type]).engine for layer in net.layer
-                   if layer.type in ENGINE_PARAM]
-        assert len(engines) > 20
-        expected = caffe_pb2.ConvolutionParameter.CAFFE if caffe_engine else caffe_pb2.ConvolutionParameter.DEFAULT
-        assert set(engines) == {expected}  # (CAFFE is 1 and DEFAULT 0 in every one of these enums)
 
 
 def tiny_net(path, batch=2):
@@ -85,39 +65,6 @@ def test_parse_losses_reads_real_caffe_train_output(tmp_path):
     losses = gpu_check.parse_losses(run.stderr)
     assert len(losses) == 12
     assert sum(losses[-5:]) < sum(losses[:5])  # gpu_check's "the loss falls", on a real run
-
-
-def test_packed_binaries_run_from_the_bundle_lib_alone(tmp_path):
-    """gpu_bundle's packing on this machine's Caffe: every library ldd names is packed except the system and CUDA
-    ones, and the packed gtest binary runs with only the bundle's lib/ on the library path."""
-    prefix = Path((REPO / ".venv" / ".caffe_prefix").read_text().strip())
-    kept, provided = gpu_bundle.pack_binaries(prefix, tmp_path / "stage")
-    lib = tmp_path / "stage" / "lib"
-    assert any(k.startswith("libcaffe.so") for k in kept) and any(k.startswith("libglog") for k in kept)
-    assert not any(k.startswith(gpu_bundle.PROVIDED) for k in kept)
-    assert any(p.startswith("libc.so") for p in provided)
-    assert sorted(p.name for p in lib.iterdir()) == sorted(kept)
-    env = dict(os.environ, LD_LIBRARY_PATH=str(lib), GLOG_minloglevel="2")
-    ldd = subprocess.run(["ldd", str(tmp_path / "stage" / "bin" / "caffe")], env=env, capture_output=True, text=True)
-    assert "not found" not in ldd.stdout
-    for line in ldd.stdout.splitlines():  # each non-system library resolves inside the bundle
-        if "=>" in line and not line.split()[0].startswith(gpu_bundle.PROVIDED):
-            assert str(lib) in line, line
-    run = subprocess.run([str(tmp_path / "stage" / "bin" / "test_dcme_layers")], env=env, capture_output=True,
-                         text=True, timeout=300)
-    assert run.returncode == 0 and "PASSED" in run.stdout, run.stdout[-2000:]
-
-
-def test_gpu_flag_on_the_cpu_build_is_refused_in_one_line(tmp_path):
-    """`.venv/bin/caffe ... -gpu N` on the CPU-only build: one line naming the CUDA build, not Caffe's C++ abort."""
-    if "CUDA=1" in (REPO / ".venv" / ".caffe_variant").read_text().splitlines():
-        pytest.skip(".venv has the CUDA build")
-    for flag in (["-gpu", "0"], ["--gpu=all"]):
-        run = subprocess.run([str(CAFFE_CMD), "train", "-solver", str(tmp_path / "x.prototxt"), *flag],
-                             capture_output=True, text=True, timeout=60)
-        assert run.returncode == 2 and run.stdout == "", run.stderr
-        assert len(run.stderr.splitlines()) == 1 and run.stderr.startswith("caffe: -gpu needs the CUDA build")
-        assert "`make setup CUDA=1 CUDNN=1`" in run.stderr
 
 
 def test_tf32_rows_sit_beside_the_peers_tf32(tmp_path, capsys):

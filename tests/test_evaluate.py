@@ -1,4 +1,6 @@
-"""The test pipeline (issue 5): a short end-to-end run of tools/evaluate.py, and its handling of bad blob files."""
+"""dcme_layers.pipeline.evaluate and tools/evaluate.py (`make evaluate`): a short end-to-end run, ground-truth maps
+through the same path scored exactly as the oracle, a killed export resumed, bad and foreign blob files, vector maps
+from a --predictions file, the confusion matrix."""
 import json
 import re
 import shutil
@@ -12,46 +14,20 @@ import numpy as np
 import pytest
 
 import helpers
+from helpers import ENCODED_SIZE
 
 caffe = helpers.import_caffe()
 
 import models  # noqa: E402
 from dcme_layers.data import cityscapes, lmdb_io
 from dcme_layers.data.lmdb_io import encode_dataset
-from dcme_layers.evaluation import visualize
-from dcme_layers.net import caffe_log, inference
-from dcme_layers.net.caffe_log import INFO_LINE
+from dcme_layers.evaluation import cs_eval, visualize
+from dcme_layers.net import inference
 from dcme_layers.pipeline import evaluate as pipeline
 from dcme_layers.util import errors
 from models.segnet import net as segnet  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SIZE = (48, 96)
-
-
-@pytest.fixture(scope="module")
-def encoded(tiny_cityscapes, tmp_path_factory):
-    out = tmp_path_factory.mktemp("encoded")
-    encode_dataset(tiny_cityscapes, out, ["train", "val"], size=SIZE, workers=1, progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
-def weights(encoded, tmp_path_factory):
-    """A SegNet trained for 4 iterations on the tiny set (so its BatchNorm statistics exist) and an untrained
-    GoogLeNet (fillers only): enough to run every step of the pipeline for real."""
-    tmp = tmp_path_factory.mktemp("weights")
-    train = tmp / "segnet_train.prototxt"
-    train.write_text(str(segnet.train(f"{encoded}/train", f"{encoded}/val", batch_size=1)))
-    settings = dict(segnet.SMOKE, max_iter=4, snapshot=4, test_iter=None,
-                    base_lr=segnet.SMOKE["base_lr"] * (340 * 680) / (SIZE[0] * SIZE[1]))
-    solver = tmp / "solver.prototxt"
-    solver.write_text(models.solver(str(train), str(tmp / "segnet"), settings))
-    caffe.set_mode_cpu()
-    caffe.get_solver(str(solver)).solve()
-    classifier = caffe.Net(str(REPO / "prototxt/googlenet_deploy.prototxt"), caffe.TEST)
-    classifier.save(str(tmp / "googlenet.caffemodel"))
-    return tmp / "segnet_iter_4.caffemodel", tmp / "googlenet.caffemodel"
 
 
 def run_evaluate(tiny_cityscapes, encoded, weights, out, *extra):
@@ -61,6 +37,7 @@ def run_evaluate(tiny_cityscapes, encoded, weights, out, *extra):
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow
 def test_end_to_end_report_has_all_four_metrics(tiny_cityscapes, encoded, weights, tmp_path):
     run = run_evaluate(tiny_cityscapes, encoded, weights, tmp_path / "eval", "--oracle", "--figures", "1",
                        "--bootstrap", "7")
@@ -68,8 +45,8 @@ def test_end_to_end_report_has_all_four_metrics(tiny_cityscapes, encoded, weight
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     rows = report["results"]
     assert [r["name"].split(",")[0] for r in rows] == [
-        "DCME segnet (GoogLeNet classes)", "DCME segnet (ground-truth classes)", f"GT at {SIZE[0]}x{SIZE[1]}",
-        f"GT at {SIZE[0]}x{SIZE[1]}"]
+        "DCME segnet (GoogLeNet classes)", "DCME segnet (ground-truth classes)",
+        f"GT at {ENCODED_SIZE[0]}x{ENCODED_SIZE[1]}", f"GT at {ENCODED_SIZE[0]}x{ENCODED_SIZE[1]}"]
     for row in rows:  # the tiny set has disparity and camera files: every metric is a number
         for metric in ("AP", "AP50%", "AP100m", "AP50m"):
             assert isinstance(row[metric], float) and 0.0 <= row[metric] <= 1.0, (row["name"], metric)
@@ -85,7 +62,7 @@ def test_end_to_end_report_has_all_four_metrics(tiny_cityscapes, encoded, weight
     confusion = np.array(rows[0]["confusion"]["counts"])
     assert confusion.shape == (9, 8) and "## GoogLeNet's classes of the decoded instances" in md
     with h5py.File(tmp_path / "eval" / "pred_vectors.h5", "r") as f:
-        assert f["vectors"].shape == (2, 2) + SIZE and np.isfinite(f["vectors"][...]).all()
+        assert f["vectors"].shape == (2, 2) + ENCODED_SIZE and np.isfinite(f["vectors"][...]).all()
     figures = list((tmp_path / "eval" / "figures").glob("*.png"))
     assert len(figures) == 1 and f"(figures/{figures[0].name})" in md
     assert cv2.imread(str(figures[0])).shape[1] == 2 * visualize.FIGURE_WIDTH + 4
@@ -110,6 +87,7 @@ def test_ground_truth_size_from_the_header_and_one_line_for_bad_files(tiny_citys
             pipeline.ground_truth_size(frame._replace(instance_ids=str(path)))
 
 
+@pytest.mark.slow
 def test_nan_blob_foreign_and_truncated_blob_files(tiny_cityscapes, encoded, weights, tmp_path):
     out = tmp_path / "eval"
     out.mkdir()
@@ -123,7 +101,7 @@ def test_nan_blob_foreign_and_truncated_blob_files(tiny_cityscapes, encoded, wei
     blobs = inference.infer_split(REPO / "prototxt/segnet_deploy.prototxt", weights[0], encoded / "val",
                                   tmp_path / "real" / "pred_vectors.h5", "segnet", log=lambda *_: None)
     with h5py.File(tmp_path / "nan.h5", "w") as f:  # a diverged net's output is named, frame and file
-        f["vectors"] = np.full((1, 2) + SIZE, np.nan, np.float32)
+        f["vectors"] = np.full((1, 2) + ENCODED_SIZE, np.nan, np.float32)
         f["frames"] = np.array(["synthval_000000_000019"], dtype=h5py.string_dtype())
         with pytest.raises(errors.InferenceError, match=r"nan.h5: frame 0 .*synthval_000000_000019.* NaN"):
             inference.read_blob(f, 0, tmp_path / "nan.h5")
@@ -135,143 +113,6 @@ def test_nan_blob_foreign_and_truncated_blob_files(tiny_cityscapes, encoded, wei
     assert "(truncated or replaced); redoing" in run.stdout
     with h5py.File(blobs, "r") as f:
         assert np.isfinite(f["vectors"][...]).all()
-
-
-
-def test_tools_load_nets_without_glog_info_lines(encoded, weights, tmp_path):
-    """tools/infer.py initialises SegNet (hundreds of glog INFO lines by default) and prints none of them; with
-    GLOG_minloglevel=0 set by the user the same run prints them (so the pattern does match Caffe's lines)."""
-    cmd = [sys.executable, "tools/infer.py", "--model", "segnet", "--split", "val", "--encoded", str(encoded),
-           "--weights", str(weights[0])]
-    run = subprocess.run(cmd + ["--out", str(tmp_path / "a.h5")], cwd=REPO, capture_output=True, text=True,
-                         timeout=600, env=helpers.clean_env())
-    assert run.returncode == 0, run.stderr[-2000:]
-    info = [line for line in run.stderr.splitlines() if INFO_LINE.match(line)]
-    assert not info, info[:3]
-    assert (tmp_path / "a.h5").is_file()
-    run = subprocess.run(cmd + ["--out", str(tmp_path / "b.h5")], cwd=REPO, capture_output=True, text=True,
-                         timeout=600, env=helpers.clean_env(GLOG_minloglevel="0"))
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert sum(bool(INFO_LINE.match(line)) for line in run.stderr.splitlines()) > 100
-
-
-def test_demo_training_progress_from_real_caffe_train(encoded, tmp_path):
-    """caffe_log.train runs the real `caffe train` binary: the full glog log lands in the file, the loss curve is
-    parsed from it (one point per display line), and nothing of it reaches the terminal but the bar."""
-    train = tmp_path / "train.prototxt"
-    train.write_text(str(segnet.train(f"{encoded}/train", f"{encoded}/val", batch_size=1)))
-    solver = tmp_path / "solver.prototxt"
-    solver.write_text(models.solver(str(train), str(tmp_path / "segnet"), dict(
-        segnet.SMOKE, max_iter=3, snapshot=3, test_iter=None, display=1, average_loss=1,
-        base_lr=segnet.SMOKE["base_lr"] * (340 * 680) / (SIZE[0] * SIZE[1]))))
-    assert caffe_log.max_iter(solver) == 3
-    log = tmp_path / "train.log"
-    rc, curve = caffe_log.train([str(helpers.caffe_binary()), "train", "-solver", str(solver)], log, 3,
-                                progress=False, cwd=REPO)
-    assert rc == 0
-    assert [it for it, _ in curve] == [0, 1, 2, 3]   # display 1; Caffe prints the last loss after the loop too
-    assert all(np.isfinite(loss) and loss > 0 for _, loss in curve)
-    text = log.read_text()
-    assert "Optimization Done." in text and sum(bool(INFO_LINE.match(line)) for line in text.splitlines()) > 100
-    assert (tmp_path / "segnet_iter_3.caffemodel").is_file()
-
-# --- tools/infer.py: weights, net files, locks, damaged partials, a full disk (issue 9) ------------------------
-
-def run_infer(encoded, out, weights, *extra, deploy=REPO / "prototxt/segnet_deploy.prototxt"):
-    return subprocess.run([sys.executable, "tools/infer.py", "--encoded", str(encoded), "--split", "val", "--out",
-                           str(out), "--weights", str(weights), "--deploy", str(deploy), *extra], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
-
-
-@pytest.fixture(scope="module")
-def clean_blobs(encoded, weights, tmp_path_factory):
-    out = tmp_path_factory.mktemp("clean") / "pred_vectors.h5"
-    inference.infer_split(REPO / "prototxt/segnet_deploy.prototxt", weights[0], encoded / "val", out, "segnet",
-                          log=lambda *_: None)
-    with h5py.File(out, "r") as f:
-        return f["vectors"][...]
-
-
-def test_weights_of_another_net_and_bad_net_files_are_one_line(encoded, weights, tmp_path):
-    out = tmp_path / "pred_vectors.h5"
-    r = run_infer(encoded, out, weights[1])  # GoogLeNet's weights for SegNet: Caffe would load none, rc 0
-    assert r.returncode == 1 and r.stderr.splitlines()[-1] == (
-        f"infer: error: {weights[1]}: has no layer 'conv1_1', which {REPO / 'prototxt/segnet_deploy.prototxt'} "
-        "learns (weights of another net? pass the snapshot trained with this net)")
-    (tmp_path / "bad.caffemodel").write_bytes(b"\x08\x96\x01garbage" * 10)
-    r = run_infer(encoded, out, tmp_path / "bad.caffemodel")
-    assert r.returncode == 1 and "bad.caffemodel: not a caffemodel" in r.stderr.splitlines()[-1]
-    (tmp_path / "bad.prototxt").write_text('layer { name: "x" type: "Convolution" bottom: "data" top: "y" }\n}\n')
-    r = run_infer(encoded, out, weights[0], deploy=tmp_path / "bad.prototxt")
-    assert r.returncode == 1 and "bad.prototxt: not a net prototxt" in r.stderr.splitlines()[-1], r.stderr
-    assert "Check failed" not in r.stderr and not out.exists()
-
-
-def test_a_second_infer_run_is_refused_and_a_damaged_partial_is_redone(encoded, weights, clean_blobs, tmp_path):
-    from dcme_layers.util import records, resumable
-
-    out = tmp_path / "pred_vectors.h5"
-    with resumable.Job(out, {}):  # another run holds the lock
-        r = run_infer(encoded, out, weights[0])
-    assert r.returncode == 1 and r.stderr.splitlines()[-1].startswith(
-        f"infer: error: {out}: another run is writing it (lock {tmp_path / '.pred_vectors.h5.lock'})")
-
-    r = run_infer(encoded, out, weights[0])  # a run killed after frame 0 was marked done...
-    assert r.returncode == 0, r.stderr[-2000:]
-    partial = tmp_path / "pred_vectors.h5.partial"
-    partial.mkdir()
-    (partial / "job.json").write_text(json.dumps({k: v for k, v in records.read_record(out).items()
-                                                  if k != "outputs"}))
-    frames = inference.read_frames(encoded / "val")
-    (partial / "done.txt").write_text(f"{frames[0]}\t{records.digest(clean_blobs[0])}\n")
-    (partial / "vectors.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)  # ...whose HDF5 file was cut short
-    r = run_infer(encoded, out, weights[0], "--force")
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "vectors.h5 unreadable" in r.stdout and "starting over" in r.stdout
-    with h5py.File(out, "r") as f:
-        np.testing.assert_array_equal(f["vectors"][...], clean_blobs)
-
-
-def test_a_frame_marked_done_but_not_on_disk_is_predicted_again(encoded, weights, clean_blobs, tmp_path):
-    """What a crash on a full disk left before (issue 9): every frame marked done, one of them all zeros."""
-    from dcme_layers.util import records
-
-    out = tmp_path / "pred_vectors.h5"
-    assert run_infer(encoded, out, weights[0]).returncode == 0
-    record = {k: v for k, v in records.read_record(out).items() if k != "outputs"}
-    partial = tmp_path / "pred_vectors.h5.partial"
-    partial.mkdir()
-    (partial / "job.json").write_text(json.dumps(record))
-    frames = inference.read_frames(encoded / "val")
-    (partial / "done.txt").write_text("".join(f"{n}\t{records.digest(v)}\n" for n, v in zip(frames, clean_blobs)))
-    shutil.copy(out, partial / "vectors.h5")
-    with h5py.File(partial / "vectors.h5", "r+") as f:
-        f["vectors"][1] = 0  # frame 1's data never reached the disk
-    r = run_infer(encoded, out, weights[0], "--force")
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "1 frames marked done are not on disk; predicting them again" in r.stdout
-    with h5py.File(out, "r") as f:
-        np.testing.assert_array_equal(f["vectors"][...], clean_blobs)
-
-
-def test_infer_on_a_full_disk_stops_with_one_line_and_resumes(encoded, weights, clean_blobs, tmp_path):
-    disk, kept = tmp_path / "disk", tmp_path / "kept.h5"
-    args = ["--encoded", encoded, "--split", "val", "--weights", weights[0], "--out", disk / "pred_vectors.h5"]
-    r = helpers.in_small_disk(disk, "1000k", f"""
-        a = tool("infer", *{list(map(str, args))!r})
-        print("RC1", a.returncode); print("ERR1", a.stderr.strip().splitlines()[-1])
-        remount("64m")
-        b = tool("infer", *{list(map(str, args))!r})
-        print("RC2", b.returncode)
-        import shutil; shutil.copy("{disk}/pred_vectors.h5", "{kept}")
-    """)
-    assert r.returncode == 0, r.stderr[-2000:]
-    got = dict(line.split(" ", 1) for line in r.stdout.splitlines())
-    assert got["RC1"] == "1" and got["ERR1"].startswith(f"infer: error: {disk}/pred_vectors.h5.partial")
-    assert "no space left on device" in got["ERR1"] and "re-run" in got["ERR1"], got["ERR1"]
-    assert got["RC2"] == "0"
-    with h5py.File(kept, "r") as f:
-        np.testing.assert_array_equal(f["vectors"][...], clean_blobs)
 
 
 # --- exact end to end: ground-truth maps through the path `make evaluate` takes --------------------------------
@@ -320,6 +161,7 @@ def gt_evaluated(tiny_cityscapes, gt_blobs, weights, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_ground_truth_maps_through_evaluate_score_exactly_the_oracle_row(tiny_cityscapes, gt_blobs, gt_evaluated,
                                                                            tmp_path):
     """Ground-truth maps in pred_vectors.h5, scored by `make evaluate --oracle-classes`, give tools/oracle.py's
@@ -341,6 +183,7 @@ def test_ground_truth_maps_through_evaluate_score_exactly_the_oracle_row(tiny_ci
     assert ours == theirs and len(ours) > 10
 
 
+@pytest.mark.slow
 def test_exported_instances_and_classes_are_the_decoded_ones_frame_by_frame(tiny_cityscapes, gt_blobs, weights,
                                                                              tmp_path):
     """With GoogLeNet's classes and --max-instances 3: each frame's .txt and masks are the 3 best-scored instances
@@ -381,18 +224,8 @@ def test_exported_instances_and_classes_are_the_decoded_ones_frame_by_frame(tiny
 
 # --- killed mid-run (SIGKILL) and resumed: the result of an uninterrupted run ----------------------------------
 
-def test_infer_killed_mid_run_resumes_to_the_uninterrupted_result(encoded, weights, clean_blobs, tmp_path):
-    out = tmp_path / "pred_vectors.h5"
-    args = ["--encoded", encoded, "--split", "val", "--out", out, "--weights", weights[0]]
-    assert helpers.kill_mid_run("infer", args, tmp_path / "pred_vectors.h5.partial" / "done.txt") == 1
-    assert not out.exists()
-    r = helpers.run_tool("infer", *args)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "resuming after 1 done" in r.stdout
-    with h5py.File(out, "r") as f:
-        np.testing.assert_array_equal(f["vectors"][...], clean_blobs)
 
-
+@pytest.mark.slow
 def test_export_killed_mid_run_resumes_to_the_uninterrupted_result(tiny_cityscapes, gt_blobs, weights, gt_evaluated,
                                                                     tmp_path):
     out = tmp_path / "eval"
@@ -411,6 +244,7 @@ def test_export_killed_mid_run_resumes_to_the_uninterrupted_result(tiny_cityscap
     assert rows[0] == rows[1]
 
 
+@pytest.mark.slow
 def test_predictions_file_gives_the_same_report_as_inferring(tiny_cityscapes, encoded, weights, tmp_path):
     """--predictions scores vector maps computed elsewhere: tools/infer.py's file (moved, as from another machine)
     and Caffe's own HDF5Output file from `caffe test` of the same weights (no Python, as the GPU check's demo
@@ -439,6 +273,7 @@ def test_predictions_file_gives_the_same_report_as_inferring(tiny_cityscapes, en
     assert (tmp_path / "caffe" / "pred_vectors.h5.job.json").is_file()
 
 
+@pytest.mark.slow
 def test_bad_predictions_files_are_one_line(tiny_cityscapes, encoded, weights, clean_blobs, tmp_path):
     frames = (encoded / "val" / "frames.txt").read_text().split()
 
@@ -461,7 +296,8 @@ def test_bad_predictions_files_are_one_line(tiny_cityscapes, encoded, weights, c
          f"frame 0 is {frames[1]}, line 1 of {encoded / 'val' / 'frames.txt'} is {frames[0]}; score it with the "
          f"--encoded split it was predicted from, in its order"),
         (write("fewer.h5", clean_blobs[:1], frames[:1]), f"1 frames, {encoded / 'val' / 'frames.txt'} lists 2"),
-        (write("shape.h5", clean_blobs[:, :, :-1]), f"vector maps of shape (2, 2, {SIZE[0] - 1}, {SIZE[1]})"),
+        (write("shape.h5", clean_blobs[:, :, :-1]),
+         f"vector maps of shape (2, 2, {ENCODED_SIZE[0] - 1}, {ENCODED_SIZE[1]})"),
         (write("nan.h5", nan), f"frame 1 ({frames[1]}) has NaN/inf in its predicted vector map"),
         (write("caffe.h5", clean_blobs, caffe_format=True),
          f"a Caffe HDF5Output file needs its frame names in {tmp_path / 'caffe.h5.frames.txt'}"),
@@ -474,3 +310,18 @@ def test_bad_predictions_files_are_one_line(tiny_cityscapes, encoded, weights, c
     run = run_evaluate(tiny_cityscapes, encoded, weights, tmp_path / "eval", "--predictions", str(cases[0][0]))
     assert run.returncode != 0 and run.stderr.splitlines() == [f"evaluate: {cases[0][0]}: {cases[0][1]}"], run.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_confusion_matrix_rows_are_the_ground_truth():
+    from cityscapesscripts.helpers.labels import name2label
+
+    from dcme_layers.evaluation.report import format_confusion
+    from dcme_layers.evaluation.labels import confusion_matrix
+
+    person, car = name2label["person"].id, name2label["car"].id
+    m = confusion_matrix([(person, person), (person, car), (0, car), (car, car)])
+    names = list(cs_eval.CLASS_NAMES)
+    assert m.shape == (9, 8) and m.sum() == 4
+    assert m[names.index("person"), names.index("person")] == 1 and m[names.index("person"), names.index("car")] == 1
+    assert m[8, names.index("car")] == 1 and m[names.index("car"), names.index("car")] == 1
+    assert "| person (2) | 1 | 0 | 1 |" in format_confusion(m) and "| 50% |" in format_confusion(m)

@@ -1,5 +1,6 @@
-"""tools/tune_thresholds.py: a grid of decoding thresholds scored by the real cityscapesscripts evaluator on the tiny
-synthetic set, with the oracle noise model and with an HDF5 file of maps in tools/infer.py's layout."""
+"""dcme_layers.pipeline.tuning and tools/tune_thresholds.py (`make tune`): a grid of decoding thresholds scored by
+the real cityscapesscripts evaluator on the tiny synthetic set, with the oracle noise model and with an HDF5 file of
+maps in tools/infer.py's layout."""
 import subprocess
 import sys
 import zlib
@@ -85,6 +86,7 @@ def write_predictions(path, names, maps):
         f["frames"] = np.array(names, dtype=h5py.string_dtype())
 
 
+@pytest.mark.slow
 def test_predictions_file_and_a_bad_one(tiny_cityscapes, tmp_path, repo):
     frames = cityscapes.list_frames(tiny_cityscapes, "val")
     h5 = tmp_path / "pred_vectors.h5"
