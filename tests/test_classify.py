@@ -330,7 +330,7 @@ def test_generated_prototxt_is_committed(repo, caffe):
                  'snapshot_prefix: "models/googlenet/googlenet"', "solver_mode: CPU",
                  'net: "prototxt/googlenet_train.prototxt"'):
         assert line in solver
-    losses = {l.name: (l.bottom[0], [round(w, 6) for w in l.loss_weight]) for l in net.train_net("a", "b").layer
+    losses = {l.name: (l.bottom[0], [round(w, 6) for w in l.loss_weight]) for l in net.train("a", "b").layer
               if l.type == "SoftmaxWithLoss"}
     assert losses == {"loss1/loss": ("loss1/classifier_cs", [0.3]), "loss2/loss": ("loss2/classifier_cs", [0.3]),
                       "loss3/loss3": ("loss3/classifier_cs", [1.0])}
@@ -347,7 +347,7 @@ def test_train_and_deploy_nets(caffe, tmp_path):
     crops, labels = _separable_crops(4)
     _write_lmdb(tmp_path / "train", crops, labels)
     train = tmp_path / "train.prototxt"
-    train.write_text(str(net.train_net(str(tmp_path / "train"), str(tmp_path / "train"), batch_size=2,
+    train.write_text(str(net.train(str(tmp_path / "train"), str(tmp_path / "train"), batch_size=2,
                                        test_batch_size=2)))
     tnet = caffe.Net(str(train), caffe.TRAIN)
     out = tnet.forward()
@@ -364,7 +364,7 @@ def test_train_and_deploy_nets(caffe, tmp_path):
     assert {"loss1/top-1", "loss2/top-1", "loss3/top-1"} <= set(test.forward())
 
     deploy = tmp_path / "deploy.prototxt"
-    deploy.write_text(str(net.deploy_net()))
+    deploy.write_text(str(net.deploy()))
     dnet = caffe.Net(str(deploy), caffe.TEST)
     dnet.blobs["data"].data[...] = np.random.default_rng(0).normal(0, 50, (1, 3, 224, 224))
     prob = dnet.forward()["prob"]
@@ -393,7 +393,7 @@ def smoke(caffe, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("smoke")
     crops, labels = _separable_crops(16)
     _write_lmdb(tmp / "train", crops, labels)
-    (tmp / "train.prototxt").write_text(str(net.train_net(str(tmp / "train"), None, batch_size=4)))
+    (tmp / "train.prototxt").write_text(str(net.train(str(tmp / "train"), None, batch_size=4)))
     cfg = dict(net.SMOKE, max_iter=10, random_seed=7)
     (tmp / "solver.prototxt").write_text(models.solver(str(tmp / "train.prototxt"), str(tmp / "snap"), cfg))
     solver = caffe.get_solver(str(tmp / "solver.prototxt"))
@@ -408,7 +408,7 @@ def smoke(caffe, tmp_path_factory):
     weights = tmp / "smoke.caffemodel"
     solver.net.save(str(weights))
     deploy = tmp / "deploy.prototxt"
-    deploy.write_text(str(net.deploy_net()))
+    deploy.write_text(str(net.deploy()))
     return dict(losses=losses, weights=weights, deploy=deploy, s_per_iter=seconds)
 
 
@@ -453,7 +453,7 @@ def test_classifier_rejects_weights_without_the_8_way_classifier(caffe, smoke, t
     """Caffe would silently skip a classifier of another size (e.g. ImageNet's) and classify at random."""
     from models.googlenet import net
 
-    (tmp_path / "five.prototxt").write_text(str(net.deploy_net(num_classes=5)))
+    (tmp_path / "five.prototxt").write_text(str(net.deploy(num_classes=5)))
     caffe.Net(str(tmp_path / "five.prototxt"), caffe.TEST).save(str(tmp_path / "five.caffemodel"))
     with pytest.raises(errors.DataError, match=r"five.caffemodel: layer 'loss3/classifier_cs' has blobs "
                                                    r"\[\(5, 1024\), \(5,\)\], .* needs \[\(8, 1024\), \(8,\)\]"):
@@ -476,7 +476,7 @@ def test_classifier_sees_what_training_saw(caffe, smoke, sample_instances, tmp_p
         labels[ids == iid] = k + 1
     _write_lmdb(tmp_path / "one", [e[2].transpose(1, 2, 0) for e in entries if e[0] in dict(mine)],
                 [e[1] for e in entries if e[0] in dict(mine)])
-    (tmp_path / "t.prototxt").write_text(str(net.train_net(str(tmp_path / "one"), str(tmp_path / "one"),
+    (tmp_path / "t.prototxt").write_text(str(net.train(str(tmp_path / "one"), str(tmp_path / "one"),
                                                            test_batch_size=len(mine))))
     tnet = caffe.Net(str(tmp_path / "t.prototxt"), caffe.TEST, weights=str(smoke["weights"]))
     tnet.forward()

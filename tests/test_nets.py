@@ -18,6 +18,7 @@ from caffe.proto import caffe_pb2  # noqa: E402
 from google.protobuf import text_format  # noqa: E402
 
 import models  # noqa: E402
+from dcme_layers.core import paper
 from dcme_layers.data.lmdb_io import encode_dataset, read_datum_lmdb
 from models.fcn8s import net as fcn8s, surgery  # noqa: E402
 from models.segnet import net as segnet  # noqa: E402
@@ -40,7 +41,7 @@ def encode(root, out, size):
 @pytest.fixture(scope="module")
 def lmdb_paper(tiny_cityscapes, tmp_path_factory):
     """Synthetic frames encoded at the paper's 340x680."""
-    return encode(tiny_cityscapes, tmp_path_factory.mktemp("lmdb_340x680"), models.INPUT_SIZE)
+    return encode(tiny_cityscapes, tmp_path_factory.mktemp("lmdb_340x680"), paper.SIZE)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +82,7 @@ def test_train_net_runs_on_small_odd_input(tmp_path, lmdb_odd, name, batch, lear
     # the Data layers deliver the encoded frames, in LMDB order, aligned: image 0 and vector map 0 of train
     (_, img0), (_, vec0) = next(read_datum_lmdb(f"{lmdb_odd}/train/images")), \
         next(read_datum_lmdb(f"{lmdb_odd}/train/vectors"))
-    np.testing.assert_allclose(net.blobs["data"].data[0] + np.array(models.MEAN_BGR, np.float32)[:, None, None],
+    np.testing.assert_allclose(net.blobs["data"].data[0] + np.array(paper.MEAN_BGR, np.float32)[:, None, None],
                                img0, atol=1e-3)
     np.testing.assert_array_equal(net.blobs["vectors"].data[0], vec0)
     pred, target = net.blobs[models.OUTPUT_BLOB].data, net.blobs["vectors"].data
@@ -285,7 +286,7 @@ def test_fcn8s_solver_runs_as_many_epochs_as_segnet(repo):
 # Small crops keep the tests fast. EuclideanLoss sums over the pixels, so the gradient grows with H x W: the smoke
 # learning rates (set for 340x680) are scaled by the pixel ratio, the same step per pixel as the demo's.
 TRAIN_SIZE = (32, 64)
-PIXEL_RATIO = models.INPUT_SIZE[0] * models.INPUT_SIZE[1] / (TRAIN_SIZE[0] * TRAIN_SIZE[1])
+PIXEL_RATIO = paper.SIZE[0] * paper.SIZE[1] / (TRAIN_SIZE[0] * TRAIN_SIZE[1])
 
 
 @pytest.fixture(scope="module")

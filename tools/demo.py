@@ -167,10 +167,10 @@ def write_solvers(c, out):
         models.solver(str(net), c["segnet_prefix"], c["segnet_solver"])))
     slim, batch = c["googlenet"]["slim"], c["googlenet_solver"]["batch_size"]
     net = files["googlenet_train"] = d / "googlenet_train.prototxt"
-    atomic_write(net, lambda t: t.write_text(str(googlenet.train_net(f"{c['instances']}/train", None, batch_size=batch,
+    atomic_write(net, lambda t: t.write_text(str(googlenet.train(f"{c['instances']}/train", None, batch_size=batch,
                                                                      mirror=c["googlenet"]["mirror"], slim=slim))))
     files["googlenet_deploy"] = d / "googlenet_deploy.prototxt"         # for tools/evaluate.py --classifier-deploy
-    write_if_changed(files["googlenet_deploy"], str(googlenet.deploy_net(slim=slim)))
+    write_if_changed(files["googlenet_deploy"], str(googlenet.deploy(slim=slim)))
     files["googlenet"] = d / "googlenet_solver.prototxt"
     atomic_write(files["googlenet"], lambda t: t.write_text(
         models.solver(str(net), c["googlenet_prefix"], c["googlenet_solver"])))
