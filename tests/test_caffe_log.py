@@ -1,5 +1,6 @@
-"""dcme_layers.net.caffe_log: the demo's progress parser on real `caffe train` log lines, and the glog INFO pattern."""
-from dcme_layers.net.caffe_log import INFO_LINE, parse_train_line
+"""dcme_layers.net.caffe_log: the demo's progress parser and the loss curve on real `caffe train` log lines, and the
+glog INFO pattern."""
+from dcme_layers.net.caffe_log import INFO_LINE, loss_curve, parse_train_line
 
 # Verbatim lines of real `caffe train` runs of this project's Caffe (SegNet smoke solver, GoogLeNet smoke solver,
 # SegNet with Adam at 85x170), glog prefix included.
@@ -44,3 +45,19 @@ def test_info_pattern_matches_glog_info_lines_only():
     assert INFO_LINE.match("I1126 14:07:23.530210 19225 caffe.cpp:197] Use CPU.")   # glog without the year
     assert not INFO_LINE.match("W1126 14:07:23.530210 19225 net.cpp:10] a warning")
     assert not INFO_LINE.match("infer segnet: 100%|##########| 2/2 [00:01<00:00,  1.9frame/s]")
+
+
+def test_loss_curve_reads_the_display_lines_and_the_rate():
+    curve, rate = loss_curve(SEGNET)
+    assert curve == [(0, 2.9133e7), (1, 9.3824e7), (10, 458177.0)]   # not "Iteration 3, loss" after the last one
+    assert rate == round(10 / (36 * 60 + 58.831758 - 57.647056), 3)  # iterations 0 to 10 by their timestamps
+    curve, rate = loss_curve(SEGNET, final=True)
+    assert curve[-1] == (3, 56905.9) and len(curve) == 4 and rate == loss_curve(SEGNET)[1]
+    assert loss_curve(GOOGLENET) == ([(5, 3.68641)], None)            # one display line: no rate
+    assert loss_curve("") == ([], None)
+
+
+def test_loss_curve_rate_across_midnight():
+    text = ("I1126 23:59:59.500000 7 solver.cpp:239] Iteration 0 (0 iter/s, 1s/1 iters), loss = 4\n"
+            "I1127 00:00:01.500000 7 solver.cpp:239] Iteration 4 (2 iter/s, 2s/4 iters), loss = 2\n")
+    assert loss_curve(text) == ([(0, 4.0), (4, 2.0)], 2.0)

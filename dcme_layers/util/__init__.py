@@ -1,3 +1,3 @@
 """Infrastructure that knows nothing of DCME: the error family, atomic files, the resumable-job mechanism, the
-process pool, the tools' argument types."""
-__all__ = ["cli", "errors", "files", "pool", "resumable"]
+process pool, the tools' runner and argument types, external commands with their logs."""
+__all__ = ["cli", "commands", "errors", "files", "pool", "resumable"]

@@ -38,7 +38,8 @@ VGG16 = [(64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)
 FC = 4096  # channels of fc6 and fc7
 
 # The paper's lr 1e-10 and batch 14 (DCME Sec. 4), the rest as fcn.berkeleyvision.org's solvers; batch 14 runs as
-# 7 x iter_size 2 (the same update) to fit a 24 GiB machine. test_iter 72 x 7 covers the 500 Cityscapes val images.
+# 7 x iter_size 2, the same update, to fit a 24 GiB machine (with more memory: batch_size 14, iter_size 1).
+# test_iter 72 x 7 covers the 500 Cityscapes val images.
 PAPER = dict(batch_size=7, iter_size=2, base_lr=1e-10, momentum=0.99, weight_decay=0.0005, lr_policy="fixed",
              snapshot=4000, test_iter=72, test_interval=999999999, test_initialization=False, display=20,
              average_loss=20)

@@ -36,7 +36,8 @@ DECODER = [[(3, 512), (2, 512), (1, 512)], [(3, 512), (2, 512), (1, 256)], [(3, 
            [(2, 128), (1, 64)], [(2, 64)]]
 
 # The paper's lr 1e-8 and batch 15 (DCME Sec. 4), the rest as SegNet-Tutorial's solver; batch 15 runs as 5 x
-# iter_size 3 (the same update) to fit a 24 GiB machine. test_iter 100 x 5 covers the 500 Cityscapes val images.
+# iter_size 3, the same update, to fit a 24 GiB machine (with more memory: batch_size 15, iter_size 1, then
+# tools/make_prototxt.py). test_iter 100 x 5 covers the 500 Cityscapes val images.
 PAPER = dict(batch_size=5, iter_size=3, base_lr=1e-8, momentum=0.9, weight_decay=0.0005, lr_policy="fixed",
              max_iter=40000, snapshot=1000, test_iter=100, test_interval=10000000, test_initialization=False,
              display=20, average_loss=20)
