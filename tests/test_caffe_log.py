@@ -1,6 +1,6 @@
 """dcme_layers.net.caffe_log: the demo's progress parser and the loss curve on real `caffe train` log lines, and the
 glog INFO pattern."""
-from dcme_layers.net.caffe_log import INFO_LINE, loss_curve, parse_train_line
+from dcme_layers.net.caffe_log import INFO_LINE, loss_curve, parse_train_line, plot_loss_curves
 
 # Verbatim lines of real `caffe train` runs of this project's Caffe (SegNet smoke solver, GoogLeNet smoke solver,
 # SegNet with Adam at 85x170), glog prefix included.
@@ -61,3 +61,12 @@ def test_loss_curve_rate_across_midnight():
     text = ("I1126 23:59:59.500000 7 solver.cpp:239] Iteration 0 (0 iter/s, 1s/1 iters), loss = 4\n"
             "I1127 00:00:01.500000 7 solver.cpp:239] Iteration 4 (2 iter/s, 2s/4 iters), loss = 2\n")
     assert loss_curve(text) == ([(0, 4.0), (4, 2.0)], 2.0)
+
+
+def test_loss_figure_has_a_panel_per_net(tmp_path):
+    import cv2
+
+    path = tmp_path / "figures" / "training_loss.png"
+    plot_loss_curves({"SegNet": loss_curve(SEGNET, final=True)[0], "GoogLeNet": []}, path)
+    image = cv2.imread(str(path))
+    assert image.shape[1] == 2 * 600 and not list(tmp_path.glob("figures/.*"))   # 6 inches a panel at 100 dpi

@@ -44,6 +44,20 @@ def test_runner_returns_the_status_and_prints_one_line_on_bad_input(capsys, monk
     assert usage.value.code == 2 and "argument --n: 0 must be >= 1" in capsys.readouterr().err
 
 
+def test_the_error_line_comes_after_what_the_failure_left_open(capsys):
+    """A progress bar that the failed run leaves open (alive in the traceback) prints its last state when it is
+    released; the error line still comes last."""
+    class Bar:
+        def __del__(self):
+            print("bar 1/2", file=sys.stderr)
+
+    def run(args):
+        bar = Bar()  # noqa: F841
+        raise DataError("out/pred.h5: no space left on device")
+    assert cli.run_tool("tool: error", parser, run, []) == 1
+    assert capsys.readouterr().err.splitlines() == ["bar 1/2", "tool: error: out/pred.h5: no space left on device"]
+
+
 def test_quiet_keeps_the_users_level(monkeypatch):
     monkeypatch.setenv("GLOG_minloglevel", "0")
     assert cli.quiet() == "0" and os.environ["GLOG_minloglevel"] == "0"

@@ -112,7 +112,7 @@ def run(args):
             step(caffe, res)  # each fills res as it goes: a step that fails or hangs leaves the earlier results
         if args.demo is not None:
             gpu_checks.demo_stage(caffe, res, manifest["demo"], args.demo, out / "demo", args.keep_weights,
-                       [] if args.cpu else ["-gpu", "0"])
+                                  [] if args.cpu else ["-gpu", "0"])
     finally:
         finish(res, out, caffe.logs, started)
         shutil.rmtree(caffe.work, ignore_errors=True)

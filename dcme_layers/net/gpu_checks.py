@@ -134,7 +134,7 @@ def torch_peer(caffe, res):
 
 
 def demo_stage(caffe, res, demo, seconds, out, keep_weights, device):
-    """Step 6 (see the module docstring): fills res["demo"] and its checks; the predictions go to ``out``."""
+    """Step 6, the demo stage (tools/gpu_check.py): fills res["demo"] and its checks; the predictions go to ``out``."""
     print(f"6. demo stage: SegNet {demo['size'][0]}x{demo['size'][1]} on {demo['train_frames']} frames, at most "
           f"{demo['max_iter']} iterations or {seconds:g} s; BatchNorm statistics; caffe test of {demo['val_frames']} "
           f"val frames", flush=True)

@@ -32,9 +32,12 @@ def run_tool(prefix, parser, run, argv=None, errors=()):
     try:
         status = run(args)
     except (DcmeError,) + tuple(errors) as e:
-        print(f"{prefix}: {e}", file=sys.stderr)
-        return 1
-    return 0 if status is None else status
+        line = f"{prefix}: {e}"
+    else:
+        return 0 if status is None else status
+    # printed once the error is released: what its traceback kept open (a progress bar) has closed, the line is last
+    print(line, file=sys.stderr)
+    return 1
 
 
 def _at_least(kind, low, what):
