@@ -140,7 +140,7 @@ def smoke(caffe, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("smoke")
     crops, labels = helpers.separable_crops(16)
     helpers.write_lmdb(tmp / "train", crops, labels)
-    (tmp / "train.prototxt").write_text(str(net.train_net(str(tmp / "train"), None, batch_size=4)))
+    (tmp / "train.prototxt").write_text(str(net.train(str(tmp / "train"), None, batch_size=4)))
     cfg = dict(net.SMOKE, max_iter=10, random_seed=7)
     (tmp / "solver.prototxt").write_text(models.solver(str(tmp / "train.prototxt"), str(tmp / "snap"), cfg))
     solver = caffe.get_solver(str(tmp / "solver.prototxt"))
@@ -155,7 +155,7 @@ def smoke(caffe, tmp_path_factory):
     weights = tmp / "smoke.caffemodel"
     solver.net.save(str(weights))
     deploy = tmp / "deploy.prototxt"
-    deploy.write_text(str(net.deploy_net()))
+    deploy.write_text(str(net.deploy()))
     return dict(losses=losses, weights=weights, deploy=deploy, s_per_iter=seconds)
 
 

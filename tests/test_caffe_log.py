@@ -1,5 +1,5 @@
-"""dcme_layers.net.caffe_log: the demo's progress parser on real `caffe train` log lines, the glog INFO pattern, the
-tools' quiet glog, and the progress of a real `caffe train` run."""
+"""dcme_layers.net.caffe_log: the demo's progress parser and the loss curve on real `caffe train` log lines, the
+glog INFO pattern, the tools' quiet glog, and the progress of a real `caffe train` run."""
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +14,7 @@ helpers.import_caffe()
 
 import models  # noqa: E402
 from dcme_layers.net import caffe_log  # noqa: E402
-from dcme_layers.net.caffe_log import INFO_LINE, parse_train_line  # noqa: E402
+from dcme_layers.net.caffe_log import INFO_LINE, loss_curve, parse_train_line, plot_loss_curves  # noqa: E402
 from models.segnet import net as segnet  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,3 +102,28 @@ def test_demo_training_progress_from_real_caffe_train(encoded, tmp_path):
     text = log.read_text()
     assert "Optimization Done." in text and sum(bool(INFO_LINE.match(line)) for line in text.splitlines()) > 100
     assert (tmp_path / "segnet_iter_3.caffemodel").is_file()
+
+
+def test_loss_curve_reads_the_display_lines_and_the_rate():
+    curve, rate = loss_curve(SEGNET)
+    assert curve == [(0, 2.9133e7), (1, 9.3824e7), (10, 458177.0)]   # not "Iteration 3, loss" after the last one
+    assert rate == round(10 / (36 * 60 + 58.831758 - 57.647056), 3)  # iterations 0 to 10 by their timestamps
+    curve, rate = loss_curve(SEGNET, final=True)
+    assert curve[-1] == (3, 56905.9) and len(curve) == 4 and rate == loss_curve(SEGNET)[1]
+    assert loss_curve(GOOGLENET) == ([(5, 3.68641)], None)            # one display line: no rate
+    assert loss_curve("") == ([], None)
+
+
+def test_loss_curve_rate_across_midnight():
+    text = ("I1126 23:59:59.500000 7 solver.cpp:239] Iteration 0 (0 iter/s, 1s/1 iters), loss = 4\n"
+            "I1127 00:00:01.500000 7 solver.cpp:239] Iteration 4 (2 iter/s, 2s/4 iters), loss = 2\n")
+    assert loss_curve(text) == ([(0, 4.0), (4, 2.0)], 2.0)
+
+
+def test_loss_figure_has_a_panel_per_net(tmp_path):
+    import cv2
+
+    path = tmp_path / "figures" / "training_loss.png"
+    plot_loss_curves({"SegNet": loss_curve(SEGNET, final=True)[0], "GoogLeNet": []}, path)
+    image = cv2.imread(str(path))
+    assert image.shape[1] == 2 * 600 and not list(tmp_path.glob("figures/.*"))   # 6 inches a panel at 100 dpi

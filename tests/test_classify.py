@@ -44,7 +44,7 @@ def test_classifier_rejects_weights_without_the_8_way_classifier(caffe, smoke, t
     """Caffe would silently skip a classifier of another size (e.g. ImageNet's) and classify at random."""
     from models.googlenet import net
 
-    (tmp_path / "five.prototxt").write_text(str(net.deploy_net(num_classes=5)))
+    (tmp_path / "five.prototxt").write_text(str(net.deploy(num_classes=5)))
     caffe.Net(str(tmp_path / "five.prototxt"), caffe.TEST).save(str(tmp_path / "five.caffemodel"))
     with pytest.raises(errors.DataError, match=r"five.caffemodel: layer 'loss3/classifier_cs' has blobs "
                                                    r"\[\(5, 1024\), \(5,\)\], .* needs \[\(8, 1024\), \(8,\)\]"):
@@ -67,7 +67,7 @@ def test_classifier_sees_what_training_saw(caffe, smoke, sample_instances, tmp_p
         labels[ids == iid] = k + 1
     write_lmdb(tmp_path / "one", [e[2].transpose(1, 2, 0) for e in entries if e[0] in dict(mine)],
                [e[1] for e in entries if e[0] in dict(mine)])
-    (tmp_path / "t.prototxt").write_text(str(net.train_net(str(tmp_path / "one"), str(tmp_path / "one"),
+    (tmp_path / "t.prototxt").write_text(str(net.train(str(tmp_path / "one"), str(tmp_path / "one"),
                                                            test_batch_size=len(mine))))
     tnet = caffe.Net(str(tmp_path / "t.prototxt"), caffe.TEST, weights=str(smoke["weights"]))
     tnet.forward()

@@ -23,7 +23,7 @@ def test_cpu_configuration_is_small_with_scaled_thresholds():
     assert "85x170" in c["encoded"] and "85x170" in c["segnet_prefix"] and "85x170" in c["instances"]
     assert c["slim"] > 1 and f"slim{c['slim']}" in c["segnet_prefix"]   # a slim SegNet: its own snapshots
     n, n_val = c["frames"]
-    assert c["data"] != demo.DATA and n > 12 and n_val >= 30     # more training frames, a val set of 30, own root
+    assert c["data"] != demo.synthetic.ROOT and n > 12 and n_val >= 30     # more training frames, a val set of 30, own root
     assert c["googlenet"]["size"] == (340, 680) and c["min_pixels"] == 50   # crops at the paper's size
     assert c["segnet"]["type"] == "Adam" and c["segnet"]["max_iter"] > 8
     g = c["googlenet"]

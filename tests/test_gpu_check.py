@@ -15,6 +15,7 @@ caffe = helpers.import_caffe()
 from caffe import layers as L, params as P  # noqa: E402
 
 import models  # noqa: E402
+from dcme_layers.net import caffe_log  # noqa: E402
 from models.segnet import net as segnet  # noqa: E402
 from tools import gpu_bundle, gpu_check  # noqa: E402
 
@@ -45,7 +46,7 @@ def test_parse_time_reads_real_caffe_time_output(tmp_path):
     run = subprocess.run([str(CAFFE_CMD), "time", "-model", str(net), "-iterations", "3"], env=ENV,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
-    r = gpu_check.parse_time(run.stderr)
+    r = caffe_log.parse_time(run.stderr)
     assert r["total_ms"] > 0
     assert {"data", "conv", "upsample1", "out", "loss"} <= set(r["layers"])
     # the net's time leaves out the DummyData layer, which draws the input anew on every pass
@@ -62,7 +63,7 @@ def test_parse_losses_reads_real_caffe_train_output(tmp_path):
     run = subprocess.run([str(CAFFE_CMD), "train", "-solver", str(solver)], env=ENV, capture_output=True, text=True,
                          timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
-    losses = gpu_check.parse_losses(run.stderr)
+    losses = [loss for _, loss in caffe_log.loss_curve(run.stderr)[0]]
     assert len(losses) == 12
     assert sum(losses[-5:]) < sum(losses[:5])  # gpu_check's "the loss falls", on a real run
 
@@ -73,7 +74,7 @@ def test_tf32_rows_sit_beside_the_peers_tf32(tmp_path, capsys):
     net = tiny_net(tmp_path / "tiny.prototxt")
     run = subprocess.run([str(CAFFE_CMD), "time", "-model", str(net), "-iterations", "2"], env=ENV,
                          capture_output=True, text=True, timeout=120)
-    t = gpu_check.parse_time(run.stderr)
+    t = caffe_log.parse_time(run.stderr)
     t.pop("layers")
     s = t["forward_backward_ms"] / 1000
     res = dict(device="cpu", batches={"segnet": 2}, time={"segnet/default": t, "segnet/default/tf32": t}, train={},

@@ -20,6 +20,7 @@ from caffe.proto import caffe_pb2  # noqa: E402
 from google.protobuf import text_format  # noqa: E402
 
 import models  # noqa: E402
+from dcme_layers.core import paper
 from dcme_layers.data.lmdb_io import encode_dataset, read_datum_lmdb
 from models.fcn8s import net as fcn8s, surgery  # noqa: E402
 from models.segnet import net as segnet  # noqa: E402
@@ -42,7 +43,7 @@ def encode(root, out, size):
 @pytest.fixture(scope="module")
 def lmdb_paper(tiny_cityscapes, tmp_path_factory):
     """Synthetic frames encoded at the paper's 340x680."""
-    return encode(tiny_cityscapes, tmp_path_factory.mktemp("lmdb_340x680"), models.INPUT_SIZE)
+    return encode(tiny_cityscapes, tmp_path_factory.mktemp("lmdb_340x680"), paper.SIZE)
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,7 @@ def test_train_net_runs_on_small_odd_input(tmp_path, lmdb_odd, name, batch, lear
     # the Data layers deliver the encoded frames, in LMDB order, aligned: image 0 and vector map 0 of train
     (_, img0), (_, vec0) = next(read_datum_lmdb(f"{lmdb_odd}/train/images")), \
         next(read_datum_lmdb(f"{lmdb_odd}/train/vectors"))
-    np.testing.assert_allclose(net.blobs["data"].data[0] + np.array(models.MEAN_BGR, np.float32)[:, None, None],
+    np.testing.assert_allclose(net.blobs["data"].data[0] + np.array(paper.MEAN_BGR, np.float32)[:, None, None],
                                img0, atol=1e-3)
     np.testing.assert_array_equal(net.blobs["vectors"].data[0], vec0)
     pred, target = net.blobs[models.OUTPUT_BLOB].data, net.blobs["vectors"].data
@@ -294,7 +295,7 @@ def test_fcn8s_solver_runs_as_many_epochs_as_segnet(repo):
 # Small crops keep the tests fast. EuclideanLoss sums over the pixels, so the gradient grows with H x W: the smoke
 # learning rates (set for 340x680) are scaled by the pixel ratio, the same step per pixel as the demo's.
 TRAIN_SIZE = (32, 64)
-PIXEL_RATIO = models.INPUT_SIZE[0] * models.INPUT_SIZE[1] / (TRAIN_SIZE[0] * TRAIN_SIZE[1])
+PIXEL_RATIO = paper.SIZE[0] * paper.SIZE[1] / (TRAIN_SIZE[0] * TRAIN_SIZE[1])
 
 
 @pytest.fixture(scope="module")
@@ -406,7 +407,7 @@ def test_googlenet_generated_prototxt_is_committed(repo, caffe):
                  'snapshot_prefix: "models/googlenet/googlenet"', "solver_mode: CPU",
                  'net: "prototxt/googlenet_train.prototxt"'):
         assert line in solver
-    losses = {l.name: (l.bottom[0], [round(w, 6) for w in l.loss_weight]) for l in net.train_net("a", "b").layer
+    losses = {l.name: (l.bottom[0], [round(w, 6) for w in l.loss_weight]) for l in net.train("a", "b").layer
               if l.type == "SoftmaxWithLoss"}
     assert losses == {"loss1/loss": ("loss1/classifier_cs", [0.3]), "loss2/loss": ("loss2/classifier_cs", [0.3]),
                       "loss3/loss3": ("loss3/classifier_cs", [1.0])}
@@ -424,7 +425,7 @@ def test_googlenet_train_and_deploy_nets(caffe, tmp_path):
     crops, labels = separable_crops(4)
     write_lmdb(tmp_path / "train", crops, labels)
     train = tmp_path / "train.prototxt"
-    train.write_text(str(net.train_net(str(tmp_path / "train"), str(tmp_path / "train"), batch_size=2,
+    train.write_text(str(net.train(str(tmp_path / "train"), str(tmp_path / "train"), batch_size=2,
                                        test_batch_size=2)))
     tnet = caffe.Net(str(train), caffe.TRAIN)
     out = tnet.forward()
@@ -441,7 +442,7 @@ def test_googlenet_train_and_deploy_nets(caffe, tmp_path):
     assert {"loss1/top-1", "loss2/top-1", "loss3/top-1"} <= set(test.forward())
 
     deploy = tmp_path / "deploy.prototxt"
-    deploy.write_text(str(net.deploy_net()))
+    deploy.write_text(str(net.deploy()))
     dnet = caffe.Net(str(deploy), caffe.TEST)
     dnet.blobs["data"].data[...] = np.random.default_rng(0).normal(0, 50, (1, 3, 224, 224))
     prob = dnet.forward()["prob"]

@@ -9,13 +9,18 @@ import sys
 import time
 from pathlib import Path
 
+from dcme_layers.util import cli
+
 TOOLS = Path(__file__).resolve().parent
 
 
-def main():
+def parser():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("names", nargs="*", help="benchmarks to run (default: all of tools/bench_*.py)")
-    args = ap.parse_args()
+    return ap
+
+
+def run(args):
     scripts = sorted(TOOLS.glob("bench_*.py"))
     if args.names:
         scripts = [TOOLS / f"bench_{n}.py" for n in args.names]
@@ -33,5 +38,9 @@ def main():
         sys.exit(f"bench: failed: {', '.join(failed)}")
 
 
+def main(argv=None):
+    return cli.run_tool("bench", parser, run, argv)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

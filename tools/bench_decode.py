@@ -23,21 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
-from dcme_layers.net.caffe_log import quiet
-
-quiet()  # before anything imports caffe: no glog INFO lines from the nets
-
 from dcme_layers.core import paper
 from dcme_layers.core.decoding import decode
 from dcme_layers.core.encoding import vector_map
 from dcme_layers.data import cityscapes, synthetic
 from dcme_layers.evaluation import cs_eval, export, oracle
 from dcme_layers.evaluation.oracle import noisy_map
-from dcme_layers.util.errors import DcmeError
+from dcme_layers.util import cli
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = Path(os.environ.get("DCME_CITYSCAPES_SAMPLE", REPO.parent / "shared" / "data" / "cityscapes_sample"))
-SIZE = paper.SIZE
 
 
 ENCODE = "encode (vector_map, CM)"
@@ -52,7 +47,7 @@ def decode_times(frames, repeat=7):
     rows = {}
     for f in frames:
         _, ids = cityscapes.subsample(cityscapes.read_image(f.image), cityscapes.read_instance_ids(f.instance_ids),
-                                      SIZE)
+                                      paper.SIZE)
         inst = cityscapes.instance_map(ids)
         vmap = vector_map(inst)
         noisy = vmap + (rng.normal(0, 1.0, vmap.shape) * (inst > 0)).astype(np.float32)
@@ -78,7 +73,7 @@ def export_eval_times(frames, tmp):
     """(export seconds per frame, evaluation seconds per frame) for the CM/vote oracle at 340x680."""
     t = time.perf_counter()
     for f in frames:
-        o = oracle.oracle_predictions(f, SIZE)
+        o = oracle.oracle_predictions(f, paper.SIZE)
         export.export_frame(tmp, f.name, o.labels, o.label_ids, o.scores, o.size)
     exporting = (time.perf_counter() - t) / len(frames)
     t = time.perf_counter()
@@ -89,7 +84,7 @@ def export_eval_times(frames, tmp):
 def table(title, frames, tmp):
     rows = decode_times(frames)
     enc, enc_best = np.median(rows[ENCODE], axis=0)
-    out = [f"### {title}: {len(frames)} frames, {SIZE[0]}x{SIZE[1]}", "",
+    out = [f"### {title}: {len(frames)} frames, {paper.SIZE[0]}x{paper.SIZE[1]}", "",
            "| step (per frame) | median ms | ratio to encoding | best-run ratio | target |", "|---|---|---|---|---|"]
     for name, ts in rows.items():
         med, best = np.median(ts, axis=0)
@@ -105,7 +100,7 @@ def table(title, frames, tmp):
 
 def random_map_time(repeat=5):
     """(instances, median seconds) decoding uniform random vectors in +-6 px at 340x680 with SegNet's thresholds."""
-    v = np.random.default_rng(0).uniform(-6, 6, (2,) + tuple(SIZE)).astype(np.float32)
+    v = np.random.default_rng(0).uniform(-6, 6, (2,) + tuple(paper.SIZE)).astype(np.float32)
     th = paper.THRESHOLDS["segnet"]
     n = len(decode(v, *th).votes)
     times = []
@@ -127,11 +122,14 @@ def first_call_times():
                                      capture_output=True).stdout) for _ in range(2)]
 
 
-def main():
+def parser():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", default=synthetic.ROOT, help="Cityscapes root with a val split")
     ap.add_argument("--frames", type=int, default=6, help="frames per data set (default: %(default)s)")
-    a = ap.parse_args()
+    return ap
+
+
+def run(a):
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         root = synthetic.existing_or_generate(a.root, tmp / "synthetic", {"val": a.frames}, split="val")
@@ -149,8 +147,9 @@ def main():
           f"| the same with a warm cache | {warm:.1f} s |", flush=True)
 
 
+def main(argv=None):
+    return cli.run_tool("bench_decode", parser, run, argv)
+
+
 if __name__ == "__main__":
-    try:
-        main()
-    except DcmeError as e:
-        sys.exit(f"bench_decode: {e}")
+    sys.exit(main())

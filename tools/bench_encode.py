@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from dcme_layers.core import paper
+from dcme_layers.util import cli
 
-SIZE = paper.SIZE
 
 
 def _runner(name, frames):
@@ -30,7 +30,7 @@ def _runner(name, frames):
 
     from dcme_layers.core.encoding import vector_map
     from dcme_layers.data import cityscapes as cs
-    h, w = SIZE
+    h, w = paper.SIZE
     if name == "baseline":  # read the frame's three files + resize, straight OpenCV
         def run(f):
             cv2.resize(cv2.imread(f.image, cv2.IMREAD_COLOR), (w, h), interpolation=cv2.INTER_AREA)
@@ -38,16 +38,16 @@ def _runner(name, frames):
             cv2.imread(f.label_ids, cv2.IMREAD_UNCHANGED)  # read by the encoder to validate it (not resized)
         return run, frames
     if name == "encoder":  # read + validate ids and labelIds + resize + 8-class instance map + DCME vector map
-        return (lambda f: cs.encode_frame(f, SIZE)), frames
+        return (lambda f: cs.encode_frame(f, paper.SIZE)), frames
     if name == "encoder+datum":  # + the Datum serialization an encode_data worker does
         from dcme_layers.data import datum
 
         def run(f):
-            img, vec, _ = cs.encode_frame(f, SIZE)
+            img, vec, _ = cs.encode_frame(f, paper.SIZE)
             datum.image_datum(img), datum.float_datum(vec)
         return run, frames
     if name == "dcme":  # the DCME part alone, on ids already read and subsampled
-        inputs = [cs.load_frame(f, SIZE)[1] for f in frames]
+        inputs = [cs.load_frame(f, paper.SIZE)[1] for f in frames]
         return (lambda ids: vector_map(cs.instance_map(ids))), inputs
     raise ValueError(name)
 
@@ -103,12 +103,15 @@ def _end_to_end(root, workers):
     return n, dt, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
-def main():
+def parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", help="Cityscapes root at 1024x2048 (default: the synthetic set)")
     p.add_argument("--passes", type=int, default=5)
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="for the end-to-end row")
-    a = p.parse_args()
+    return p
+
+
+def run(a):
     tmp = None
     root = a.root
     if root is None:
@@ -135,14 +138,14 @@ def main():
             shutil.rmtree(tmp, ignore_errors=True)
 
     n, base_t, _ = rows["baseline"]
-    print(f"Encoder over {n} frames of {root} (1024x2048 -> {SIZE[0]}x{SIZE[1]}), one single-threaded worker, best of "
-          f"{a.passes} passes.\n")
+    print(f"Encoder over {n} frames of {root} (1024x2048 -> {paper.SIZE[0]}x{paper.SIZE[1]}), one single-threaded "
+          f"worker, best of {a.passes} passes.\n")
     print("| stage | frames/s | ms/frame | time vs read+resize | peak RSS per worker (MiB) |")
     print("|---|---:|---:|---:|---:|")
     labels = {"baseline": "read image, instanceIds, labelIds + resize (baseline)",
               "encoder": "encoder: read + check ids and labelIds + resize + DCME",
               "encoder+datum": "encoder + Datum serialization (encode_data worker)",
-              "dcme": f"DCME only (instance map + vector map at {SIZE[0]}x{SIZE[1]})"}
+              "dcme": f"DCME only (instance map + vector map at {paper.SIZE[0]}x{paper.SIZE[1]})"}
     for s in stages:
         k, t, rss = rows[s]
         print(f"| {labels[s]} | {k / t:.1f} | {1000 * t / k:.1f} | {t / base_t:.2f} | {rss:.0f} |")
@@ -156,6 +159,10 @@ def main():
     if not have_caffe:
         print("(pycaffe not importable: Datum and end-to-end rows skipped)")
     return 0
+
+
+def main(argv=None):
+    return cli.run_tool("bench_encode", parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,12 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from dcme_layers.core import paper
+from dcme_layers.util import cli
 
 REPO = Path(__file__).resolve().parents[1]
 NETS = ("segnet", "fcn8s")
@@ -124,15 +126,16 @@ def estimate_bytes(name, batch, size, tmp):
     return total, params
 
 
-def main(argv=None):
+def parser():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--iters", type=int, default=1, help="timed iterations per net (after one warm-up)")
     ap.add_argument("--size", type=int, nargs=2, default=list(paper.SIZE), metavar=("H", "W"))
     ap.add_argument("--child", choices=NETS, help=argparse.SUPPRESS)
     ap.add_argument("--tmp", default=None, help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    import tempfile
+    return ap
+
+
+def run(args):
     if args.child:
         child(args.child, args.size, args.iters, args.tmp)
         return 0
@@ -176,6 +179,10 @@ def main(argv=None):
     print(f"\nUnpooling share of a SegNet iteration: {100 * s['unpool'] / s['seconds']:.1f}% "
           f"(target < 10%: {'met' if s['unpool'] / s['seconds'] < 0.10 else 'NOT met'}).")
     return 0
+
+
+def main(argv=None):
+    return cli.run_tool("bench_nets", parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Locate and fingerprint Caffe's source for tools/setup_caffe.sh (standard library only, Python >= 3.9).
+"""Locate and fingerprint Caffe's source for tools/setup_caffe.sh (standard library only, Python >= 3.9; the script
+runs it with the system python3 and the repository on PYTHONPATH, for dcme_layers.util.cli).
 
 Commands:
   debsrc --suite S [--apt-dir D]  print a deb-src deb822 stanza built from the machine's own Debian archive entry
@@ -12,6 +13,8 @@ import os
 import re
 import sys
 from pathlib import Path
+
+from dcme_layers.util import cli
 
 OWN_FILE = "dcme-caffe-src.sources"  # the entry earlier versions of setup_caffe.sh added to the system's sources
 DEFAULT_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
@@ -145,8 +148,7 @@ def find_root(directory):
     return subs[0]
 
 
-def main(argv=None):
-    """CLI entry point; returns the exit status."""
+def parser():
     ap = argparse.ArgumentParser(prog="caffe_source", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("debsrc", help="print a deb-src stanza from the configured Debian archive")
@@ -154,18 +156,21 @@ def main(argv=None):
     p.add_argument("--apt-dir", default="/etc/apt")
     sub.add_parser("tree-hash", help="print a source tree's content hash").add_argument("dir")
     sub.add_parser("find-root", help="print the Caffe source root inside DIR").add_argument("dir")
-    args = ap.parse_args(argv)
-    try:
-        if args.cmd == "debsrc":
-            sys.stdout.write(debsrc_stanza(args.suite, args.apt_dir))
-        elif args.cmd == "tree-hash":
-            print(tree_hash(args.dir))
-        else:
-            print(find_root(args.dir))
-    except SourceError as e:
-        print(f"caffe_source: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return ap
+
+
+def run(args):
+    if args.cmd == "debsrc":
+        sys.stdout.write(debsrc_stanza(args.suite, args.apt_dir))
+    elif args.cmd == "tree-hash":
+        print(tree_hash(args.dir))
+    else:
+        print(find_root(args.dir))
+
+
+def main(argv=None):
+    """CLI entry point; returns the exit status."""
+    return cli.run_tool("caffe_source", parser, run, argv, errors=(SourceError,))
 
 
 if __name__ == "__main__":

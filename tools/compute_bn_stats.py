@@ -15,19 +15,13 @@ input weights.
 """
 import argparse
 import math
-import os
 import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-
 from dcme_layers.net import netfiles
 from dcme_layers.util import cli
-from dcme_layers.util.errors import DataError, DcmeError
+from dcme_layers.util.errors import DataError
 from dcme_layers.util.files import atomic_write
 
 
@@ -125,27 +119,27 @@ def compute_bn_stats(weights, out, net_path="prototxt/segnet_train.prototxt", lm
     return stats
 
 
-def main(argv=None):
-    # Before caffe is imported (compute_bn_stats imports it): no Caffe INFO/WARNING log on the terminal. Set here, not
-    # at import, so that importing this module leaves the environment of the importer (and its children) alone.
-    os.environ["GLOG_minloglevel"] = "2"
+def parser():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", required=True, help="trained SegNet caffemodel")
     ap.add_argument("--net", default="prototxt/segnet_train.prototxt",
                     help="train net the weights belong to (default: %(default)s)")
     ap.add_argument("--lmdb", default="data/lmdb/train",
                     help="encoded training split with images/ and vectors/ (default: %(default)s)")
-    ap.add_argument("--batches", type=cli.positive, help="training batches to average over (default: one pass over the split)")
+    ap.add_argument("--batches", type=cli.positive,
+                    help="training batches to average over (default: one pass over the split)")
     ap.add_argument("--out", help="output caffemodel (default: <weights>_bnstats.caffemodel)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def run(args):
     out = Path(args.out) if args.out else default_out(args.weights)
-    try:
-        stats = compute_bn_stats(args.weights, out, args.net, args.lmdb, args.batches)
-    except DcmeError as e:
-        print(f"compute_bn_stats: {e}", file=sys.stderr)
-        return 1
+    stats = compute_bn_stats(args.weights, out, args.net, args.lmdb, args.batches)
     print(f"wrote {out}: statistics of {len(stats)} BatchNorm layers")
-    return 0
+
+
+def main(argv=None):
+    return cli.run_tool("compute_bn_stats", parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -1,27 +1,8 @@
 #!/usr/bin/env python
-"""`make demo`: the whole DCME pipeline on the embedded synthetic Cityscapes, in a configuration that learns within
-minutes on 2 CPU cores (on a CUDA build with a working GPU: at the paper's 340x680). README, "The demo", gives its
-choices with their measurements.
-
-1. generate the synthetic set (tools/make_synthetic_cityscapes.py)   -> data/cityscapes_synthetic_train<N>_val<M>
-2. encode it at the demo's size, the train LMDB in the seed's order (tools/encode_data.py --size H W --seed)
-                                                                       -> data/lmdb_demo_<H>x<W>_seed<S>
-3. extract the ground-truth instance crops at GoogLeNet's size (tools/extract_instances.py --size --seed)
-                                                                       -> data/instances_demo_<H>x<W>_crops..._seed<S>
-4. train SegNet and GoogLeNet (on the CPU slim ones: a quarter of the channels; `caffe train` with the demo
-   solvers written to --out/solvers; progress bar, full log in --out/logs), then recompute SegNet's BatchNorm
-   statistics (tools/compute_bn_stats.py)
-                          -> models/*/*_demo_<H>x<W>[_slim4]_<settings digest>_iter_N[_bnstats].caffemodel
-5. pick the decoding thresholds: SegNet's maps of the first training frames (tools/infer.py), a grid of (DT, VT, ET)
-   scored on them with ground-truth classes (tools/tune_thresholds.py)
-                                                 -> --out/train_vectors.h5, --out/tune/ (best.txt, heatmap.png)
-6. infer, decode, classify, export and score (tools/evaluate.py with the demo's own deploy nets, --oracle): the
-   DCME row with GoogLeNet's classes and with ground-truth classes, each with its 90% bootstrap interval over the
-   val frames, the classifier's confusion matrix, figures of 4 val frames, the oracle rows and the loss curves.
-Everything lands in --out (default out/demo, out/demo_seed<S> for another --seed): report.md / report.json,
-figures/, logs/. Steps already done are skipped, so a second run only re-scores (inference and export with
---force: out/demo is the demo's own, and its weights change whenever its configuration does). The paper's own
-configuration stays `caffe train -solver prototxt/segnet_solver.prototxt` (340x680, SGD lr 1e-8, batch 15).
+"""`make demo`: the whole DCME pipeline on the embedded synthetic Cityscapes (generate, encode, train SegNet and
+GoogLeNet, tune the decoding thresholds, evaluate), in a configuration that learns within minutes on 2 CPU cores (on
+a CUDA build with a working GPU: at the paper's 340x680). Steps already done are skipped; report.md, figures/ and
+logs/ land in --out. README, "The demo", gives the steps and the choices with their measurements.
 """
 import argparse
 import json
@@ -30,41 +11,32 @@ import sys
 import time
 from pathlib import Path
 
-from dcme_layers.net.caffe_log import quiet
-
-quiet()  # before anything imports caffe: no glog INFO lines from the nets
-
 from dcme_layers.core import paper
 from dcme_layers.core.thresholds import parse_thresholds
 from dcme_layers.data import synthetic
 from dcme_layers.net import caffe_log
 from dcme_layers.pipeline.tuning_grid import default_grid
+from dcme_layers.util import cli
 from dcme_layers.util.files import atomic_write
 from dcme_layers.util.records import digest, read_record
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 CAFFE = str(ROOT / ".venv" / "bin" / "caffe")
-DATA = synthetic.ROOT
 
-# CPU: SegNet at a quarter of the paper's side (85x170) and a quarter of its channels, so that a thousand
-# iterations fit in minutes; 100 training frames, since a net memorises the default set's 12. Adam scales each step
-# by the gradient's RMS, so the sum-over-pixels EuclideanLoss needs no lr tuned to the size. The thresholds' grid
-# runs from the paper's SegNet setting scaled to 85x170 up to about its unscaled values: this net's vectors are a
-# few pixels off. GoogLeNet: a quarter of the channels, from scratch (no ImageNet weights offline), on crops cut at
-# the paper's 340x680 like its test-time crops (Classifier.size), long enough to learn the minority classes.
-#: The default --seed.
-SEED = 1
+SEED = 1  # the default --seed
 #: The CPU configuration's (DT, VT, ET) values: from the paper's scaled to 85x170 (2.5, 3, 3.75) to about its unscaled.
 CPU_GRID = ((2.5, 5.0, 7.5, 10.0, 14.0), (3, 10, 20, 40, 80), (3.75, 7.5, 10.0, 15.0, 20.0))
 #: Training frames the thresholds are tuned on (the first ones; as many as the val frames scored).
 TUNE_FRAMES = 30
+# CPU: a quarter of the paper's side and channels, so that a thousand iterations fit in minutes; Adam, whose step
+# needs no lr tuned to the size; GoogLeNet's crops cut at the paper's 340x680, like its test-time crops.
 CPU = dict(device="cpu", size=(85, 170), slim=4, frames=(100, 30), grid=CPU_GRID,
            segnet=dict(type="Adam", base_lr=1e-3, momentum=0.9, momentum2=0.999, lr_policy="step", stepsize=900,
                        gamma=0.1, batch_size=4, max_iter=1200),
            googlenet=dict(slim=4, size=paper.SIZE, fragments=0, mirror=False, type="Adam", base_lr=1e-3,
                           momentum2=0.999, lr_policy="step", stepsize=900, gamma=0.1, power=None, max_iter=1200))
-GPU = dict(device="gpu", size=(340, 680), slim=1, frames=(12, 30), grid=None,
+GPU = dict(device="gpu", size=paper.SIZE, slim=1, frames=(12, 30), grid=None,
            segnet=dict(type="Adam", base_lr=1e-3, momentum=0.9, momentum2=0.999, batch_size=4, max_iter=2000),
            googlenet=dict(slim=1, size=paper.SIZE, fragments=0, mirror=False, max_iter=500))
 
@@ -87,11 +59,10 @@ def gpu_usable(variant_file=ROOT / ".venv" / ".caffe_variant", caffe=CAFFE):
 def config(gpu, seed=SEED):
     """The demo's configuration: input size, SegNet and GoogLeNet solver settings and widths (slim), the grid of
     decoding thresholds searched on the training frames (given, or tuning_grid.default_grid: around the paper's SegNet
-    values scaled to the size), the synthetic set (train, val frames),
-    and where its data, solvers and snapshots go. ``seed`` sets every random stream the demo controls: the train
-    LMDB's order (encode_data --seed), the crops' order (extract_instances --seed) and both solvers' random_seed
-    (fillers, dropout). A snapshot prefix ends in a digest of its net's settings, so that a changed
-    configuration (or seed) trains anew instead of reusing the last one's weights."""
+    values scaled to the size), the synthetic set (train, val frames), and where its data, solvers and snapshots go.
+    ``seed`` sets every random stream the demo controls: the train LMDB's and the crops' order and both solvers'
+    random_seed. A snapshot prefix ends in a digest of its net's settings, so that a changed configuration (or
+    seed) trains anew instead of reusing the last one's weights."""
     from models.googlenet import net as googlenet
 
     c = dict(GPU if gpu else CPU, seed=seed)
@@ -110,7 +81,7 @@ def config(gpu, seed=SEED):
         return f"models/{model}/{model}_{tag}{f'_slim{slim}' if slim > 1 else ''}_{key}"
 
     ch, cw = c["googlenet"]["size"]                                   # where the crops are cut (Classifier.size)
-    c.update(data=f"{DATA}_train{n}_val{n_val}", tag=tag, grid=grid, encoded=f"data/lmdb_{tag}_seed{seed}",
+    c.update(data=f"{synthetic.ROOT}_train{n}_val{n_val}", tag=tag, grid=grid, encoded=f"data/lmdb_{tag}_seed{seed}",
              instances=f"data/instances_{tag}_crops{ch}x{cw}_fragments{c['googlenet']['fragments']}_seed{seed}",
              min_pixels=max(1, round(paper.MIN_PIXELS * ch * cw / (paper.SIZE[0] * paper.SIZE[1]))),
              segnet_prefix=prefix("segnet", c["slim"], c["segnet_solver"]),
@@ -123,12 +94,11 @@ def describe(c):
     """One line on the two nets' training in configuration ``c``."""
     def solver(x):
         sched = f" /{1 / x['gamma']:g} at {x['stepsize']}" if x.get("lr_policy") == "step" else ""
-        return (f"{x['max_iter']} iterations of batch {x['batch_size']}, {x.get('type', 'SGD')} lr "
-                f"{x['base_lr']:g}{sched}")
+        kind = x.get("type", "SGD")
+        return f"{x['max_iter']} iterations of batch {x['batch_size']}, {kind} lr {x['base_lr']:g}{sched}"
 
-    h, w = c["size"]
-    return (f"SegNet at {h}x{w}, {solver(c['segnet'])}, 1/{c['slim']} of the channels; GoogLeNet (224x224 crops), "
-            f"{solver(c['googlenet_solver'])}, 1/{c['googlenet']['slim']} of the channels")
+    return (f"SegNet at {c['size'][0]}x{c['size'][1]}, {solver(c['segnet'])}, 1/{c['slim']} of the channels; GoogLeNet "
+            f"(224x224 crops), {solver(c['googlenet_solver'])}, 1/{c['googlenet']['slim']} of the channels")
 
 
 def step(title, cmd):
@@ -140,40 +110,30 @@ def step(title, cmd):
     print(f"[demo] done in {time.time() - t0:.0f} s", flush=True)
 
 
-def write_if_changed(path, text):
-    """Write a deploy net unless it already holds ``text``: tools/evaluate.py fingerprints it (a new mtime would
-    redo the inference and the export of a re-run)."""
-    if not path.is_file() or path.read_text() != text:
-        atomic_write(path, lambda t: t.write_text(text))
-
-
 def write_solvers(c, out):
-    """The demo's train nets and solvers (generated with models/*/net.py) in out/solvers; returns their paths."""
+    """The demo's nets and solvers (models/*/net.py) in out/solvers, the deploy nets for tools/evaluate.py --deploy
+    and --classifier-deploy; returns {name: path}. A file is rewritten only when its text changes: tools/evaluate.py
+    fingerprints the deploy nets, and a new mtime would redo the inference and the export of a re-run."""
     import models
     from models.googlenet import net as googlenet
     from models.segnet import net as segnet
 
     d = out / "solvers"
     d.mkdir(parents=True, exist_ok=True)
-    s = c["segnet"]
-    files = {}
-    net = files["segnet_train"] = d / "segnet_train.prototxt"
-    atomic_write(net, lambda t: t.write_text(str(segnet.train(f"{c['encoded']}/train", f"{c['encoded']}/val",
-                                                              batch_size=s["batch_size"], slim=c["slim"]))))
-    files["segnet_deploy"] = d / "segnet_deploy.prototxt"  # the same SegNet variant, for tools/evaluate.py --deploy
-    write_if_changed(files["segnet_deploy"], str(segnet.deploy(slim=c["slim"])))
-    files["segnet"] = d / "segnet_solver.prototxt"
-    atomic_write(files["segnet"], lambda t: t.write_text(
-        models.solver(str(net), c["segnet_prefix"], c["segnet_solver"])))
     slim, batch = c["googlenet"]["slim"], c["googlenet_solver"]["batch_size"]
-    net = files["googlenet_train"] = d / "googlenet_train.prototxt"
-    atomic_write(net, lambda t: t.write_text(str(googlenet.train_net(f"{c['instances']}/train", None, batch_size=batch,
-                                                                     mirror=c["googlenet"]["mirror"], slim=slim))))
-    files["googlenet_deploy"] = d / "googlenet_deploy.prototxt"         # for tools/evaluate.py --classifier-deploy
-    write_if_changed(files["googlenet_deploy"], str(googlenet.deploy_net(slim=slim)))
-    files["googlenet"] = d / "googlenet_solver.prototxt"
-    atomic_write(files["googlenet"], lambda t: t.write_text(
-        models.solver(str(net), c["googlenet_prefix"], c["googlenet_solver"])))
+    texts = dict(
+        segnet_train=segnet.train(f"{c['encoded']}/train", f"{c['encoded']}/val", batch_size=c["segnet"]["batch_size"],
+                                  slim=c["slim"]),
+        segnet_deploy=segnet.deploy(slim=c["slim"]),
+        segnet=models.solver(str(d / "segnet_train.prototxt"), c["segnet_prefix"], c["segnet_solver"]),
+        googlenet_train=googlenet.train(f"{c['instances']}/train", None, batch_size=batch,
+                                        mirror=c["googlenet"]["mirror"], slim=slim),
+        googlenet_deploy=googlenet.deploy(slim=slim),
+        googlenet=models.solver(str(d / "googlenet_train.prototxt"), c["googlenet_prefix"], c["googlenet_solver"]))
+    files = {name: d / (f"{name}.prototxt" if "_" in name else f"{name}_solver.prototxt") for name in texts}
+    for name, path in files.items():
+        if not path.is_file() or path.read_text() != str(texts[name]):
+            atomic_write(path, lambda t: t.write_text(str(texts[name])))
     return files
 
 
@@ -191,20 +151,14 @@ def train(name, solver, prefix, c, out):
         if rc != 0 or not weights.is_file():
             sys.exit(f"[demo] FAILED: training {name} (exit {rc}); log: {log}")
         print(f"[demo] done in {time.time() - t0:.0f} s", flush=True)
-    curve = []
-    if log.is_file():
-        for line in log.read_text(errors="replace").splitlines():
-            got = caffe_log.parse_train_line(line)
-            if got and got[0] == "loss":
-                curve.append(got[1:])
+    curve = caffe_log.loss_curve(log.read_text(errors="replace"), final=True)[0] if log.is_file() else []
     return str(weights), curve
 
 
 def bn_stats(weights, net, c):
     """SegNet's BatchNorm statistics recomputed over the training set (tools/compute_bn_stats.py, caffe-segnet's
-    recipe) unless done: the moving averages BVLC's BatchNorm keeps (a window of ~1000 iterations) lag behind
-    weights that a short run with a large lr still changes quickly, and at test time they shift the whole map
-    (measured: background |V| ~3 px everywhere after 750 iterations). Returns the new weights."""
+    recipe) unless done: the moving averages BVLC's BatchNorm keeps lag behind weights that a short run with a large
+    lr still changes quickly, and shift the whole map at test time. Returns the new weights."""
     out = weights.replace(".caffemodel", "_bnstats.caffemodel")
     if not (ROOT / out).is_file():
         step("recomputing SegNet's BatchNorm statistics over the training set",
@@ -214,16 +168,14 @@ def bn_stats(weights, net, c):
 
 
 def other_settings(final, **want):
-    """Whether a finished output records other values of the settings ``want`` (its job would refuse to replace
-    it without --force)."""
+    """Whether a finished output records other values of ``want`` (its job would refuse to replace it: --force)."""
     record = read_record(final)
     return record is not None and any(record["settings"].get(k) != v for k, v in want.items())
 
 
 def thresholds(c, deploy, weights, out):
-    """The decoding thresholds (DT, VT, ET): SegNet's maps of the training frames (tools/infer.py), the grid
-    c["grid"] searched on the first TUNE_FRAMES with ground-truth classes (tools/tune_thresholds.py; no full-resolution
-    pass: the val scoring follows). Both steps are skipped when up to date."""
+    """The decoding thresholds (DT, VT, ET): SegNet's maps of the training frames (tools/infer.py), c["grid"]
+    searched on the first TUNE_FRAMES with ground-truth classes (tools/tune_thresholds.py), each unless up to date."""
     maps, tuned = out / "train_vectors.h5", out / "tune"
     grid = [[float(x) for x in c["grid"][0]], [int(x) for x in c["grid"][1]], [float(x) for x in c["grid"][2]]]
     step("inferring SegNet's maps of the training frames (to pick the decoding thresholds)",
@@ -238,49 +190,15 @@ def thresholds(c, deploy, weights, out):
     return parse_thresholds((tuned / "best.txt").read_text().strip())
 
 
-def plot_losses(curves, path):
-    """One panel per net: the smoothed training loss over the iterations (log scale), written atomically."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 3.6))
-    for ax, (name, curve) in zip(list(axes) if len(curves) > 1 else [axes], curves.items()):
-        if curve:
-            it, loss = zip(*curve)
-            ax.plot(it, loss, marker=".")
-        else:  # trained by an earlier run whose log is gone
-            ax.text(0.5, 0.5, "no training log in logs/", ha="center", va="center", transform=ax.transAxes)
-        ax.set_yscale("log")
-        ax.set(title=f"{name} training loss", xlabel="iteration", ylabel="loss")
-        ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda t: fig.savefig(t, dpi=100, format="png"))
-    plt.close(fig)
-
-
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", help="default: out/demo, out/demo_seed<N> for another --seed")
-    ap.add_argument("--cpu", action="store_true", help="the CPU configuration even on a CUDA build with a GPU")
-    ap.add_argument("--seed", type=int, default=SEED,
-                    help="seed of every random stream: data and crop order, fillers, solvers (default %(default)s)")
-    args = ap.parse_args()
-    args.out = args.out or ("out/demo" if args.seed == SEED else f"out/demo_seed{args.seed}")
-    out = ROOT / args.out
-    (out / "logs").mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    gpu = not args.cpu and gpu_usable()
-    c = config(gpu, args.seed)
-    h, w = c["size"]
-    print(f"[demo] {'GPU' if gpu else 'CPU'} configuration, seed {c['seed']}: {describe(c)}; thresholds tuned on "
-          f"the first {TUNE_FRAMES} training frames", flush=True)
+def prepare_data(c):
+    """The synthetic set of configuration ``c``, its encoding at the demo's size and GoogLeNet's instance crops
+    (tools/make_synthetic_cityscapes.py, encode_data.py, extract_instances.py; each skips what is up to date)."""
     data = c["data"]
     if not (ROOT / data / ".complete").exists():
         n, n_val = c["frames"]
         step("generating synthetic Cityscapes", [PY, "tools/make_synthetic_cityscapes.py", "--out", data,
                                                  "--train", str(n), "--val", str(n_val)])
+    h, w = c["size"]
     step(f"encoding DCME vector maps at {h}x{w}",
          [PY, "tools/encode_data.py", "--root", data, "--out", c["encoded"], "--size", str(h), str(w),
           "--seed", str(c["seed"])])
@@ -289,40 +207,71 @@ def main():
          [PY, "tools/extract_instances.py", "--root", data, "--out", c["instances"], "--size", str(ch), str(cw),
           "--min-pixels", str(c["min_pixels"]), "--seed", str(c["seed"]), "--fragments",
           str(c["googlenet"]["fragments"])])
-    solvers = write_solvers(c, out)
-    segnet, segnet_curve = train("segnet", solvers["segnet"], c["segnet_prefix"], c, out)
-    segnet = bn_stats(segnet, solvers["segnet_train"], c)
-    googlenet, googlenet_curve = train("googlenet", solvers["googlenet"], c["googlenet_prefix"], c, out)
-    plot_losses({"SegNet": segnet_curve, "GoogLeNet": googlenet_curve}, out / "figures" / "training_loss.png")
-    dt, vt, et = thresholds(c, solvers["segnet_deploy"], segnet, out)
-    step("infer, decode, classify, export, evaluate (tools/evaluate.py, = make evaluate)",
-         [PY, "tools/evaluate.py", "--model", "segnet", "--split", "val", "--root", data, "--encoded", c["encoded"],
-          "--out", args.out, "--deploy", str(solvers["segnet_deploy"]), "--weights", segnet,
-          "--classifier-deploy", str(solvers["googlenet_deploy"]), "--classifier-weights", googlenet, "--oracle",
-          "--classifier-size", str(ch), str(cw),
-          "--force", "--thresholds", f"{dt:g},{vt},{et:g}"])
-    report = out / "report.md"
+
+
+def append_report(report, c, gpu, curves, tuned, seconds):
+    """Add the demo's own sections to ``report`` (report.md): the training of configuration ``c`` with the final
+    smoothed losses of ``curves`` ({net: [(iteration, loss)]}) and the ``tuned`` thresholds (DT, VT, ET)."""
+    dt, vt, et = tuned
+    final = {name: curve[-1][1] if curve else float("nan") for name, curve in curves.items()}
     text = report.read_text()
     text += (f"\n## Training (the demo's configuration)\n\n![training loss](figures/training_loss.png)\n\n"
              f"On {'the GPU' if gpu else 'the CPU'}: {describe(c)}; SegNet's BatchNorm statistics recomputed over the "
              f"training set (solvers in solvers/, logs in logs/). Final smoothed losses: SegNet "
-             f"{segnet_curve[-1][1] if segnet_curve else float('nan'):.4g}, GoogLeNet "
-             f"{googlenet_curve[-1][1] if googlenet_curve else float('nan'):.4g}. Wall time of this run: "
-             f"{time.time() - t0:.0f} s.\n"
+             f"{final['SegNet']:.4g}, GoogLeNet {final['GoogLeNet']:.4g}. Wall time of this run: {seconds:.0f} s.\n"
              f"\n## Decoding thresholds\n\n![AP over DT x VT on training frames](tune/heatmap.png)\n\n"
              f"DT={dt:g}, VT={vt}, ET={et:g}: the best AP of a {' x '.join(str(len(g)) for g in c['grid'])} grid "
              f"on the first {TUNE_FRAMES} training frames (SegNet's maps, ground-truth classes; tools/"
              f"tune_thresholds.py, table in tune/table.md). Frames the net was trained on: its maps there may be "
              f"better than on val (not measured).\n")
     atomic_write(report, lambda t: t.write_text(text))
+
+
+def parser():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", help="default: out/demo, out/demo_seed<N> for another --seed")
+    ap.add_argument("--cpu", action="store_true", help="the CPU configuration even on a CUDA build with a GPU")
+    ap.add_argument("--seed", type=int, default=SEED,
+                    help="seed of every random stream: data and crop order, fillers, solvers (default %(default)s)")
+    return ap
+
+
+def run(args):
+    args.out = args.out or ("out/demo" if args.seed == SEED else f"out/demo_seed{args.seed}")
+    out = ROOT / args.out
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    gpu = not args.cpu and gpu_usable()
+    c = config(gpu, args.seed)
+    print(f"[demo] {'GPU' if gpu else 'CPU'} configuration, seed {c['seed']}: {describe(c)}; thresholds tuned on "
+          f"the first {TUNE_FRAMES} training frames", flush=True)
+    prepare_data(c)
+    solvers = write_solvers(c, out)
+    segnet, segnet_curve = train("segnet", solvers["segnet"], c["segnet_prefix"], c, out)
+    segnet = bn_stats(segnet, solvers["segnet_train"], c)
+    googlenet, googlenet_curve = train("googlenet", solvers["googlenet"], c["googlenet_prefix"], c, out)
+    curves = {"SegNet": segnet_curve, "GoogLeNet": googlenet_curve}
+    caffe_log.plot_loss_curves(curves, out / "figures" / "training_loss.png")
+    dt, vt, et = thresholds(c, solvers["segnet_deploy"], segnet, out)
+    ch, cw = c["googlenet"]["size"]
+    step("infer, decode, classify, export, evaluate (tools/evaluate.py, = make evaluate)",
+         [PY, "tools/evaluate.py", "--model", "segnet", "--split", "val", "--root", c["data"], "--encoded",
+          c["encoded"], "--out", args.out, "--deploy", str(solvers["segnet_deploy"]), "--weights", segnet,
+          "--classifier-deploy", str(solvers["googlenet_deploy"]), "--classifier-weights", googlenet, "--oracle",
+          "--classifier-size", str(ch), str(cw), "--force", "--thresholds", f"{dt:g},{vt},{et:g}"])
+    append_report(out / "report.md", c, gpu, curves, (dt, vt, et), time.time() - t0)
     rows = json.loads((out / "report.json").read_text())["results"][:2]   # GoogLeNet's, then ground-truth classes
     print(f"\n[demo] finished in {time.time() - t0:.0f} s (seed {c['seed']}).")
     for r in rows:
         lo, hi = r["interval"]["AP"]
         print(f"[demo] {r['name']}: AP {100 * r['AP']:.1f} ({100 * r['interval']['level']:.0f}% interval "
               f"{100 * lo:.1f} to {100 * hi:.1f}, bootstrap over the {r['frames']} val frames)")
-    print(f"[demo] report: {report}; figures: {out / 'figures'} (training loss: figures/training_loss.png)")
+    print(f"[demo] report: {out / 'report.md'}; figures: {out / 'figures'} (training loss: figures/training_loss.png)")
+
+
+def main(argv=None):
+    return cli.run_tool("demo", parser, run, argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

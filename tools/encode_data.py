@@ -13,17 +13,13 @@ import sys
 
 import lmdb
 
-from dcme_layers.net.caffe_log import quiet
-
-quiet()  # before anything imports caffe: no glog INFO lines from the nets
-
 from dcme_layers.core import paper
 from dcme_layers.data import lmdb_io, synthetic
 from dcme_layers.util import cli
-from dcme_layers.util.errors import DataError, DcmeError
+from dcme_layers.util.errors import DataError
 
 
-def main(argv=None):
+def parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", default=synthetic.default_root(),
                    help="Cityscapes root (default: $CITYSCAPES_DATASET, else %(default)s)")
@@ -41,16 +37,16 @@ def main(argv=None):
     p.add_argument("--commit-every", type=cli.positive, default=16,
                    help="frames per LMDB transaction (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    a = p.parse_args(argv)
+    return p
+
+
+def run(a):
     try:
         if a.root == synthetic.ROOT and not os.path.isdir(a.root):
             raise DataError(f"{a.root}: not found; run `make synthetic` or set --root / CITYSCAPES_DATASET")
         lmdb_io.encode_dataset(a.root, a.out, a.splits, size=a.size, anchor=a.anchor, workers=a.workers,
                                force=a.force, commit_every=a.commit_every, seed=a.seed,
                                progress=not a.quiet)
-    except (DcmeError, OSError, lmdb.Error) as e:
-        print(f"encode_data: error: {e}", file=sys.stderr)
-        return 1
     except ImportError as e:
         print(f"encode_data: error: pycaffe is needed for the Datum LMDBs ({e}); run `make setup`", file=sys.stderr)
         return 1
@@ -58,6 +54,10 @@ def main(argv=None):
         print("encode_data: interrupted; committed frames are kept, re-run to resume", file=sys.stderr)
         return 130
     return 0
+
+
+def main(argv=None):
+    return cli.run_tool("encode_data: error", parser, run, argv, errors=(OSError, lmdb.Error))
 
 
 if __name__ == "__main__":

@@ -9,22 +9,15 @@ machine by tools/gpu_check.sh --demo) instead of running the deploy net.
 import argparse
 import sys
 
-from dcme_layers.net.caffe_log import quiet
-
-quiet()  # before anything imports caffe: no glog INFO lines from the nets
-
 from dcme_layers.core import paper
 from dcme_layers.core.decoding import METHODS
 from dcme_layers.data import synthetic
 from dcme_layers.evaluation.export import UPSAMPLING
-from dcme_layers.net.classify import Classifier
-from dcme_layers.net.inference import newest_snapshot
-from dcme_layers.pipeline.evaluate import DEPLOY_PROTOTXT, EvalOptions, evaluate_model
+from dcme_layers.pipeline.evaluate import DEPLOY_PROTOTXT, EvalOptions
 from dcme_layers.util import cli
-from dcme_layers.util.errors import DcmeError
 
 
-def main():
+def parser():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", choices=sorted(paper.THRESHOLDS), default="segnet")
     ap.add_argument("--split", default="val")
@@ -61,7 +54,13 @@ def main():
                     help="resamples of the frames for the AP intervals, 0 for none (default %(default)s)")
     ap.add_argument("--workers", type=cli.positive, default=2, help="processes for the evaluator's matching")
     ap.add_argument("--force", action="store_true", help="redo the inference and the export even if up to date")
-    args = ap.parse_args()
+    return ap
+
+
+def run(args):
+    from dcme_layers.net.classify import Classifier
+    from dcme_layers.net.inference import newest_snapshot
+    from dcme_layers.pipeline.evaluate import evaluate_model
 
     def need(path, what, solver):
         if path is None:
@@ -76,16 +75,17 @@ def main():
         cw = args.classifier_weights or need(newest_snapshot("models/googlenet/googlenet"), "GoogLeNet",
                                              "googlenet_solver.prototxt (after tools/extract_instances.py)")
     out = args.out or f"out/{args.model}_{args.split}"
-    try:
-        if not args.oracle_classes:
-            classifier = Classifier(args.classifier_deploy, cw, size=args.classifier_size)
-        options = EvalOptions(args.thresholds, args.method, args.upsample, args.max_instances, args.figures,
-                              args.oracle, args.workers, args.force, args.deploy, args.bootstrap, args.predictions)
-        evaluate_model(args.model, args.split, args.root, args.encoded, out, weights, classifier, options)
-    except DcmeError as e:  # DataError and the decoder's threshold checks: one line naming the file
-        sys.exit(f"evaluate: {e}")
+    if not args.oracle_classes:
+        classifier = Classifier(args.classifier_deploy, cw, size=args.classifier_size)
+    options = EvalOptions(args.thresholds, args.method, args.upsample, args.max_instances, args.figures,
+                          args.oracle, args.workers, args.force, args.deploy, args.bootstrap, args.predictions)
+    evaluate_model(args.model, args.split, args.root, args.encoded, out, weights, classifier, options)
     print(f"report: {out}/report.md")
 
 
+def main(argv=None):
+    return cli.run_tool("evaluate", parser, run, argv)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

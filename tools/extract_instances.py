@@ -12,18 +12,13 @@ Datum (uint8 3xCxC BGR, label = class index 0..7 in trainId order) to <out>/<spl
 import argparse
 import sys
 
-from dcme_layers.net.caffe_log import quiet
-
-quiet()  # before anything imports caffe: no glog INFO lines from the nets
-
 from dcme_layers.core import paper
 from dcme_layers.data.cityscapes import available_splits
-from dcme_layers.net import crops
 from dcme_layers.util import cli
-from dcme_layers.util.errors import DataError, DcmeError
+from dcme_layers.util.errors import DataError
 
 
-def main(argv=None):
+def parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", required=True, help="Cityscapes root (leftImg8bit/, gtFine/)")
     p.add_argument("--split", "--splits", dest="splits", nargs="+", choices=["train", "val", "test"],
@@ -31,8 +26,9 @@ def main(argv=None):
     p.add_argument("--out", default="data/instances", help="output folder; LMDBs at <out>/<split>")
     p.add_argument("--size", nargs=2, type=cli.positive, default=list(paper.SIZE), metavar=("H", "W"),
                    help="resolution the frames are subsampled to before cropping (default %d %d)" % paper.SIZE)
-    p.add_argument("--crop", type=cli.positive, default=paper.CROP, help="crop side in pixels (default %d)" % paper.CROP)
-    p.add_argument("--margin", type=float, default=paper.MARGIN,
+    p.add_argument("--crop", type=cli.positive, default=paper.CROP,
+                   help="crop side in pixels (default %d)" % paper.CROP)
+    p.add_argument("--margin", type=cli.non_negative, default=paper.MARGIN,
                    help="box enlargement per side, as a fraction of the box's width/height (default %g)" % paper.MARGIN)
     p.add_argument("--min-pixels", type=cli.count, default=paper.MIN_PIXELS,
                    help="skip instances with fewer pixels at --size (default %d)" % paper.MIN_PIXELS)
@@ -42,27 +38,30 @@ def main(argv=None):
     p.add_argument("--fragments", type=cli.count, default=0,
                    help="per instance, crops of that many random parts of its box too (default %(default)s)")
     p.add_argument("--force", action="store_true", help="re-extract even if an up-to-date LMDB exists")
-    args = p.parse_args(argv)
-    if args.crop < 1 or args.margin < 0 or min(args.size) < 1:
-        p.error("--crop and --size must be positive, --margin >= 0")
-    try:
-        splits = args.splits or [s for s in available_splits(args.root) if s in ("train", "val")]
-        if not splits:
-            raise DataError(f"{args.root}: no train or val split with leftImg8bit/ and gtFine/ (a Cityscapes root?)")
-        for split in splits:
-            m = crops.extract_instances(args.root, split, args.out, size=args.size, crop=args.crop,
-                                        margin=args.margin, min_pixels=args.min_pixels, workers=args.workers,
-                                        force=args.force, seed=args.seed, fragments=args.fragments)
-            per_class = ", ".join("%s %d" % kv for kv in m["per_class"].items())
-            print(f"{args.out}/{split}: {m['count']} instances ({per_class}); "
-                  f"{m['skipped_small']} under {args.min_pixels} px skipped")
-            if m["count"] == 0:
-                print(f"extract_instances: warning: {args.out}/{split} is empty; Caffe cannot train on it",
-                      file=sys.stderr)
-    except (DcmeError, OSError) as e:
-        print(f"extract_instances: error: {e}", file=sys.stderr)
-        return 1
+    return p
+
+
+def run(args):
+    from dcme_layers.net import crops
+
+    splits = args.splits or [s for s in available_splits(args.root) if s in ("train", "val")]
+    if not splits:
+        raise DataError(f"{args.root}: no train or val split with leftImg8bit/ and gtFine/ (a Cityscapes root?)")
+    for split in splits:
+        m = crops.extract_instances(args.root, split, args.out, size=args.size, crop=args.crop,
+                                    margin=args.margin, min_pixels=args.min_pixels, workers=args.workers,
+                                    force=args.force, seed=args.seed, fragments=args.fragments)
+        per_class = ", ".join("%s %d" % kv for kv in m["per_class"].items())
+        print(f"{args.out}/{split}: {m['count']} instances ({per_class}); "
+              f"{m['skipped_small']} under {args.min_pixels} px skipped")
+        if m["count"] == 0:
+            print(f"extract_instances: warning: {args.out}/{split} is empty; Caffe cannot train on it",
+                  file=sys.stderr)
     return 0
+
+
+def main(argv=None):
+    return cli.run_tool("extract_instances: error", parser, run, argv, errors=(OSError,))
 
 
 if __name__ == "__main__":

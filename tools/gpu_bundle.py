@@ -30,6 +30,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from dcme_layers.util import cli
+
 REPO = Path(__file__).resolve().parents[1]
 LIMIT_MIB = 60
 # Libraries the GPU machine has (sonames, by prefix): the C runtime and the compiler's, CUDA's, cuDNN's, NCCL's.
@@ -38,14 +40,10 @@ PROVIDED = ("linux-vdso", "ld-linux", "libc.so", "libm.so", "libpthread.so", "li
             "libcurand.so", "libcudnn", "libnccl.so")
 TRAIN_ITERS = 30
 TRAIN_FRAMES = 2
-# FCN-8s' smoke lr (2e-12) rose to 100x its starting loss within 5 iterations at batch 2 and 340x680 on an H100
-# (tools/gpu_check.sh, 2026-11-26) before settling above its start; a quarter of it fell steadily over the same 5
-# iterations on the CPU (same nets, data and seed), so the check uses that.
+# FCN-8s' smoke lr diverges at batch 2 and 340x680 on a GPU; a quarter of it falls steadily, as the check needs.
 TRAIN_LR = {"fcn8s": 5e-13}
-# The demo stage's frames. Val: the predictions come back from the GPU machine in at most PREDICTIONS_LIMIT_MIB,
-# as float32 2x340x680 maps (1.85 MB a frame): 8 frames are 14.8 MB. Train: the demo GPU configuration's own;
-# with the val images they add about 5 MiB (xz) to the bundle. The frames of a split depend on its index alone
-# (dcme_layers.data.synthetic), so these val frames are the first 8 of the demo's own val set.
+# The demo stage's val frames: their float32 2x340x680 predictions (1.85 MB a frame) come back from the GPU machine
+# in at most PREDICTIONS_LIMIT_MIB. A split's frames depend on their index alone, so these are the demo's first 8.
 DEMO_VAL_FRAMES = 8
 PREDICTIONS_LIMIT_MIB = 16
 # BatchNorm layers of the statistics pass get this suffix, so that `-weights` leaves their blobs at zero and the
@@ -205,13 +203,16 @@ def pack(stage, tmp_out, manifest, xz="-6"):
     return sum(f.stat().st_size for f in tmp_out.iterdir() if f.is_file()) / 2 ** 20
 
 
-def main(argv=None):
+def parser():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--prefix", type=Path, help="a CUDA Caffe install (default: the one .venv points at)")
     ap.add_argument("--out", type=Path, default=REPO / "gpu-bundle", help="output folder (default: %(default)s)")
     ap.add_argument("--peer", type=Path, default=REPO.parent / "shared" / "bench" / "torch_peer.py",
                     help="the PyTorch peer to include (default: %(default)s)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def run(args):
     prefix = args.prefix or Path((REPO / ".venv" / ".caffe_prefix").read_text().strip())
     if not (prefix / "bin" / "caffe").exists() or "cuda13" not in prefix.name:
         print(f"gpu_bundle: {prefix} is not a CUDA build of Caffe; run `make setup CUDA=1 CUDNN=1` first",
@@ -242,6 +243,10 @@ def main(argv=None):
     tmp_out.rename(args.out)
     print(f"{args.out}: {size:.1f} MiB ({len(kept)} libraries packed; from the GPU machine: {', '.join(provided)})")
     return 0
+
+
+def main(argv=None):
+    return cli.run_tool("gpu_bundle", parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -8,4 +8,6 @@
 # It prints a table and writes gpu_check.json and the logs to OUTDIR; tools/gpu_check.py lists the steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# the standard-library modules of dcme_layers that gpu_check.py imports (there is no .venv on that machine)
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 exec python3 tools/gpu_check.py "$@"

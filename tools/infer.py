@@ -8,15 +8,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from dcme_layers.net.caffe_log import quiet
-
-quiet()  # before anything imports caffe: no glog INFO lines from the nets
-
-from dcme_layers.net.inference import infer_split, newest_snapshot
-from dcme_layers.util.errors import DcmeError
+from dcme_layers.util import cli
 
 
-def main():
+def parser():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", choices=["segnet", "fcn8s"], default="segnet")
     ap.add_argument("--split", default="val")
@@ -25,7 +20,12 @@ def main():
     ap.add_argument("--weights", help="default: the newest models/<model>/<model>_iter_*.caffemodel")
     ap.add_argument("--out", help="default: out/<model>_<split>/pred_vectors.h5")
     ap.add_argument("--force", action="store_true", help="redo it even if up to date, or made with other weights")
-    args = ap.parse_args()
+    return ap
+
+
+def run(args):
+    from dcme_layers.net.inference import infer_split, newest_snapshot
+
     deploy = args.deploy or f"prototxt/{args.model}_deploy.prototxt"
     weights = args.weights or newest_snapshot(f"models/{args.model}/{args.model}")
     if weights is None:
@@ -34,12 +34,14 @@ def main():
     out = Path(args.out or f"out/{args.model}_{args.split}/pred_vectors.h5")
     try:
         infer_split(deploy, weights, Path(args.encoded) / args.split, out, model=args.model, force=args.force)
-    except DcmeError as e:  # every bad input, a full disk, a second run on the same --out: one line
-        sys.exit(f"infer: error: {e}")
     except KeyboardInterrupt:
         sys.exit("infer: interrupted; the frames done are kept, re-run to resume")
     print(out)
 
 
+def main(argv=None):
+    return cli.run_tool("infer: error", parser, run, argv)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

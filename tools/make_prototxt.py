@@ -13,12 +13,8 @@ import inspect
 import sys
 from pathlib import Path
 
-from dcme_layers.net.caffe_log import quiet
+from dcme_layers.util import cli
 from dcme_layers.util.files import atomic_write
-
-quiet()  # before anything imports caffe: no glog INFO lines from the nets
-
-
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,30 +48,27 @@ def stale(files, out_dir):
             if not (out_dir / f).is_file() or (out_dir / f).read_text() != text]
 
 
-def main(argv=None):
+def parser():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("names", nargs="*", help="networks (folders of models/) to generate; default: all")
     ap.add_argument("--out", type=Path, default=REPO / "prototxt", help="output folder (default: prototxt/)")
     ap.add_argument("--check", action="store_true", help="only check that the files are current; exit 1 if not")
     ap.add_argument("--python-unpool", action="store_true",
-                    help="SegNet with the Python Unpool layer (dcme_layers.net.unpool) instead of the native one, for a "
-                         "Caffe built without dcme-caffe's native layers (conda-forge's, a system one)")
+                    help="SegNet with the Python Unpool layer (dcme_layers.net.unpool) instead of the native one, for "
+                         "a Caffe built without dcme-caffe's native layers (conda-forge's, a system one)")
     ap.add_argument("--googlenet-mirror", action="store_true",
                     help="GoogLeNet's train nets mirror the crops at random (BVLC's augmentation); the default "
                          "follows the paper, which uses no data augmentation")
-    args = ap.parse_args(argv)
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
+    return ap
+
+
+def run(args):
     unknown = sorted(set(args.names) - set(generators()))
     if unknown:
         print(f"make_prototxt: no generator models/{unknown[0]}/net.py (have: {' '.join(generators())})",
               file=sys.stderr)
         return 1
-    try:
-        files = generate_all(args.names, python_unpool=args.python_unpool, mirror=args.googlenet_mirror)
-    except RuntimeError as e:
-        print(f"make_prototxt: {e}", file=sys.stderr)
-        return 1
+    files = generate_all(args.names, python_unpool=args.python_unpool, mirror=args.googlenet_mirror)
     changed = stale(files, args.out)
     if args.check:
         if changed:
@@ -90,6 +83,10 @@ def main(argv=None):
         print(f"wrote {args.out / f}")
     print(f"{len(files)} files, {len(changed)} rewritten")
     return 0
+
+
+def main(argv=None):
+    return cli.run_tool("make_prototxt", parser, run, argv, errors=(RuntimeError,))
 
 
 if __name__ == "__main__":

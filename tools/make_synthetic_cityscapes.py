@@ -10,10 +10,9 @@ import sys
 from dcme_layers.core import paper
 from dcme_layers.data import synthetic
 from dcme_layers.util import cli
-from dcme_layers.util.errors import DcmeError
 
 
-def main(argv=None):
+def parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=synthetic.ROOT, help="output root (default: %(default)s)")
     for split, n in synthetic.SPLITS.items():
@@ -25,16 +24,19 @@ def main(argv=None):
     p.add_argument("--workers", type=cli.positive, default=os.cpu_count() or 1,
                    help="processes rendering frames (default: %(default)s; the files are the same)")
     p.add_argument("--force", action="store_true", help="replace a set generated with another configuration")
-    a = p.parse_args(argv)
+    return p
+
+
+def run(a):
     splits = {s: n for s, n in (("train", a.train), ("val", a.val), ("test", a.test)) if n > 0}
-    try:
-        out = synthetic.generate(a.out, splits, size=a.size, seed=a.seed, force=a.force, progress=True,
-                                 workers=a.workers)
-    except (DcmeError, OSError) as e:
-        print(f"make_synthetic_cityscapes: error: {e}", file=sys.stderr)
-        return 1
+    out = synthetic.generate(a.out, splits, size=a.size, seed=a.seed, force=a.force, progress=True,
+                             workers=a.workers)
     print(f"{out}: " + ", ".join(f"{s} {n}" for s, n in splits.items()) + f" frames at {a.size[0]}x{a.size[1]}")
     return 0
+
+
+def main(argv=None):
+    return cli.run_tool("make_synthetic_cityscapes: error", parser, run, argv, errors=(OSError,))
 
 
 if __name__ == "__main__":

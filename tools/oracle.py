@@ -12,22 +12,17 @@ import argparse
 import os
 import sys
 
-from dcme_layers.net.caffe_log import quiet
-
-quiet()  # before anything imports caffe: no glog INFO lines from the nets
-
 from dcme_layers.core import paper
 from dcme_layers.core.decoding import METHODS
 from dcme_layers.core.encoding import ANCHORS
 from dcme_layers.core.thresholds import parse_thresholds, scale_thresholds
 from dcme_layers.data import cityscapes, synthetic
 from dcme_layers.evaluation.export import UPSAMPLING
-from dcme_layers.evaluation.oracle import OracleOptions, run_oracle
 from dcme_layers.util import cli
-from dcme_layers.util.errors import DataError, DcmeError
+from dcme_layers.util.errors import DataError
 
 
-def main(argv=None):
+def parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", default=synthetic.default_root(),
                    help="Cityscapes root (default: $CITYSCAPES_DATASET, else %(default)s)")
@@ -49,21 +44,27 @@ def main(argv=None):
     p.add_argument("--limit", type=cli.count, help="only the first N frames")
     p.add_argument("--workers", type=cli.positive, default=1, help="processes for the evaluator's matching")
     p.add_argument("--force", action="store_true", help="export every configuration again")
-    a = p.parse_args(argv)
-    try:
-        th = scale_thresholds(a.thresholds, a.size) if a.scale_thresholds else parse_thresholds(a.thresholds)
-        frames = cityscapes.list_frames(a.root, a.split)[:a.limit]
-        if not frames:
-            raise DataError(f"{a.root}: no frames in split {a.split}")
-        options = OracleOptions(tuple(a.size), tuple(a.anchor), tuple(a.method), th, a.upsample, a.full_res,
-                                a.gt_subsampled, a.figures)
-        results = run_oracle(frames, a.out, options, workers=a.workers, force=a.force)
-    except (DcmeError, OSError) as e:           # DataError, EvaluationError, DecodingError
-        sys.exit(f"oracle: {e}")
+    return p
+
+
+def run(a):
+    from dcme_layers.evaluation.oracle import OracleOptions, run_oracle
+
+    th = scale_thresholds(a.thresholds, a.size) if a.scale_thresholds else parse_thresholds(a.thresholds)
+    frames = cityscapes.list_frames(a.root, a.split)[:a.limit]
+    if not frames:
+        raise DataError(f"{a.root}: no frames in split {a.split}")
+    options = OracleOptions(tuple(a.size), tuple(a.anchor), tuple(a.method), th, a.upsample, a.full_res,
+                            a.gt_subsampled, a.figures)
+    results = run_oracle(frames, a.out, options, workers=a.workers, force=a.force)
     for r in results:
         print(f"{r['name']}: AP {100 * r['AP']:.1f}")
     print(f"report: {os.path.join(a.out, 'report.md')}")
 
 
+def main(argv=None):
+    return cli.run_tool("oracle", parser, run, argv, errors=(OSError,))
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

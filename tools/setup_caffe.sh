@@ -75,7 +75,7 @@ run_logged() { # step log cmd...
   "$@" >"$log" 2>&1 || fail "$step" "$log"
 }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-srctool() { python3 "$ROOT/tools/caffe_source.py" "$@"; }
+srctool() { PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" python3 "$ROOT/tools/caffe_source.py" "$@"; }
 
 # --- 1. virtual environment ------------------------------------------------------------------------------------
 # What creating the venv and building pycaffe need from Debian (python3 alone on minimal images).

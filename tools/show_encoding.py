@@ -11,15 +11,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dcme_layers.net.caffe_log import quiet
-
-quiet()  # before anything imports caffe: no glog INFO lines from the nets
-
 from dcme_layers.core import paper
 from dcme_layers.core.encoding import instance_anchors, vector_map
 from dcme_layers.data import cityscapes, synthetic
 from dcme_layers.evaluation.visualize import magnitude_image
-from dcme_layers.util.errors import DataError, DcmeError
+from dcme_layers.util import cli
+from dcme_layers.util.errors import DataError
 from dcme_layers.util.files import write_png
 
 
@@ -75,7 +72,7 @@ def _find(root, split, name):
     raise DataError(f"{root}: no frame {name!r} in split(s) {', '.join(splits)}")
 
 
-def main(argv=None):
+def parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--root", default=synthetic.default_root())
     p.add_argument("--split", help="split of the frame (default: search train, val, test)")
@@ -83,22 +80,25 @@ def main(argv=None):
     p.add_argument("--size", nargs=2, type=int, default=list(paper.SIZE), metavar=("H", "W"))
     p.add_argument("--step", type=int, default=14, help="arrow grid spacing in pixels (default: %(default)s)")
     p.add_argument("--out", default="out/figures")
-    a = p.parse_args(argv)
-    try:
-        frame = _find(a.root, a.split, a.frame)
-        image, ids = cityscapes.load_frame(frame, a.size)
-        inst = cityscapes.instance_map(ids)
-        out = Path(a.out)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = [out / f"{frame.name}_magnitude_cm_vs_bbox.png", out / f"{frame.name}_vectors.png"]
-        write_png(paths[0], magnitude_figure(inst))
-        write_png(paths[1], vector_figure(image, inst, a.step))
-    except (DcmeError, OSError) as e:
-        print(f"show_encoding: error: {e}", file=sys.stderr)
-        return 1
+    return p
+
+
+def run(a):
+    frame = _find(a.root, a.split, a.frame)
+    image, ids = cityscapes.load_frame(frame, a.size)
+    inst = cityscapes.instance_map(ids)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{frame.name}_magnitude_cm_vs_bbox.png", out / f"{frame.name}_vectors.png"]
+    write_png(paths[0], magnitude_figure(inst))
+    write_png(paths[1], vector_figure(image, inst, a.step))
     for path in paths:
         print(path)
     return 0
+
+
+def main(argv=None):
+    return cli.run_tool("show_encoding: error", parser, run, argv, errors=(OSError,))
 
 
 if __name__ == "__main__":

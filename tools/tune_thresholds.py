@@ -18,17 +18,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from dcme_layers.net.caffe_log import quiet
-
-quiet()  # before anything imports caffe: no glog INFO lines from the nets
-
 from dcme_layers.core import paper
 from dcme_layers.core.decoding import METHODS
 from dcme_layers.data import cityscapes, synthetic
 from dcme_layers.pipeline.tuning import Source, TuneOptions, prediction_frames, tune
 from dcme_layers.pipeline.tuning_grid import default_grid
 from dcme_layers.util import cli
-from dcme_layers.util.errors import DcmeError
 
 
 def values(kind):
@@ -41,7 +36,7 @@ def values(kind):
     return parse
 
 
-def main():
+def parser():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     maps = ap.add_mutually_exclusive_group(required=True)
     maps.add_argument("--predictions", help="HDF5 file of tools/infer.py (vectors, frames)")
@@ -69,7 +64,10 @@ def main():
     ap.add_argument("--workers", type=cli.positive, default=2, help="processes (default %(default)s)")
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--force", action="store_true", help="redo it even if up to date, or made with other settings")
-    args = ap.parse_args()
+    return ap
+
+
+def run(args):
     try:
         if args.predictions:
             if not Path(args.predictions).is_file():
@@ -86,8 +84,6 @@ def main():
         options = TuneOptions(args.method, args.max_instances, classifier, args.workers, not args.no_confirm,
                               args.force)
         best = tune(frames, source, grid, args.out, options, split=args.split)
-    except DcmeError as e:  # bad HDF5, ground truth, thresholds, a second run on --out: one line
-        sys.exit(f"tune_thresholds: {e}")
     except KeyboardInterrupt:
         sys.exit("tune_thresholds: interrupted; the settings scored are kept, re-run to resume")
     full = best["full_resolution"]
@@ -98,5 +94,10 @@ def main():
           + f"\ntable: {args.out}/table.md; heat map: {args.out}/heatmap.png; thresholds: {args.out}/best.txt")
 
 
+
+def main(argv=None):
+    return cli.run_tool("tune_thresholds", parser, run, argv)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

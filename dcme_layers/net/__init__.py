@@ -1,3 +1,3 @@
 """Caffe-side: deploy inference, instance crops, the GoogLeNet classifier, prototxt/caffemodel checks, the Python
-Unpool layer and glog handling."""
-__all__ = ["caffe_log", "classify", "crops", "inference", "netfiles", "unpool"]
+Unpool layer, Caffe's glog output and the GPU check's steps."""
+__all__ = ["caffe_log", "classify", "crops", "gpu_checks", "inference", "netfiles", "unpool"]

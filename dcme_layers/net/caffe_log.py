@@ -1,32 +1,24 @@
-"""Caffe's glog output in the project's tools: silenced where a tool loads nets, turned into a progress bar where
-the demo trains.
+"""What Caffe's glog output says, for the tools: the training progress of ``caffe train`` (a progress bar where the
+demo trains, its loss curve and a figure of it) and the layer times of ``caffe time``. The tools keep glog's INFO
+lines off the terminal (dcme_layers.util.cli.quiet); the ``caffe train`` runs here write them to a log file.
 
-- ``quiet()``: every net Caffe initialises logs hundreds of glog INFO lines (the whole NetParameter, every blob's
-  shape) to stderr. The tools call ``quiet()`` before anything imports caffe: glog reads ``GLOG_minloglevel`` once,
-  when pycaffe loads it, so set later it has no effect. Level 1 keeps WARNING, ERROR and FATAL lines. A value the
-  user set in the environment wins, and child processes inherit it. The user's own ``caffe train`` keeps its INFO
-  lines (Caffe's convention); so does the demo's, into a log file (``train``).
-- ``parse_train_line`` / ``train``: the iteration, loss and learning rate from ``caffe train``'s log lines, shown
-  as a tqdm bar (iteration, loss, ETA) while the full log goes to a file.
+Standard library only at import (tqdm, matplotlib and caffe inside the functions that need them):
+tools/gpu_check.py reads logs with it on a GPU machine's bare python3.
 """
 import os
 import re
 import subprocess
 
-#: GLOG_minloglevel of the tools: 0 INFO, 1 WARNING, 2 ERROR, 3 FATAL.
-QUIET_LEVEL = "1"
-#: A glog INFO line: "I1126 14:07:57.647056 19225 solver.cpp:239] ..." (some glog versions print the year too).
-INFO_LINE = re.compile(r"^I\d{4}(\d{4})? \d\d:\d\d:\d\d\.\d+ +\d+ [^ \]]+:\d+\] ")
+__all__ = ["INFO_LINE", "loss_curve", "max_iter", "parse_time", "parse_train_line", "plot_loss_curves", "train"]
 
-_LOSS = re.compile(r"\] Iteration (\d+)(?: \([^)]*\))?, loss = ([-+0-9.eEinfa]+)")
+#: A glog INFO line: "I1126 14:07:57.647056 19225 solver.cpp:239] ..." (some glog versions print the year too).
+INFO_LINE = re.compile(r"^I\d{4}(\d{4})? (\d\d):(\d\d):(\d\d\.\d+) +\d+ [^ \]]+:\d+\] ")
+
+# The solver's display line: "Iteration 20 (1.2 iter/s, 16.6s/20 iters), loss = 1.23" while training, and
+# "Iteration 300, loss = 1.2" (no rate) after the last iteration.
+_LOSS = re.compile(r"\] Iteration (\d+)( \([^)]*\))?, loss = ([-+0-9.eEinfa]+)")
 _LR = re.compile(r"\] Iteration (\d+), lr = ([-+0-9.eE]+)")
 _DONE = re.compile(r"\] Optimization Done\.")
-
-
-def quiet():
-    """Silence Caffe's glog INFO lines in this process and its children (unless GLOG_minloglevel is already set).
-    Call it before caffe (or a module importing caffe, e.g. ``models``) is imported. Returns the level in force."""
-    return os.environ.setdefault("GLOG_minloglevel", QUIET_LEVEL)
 
 
 def parse_train_line(line):
@@ -36,13 +28,49 @@ def parse_train_line(line):
     for "Iteration 20, lr = 0.001", ``("done", None, None)`` for "Optimization Done.", else None."""
     m = _LOSS.search(line)
     if m:
-        return "loss", int(m.group(1)), float(m.group(2))
+        return "loss", int(m.group(1)), float(m.group(3))
     m = _LR.search(line)
     if m:
         return "lr", int(m.group(1)), float(m.group(2))
     if _DONE.search(line):
         return "done", None, None
     return None
+
+
+def loss_curve(text, final=False):
+    """The training loss in a ``caffe train`` log ``text`` (glog lines): ([(iteration, loss)] of the solver's
+    display lines while training, with ``final`` also the one after the last iteration (it has no rate);
+    iterations per second between the first and the last of those while training by their glog timestamps, None
+    with fewer than two)."""
+    curve, timed = [], []  # timed: (iteration, seconds of the day) of the display lines while training
+    for line in text.splitlines():
+        m = _LOSS.search(line)
+        if m and (final or m.group(2)):
+            curve.append((int(m.group(1)), float(m.group(3))))
+        t = INFO_LINE.match(line)
+        if m and m.group(2) and t:
+            timed.append((int(m.group(1)), int(t.group(2)) * 3600 + int(t.group(3)) * 60 + float(t.group(4))))
+    if len(timed) < 2:
+        return curve, None
+    (it0, s0), (it1, s1) = timed[0], timed[-1]
+    dt = (s1 - s0) % 86400  # past midnight
+    return curve, round((it1 - it0) / dt, 3) if dt > 0 else None
+
+
+def parse_time(text, input_layer="data"):
+    """``caffe time`` output -> {total_ms, forward_backward_ms, layers: {name: ms}}, or {} when absent.
+
+    ``total_ms`` is Caffe's "Average Forward-Backward"; ``forward_backward_ms`` leaves out the forward pass of
+    ``input_layer``: DummyData draws its gaussian input on the CPU and copies it to the GPU on every pass, work that
+    a training step on a prefetched LMDB batch does not do."""
+    m = re.search(r"Average Forward-Backward: ([\d.]+) ms", text)
+    if not m:
+        return {}
+    layers = {}
+    for name, ms in re.findall(r"\]\s+(\S+)\s+(?:forward|backward): ([-+.\deE]+) ms", text):
+        layers[name] = layers.get(name, 0.0) + float(ms)
+    total = float(m.group(1))
+    return dict(total_ms=total, forward_backward_ms=round(total - layers.get(input_layer, 0.0), 3), layers=layers)
 
 
 def max_iter(solver):
@@ -79,3 +107,28 @@ def train(cmd, log, total, desc="train", cwd=None, progress=True):
             f.flush()
         rc = proc.wait()
     return rc, curve
+
+
+def plot_loss_curves(curves, path):
+    """A PNG at ``path`` of one panel per net of ``curves`` ({title: [(iteration, loss)]}, see ``loss_curve``): the
+    smoothed training loss over the iterations (log scale), written atomically."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dcme_layers.util.files import atomic_write
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 3.6))
+    for ax, (name, curve) in zip(list(axes) if len(curves) > 1 else [axes], curves.items()):
+        if curve:
+            it, loss = zip(*curve)
+            ax.plot(it, loss, marker=".")
+        else:  # trained by an earlier run whose log is gone
+            ax.text(0.5, 0.5, "no training log in logs/", ha="center", va="center", transform=ax.transAxes)
+        ax.set_yscale("log")
+        ax.set(title=f"{name} training loss", xlabel="iteration", ylabel="loss")
+        ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda t: fig.savefig(t, dpi=100, format="png"))
+    plt.close(fig)

@@ -19,37 +19,53 @@ Weights: no download here, so every convolution has an msra filler (FCN's own ne
 starts from VGG16); the deconvolutions use BVLC's ``bilinear`` filler. With VGG16 weights: fc6/fc7 are
 InnerProduct in VGG16, so convert once with ``models/fcn8s/surgery.py`` and pass the result to ``-weights``.
 """
+from functools import partial
+
 import numpy as np
 from caffe import layers as L, params as P
 from caffe.coord_map import coord_map_from_to
 
 import models
+from dcme_layers.core import paper
 from models import CONV_PARAM, MSRA, ZERO
 from models.segnet import net as segnet
+
+__all__ = ["FC", "HEADERS", "NAME", "PAPER", "SMOKE", "VGG16", "body", "conv_relu", "crop", "deploy", "generate",
+           "score", "train", "upsample"]
 
 NAME = "fcn8s"
 VGG16 = [(64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)]
 FC = 4096  # channels of fc6 and fc7
 
-# Paper (DCME Sec. 4): FCN-8s trained with lr 1e-10, batch 14. The rest follows fcn.berkeleyvision.org's solvers:
-# momentum 0.99, weight decay 5e-4, fixed lr, snapshot every 4000, test_interval effectively never.
-# Batch 14 is run as 7 images x iter_size 2 (the same update; ~11 GiB instead of ~22 GiB, which would leave
-# nothing else on a 24 GiB machine). With more memory, set batch_size 14 and iter_size 1.
+# The paper's lr 1e-10 and batch 14 (DCME Sec. 4), the rest as fcn.berkeleyvision.org's solvers; batch 14 runs as
+# 7 x iter_size 2, the same update, to fit a 24 GiB machine (with more memory: batch_size 14, iter_size 1).
+# test_iter 72 x 7 covers the 500 Cityscapes val images.
 PAPER = dict(batch_size=7, iter_size=2, base_lr=1e-10, momentum=0.99, weight_decay=0.0005, lr_policy="fixed",
              snapshot=4000, test_iter=72, test_interval=999999999, test_initialization=False, display=20,
-             average_loss=20)  # test_iter 72 x 7 covers the 500 Cityscapes val images when a test is run
-# max_iter: the paper gives none, and fcn.berkeleyvision.org's counts (100000 for voc-fcn32s/16s/8s, 300000 for
-# at-once) are batch-1 iterations over PASCAL VOC, so they do not carry over to batch 14 on Cityscapes (100000 x 14
-# would be ~470 epochs). Rule: as many epochs over the Cityscapes training frames as the SegNet solver
-# (segnet.PAPER), rounded to whole iterations of the paper's batch; prototxt/fcn8s_solver.prototxt states the numbers.
+             average_loss=20)
+# The paper gives no max_iter (FCN's own counts are batch-1 iterations on PASCAL VOC): as many epochs as SegNet's.
 PAPER["max_iter"] = round(models.epochs(segnet.PAPER) * models.TRAIN_FRAMES / models.paper_batch(PAPER))
-# Smoke configuration for the tests and the demo: same net at batch 1, momentum 0.9, then one TEST pass on val.
-# From scratch (msra features, zero score layers) FCN-8s is badly conditioned: its ReLU features on 0..255 input are
-# large (~60), so the largest stable lr is small and it shrinks with the pixel count (EuclideanLoss sums over
-# pixels): 2e-10 at 32x64 (5e-10 diverges there), i.e. 2e-12 at 340x680. It learns slowly.
-SMOKE = dict(batch_size=1, base_lr=2e-12, momentum=0.9, weight_decay=0.0005, lr_policy="fixed", max_iter=8,
-             snapshot=8, test_iter=1, test_interval=8, test_initialization=False, display=1, average_loss=1,
-             random_seed=1701)
+# Smoke run (tests, demo): SegNet's, at the small lr that keeps FCN-8s from scratch stable (for 340x680).
+SMOKE = dict(segnet.SMOKE, base_lr=2e-12)
+
+# The comment lines of each generated file, formatted with the facts of models.regressor_files.
+SMOKE_HEADER = [
+    "Smoke configuration (tests, demo): same net at batch {smoke[batch_size]}, {smoke[max_iter]} iterations "
+    "(about 4 min at {size}",
+    "on 2 CPU cores), then one TEST pass on val. Snapshot: models/fcn8s/fcn8s_smoke_iter_{smoke[max_iter]}.caffemodel"]
+HEADERS = dict(
+    train=["FCN-8s DCME regressor: TRAIN on {lmdb}/train, TEST on {lmdb}/val, batch {paper[batch_size]} "
+           "(x iter_size {paper[iter_size]} = the paper's {batch})."],
+    deploy=segnet.HEADERS["deploy"],
+    solver=["FCN-8s DCME regressor, DCME paper settings: lr {lr}, batch {batch} = {paper[batch_size]} "
+            "(fcn8s_train.prototxt) x iter_size {paper[iter_size]};",
+            "momentum {paper[momentum]}, weight decay 5e-4, fixed lr, snapshot {paper[snapshot]} as "
+            "fcn.berkeleyvision.org;",
+            "max_iter {paper[max_iter]}: {epochs:.1f} epochs of the {train_frames} Cityscapes training frames, as the "
+            "SegNet solver ({segnet_iter} x {segnet_batch}).",
+            "Train from the repository root: caffe train -solver prototxt/fcn8s_solver.prototxt",
+            "  [-weights models/fcn8s/vgg16-fcn.caffemodel]  (VGG16 converted by models/fcn8s/surgery.py)"],
+    smoke_train=SMOKE_HEADER, smoke_solver=SMOKE_HEADER)
 
 
 def conv_relu(n, bottom, name, nout, relu, ks=3, pad=1):
@@ -61,16 +77,18 @@ def conv_relu(n, bottom, name, nout, relu, ks=3, pad=1):
 
 
 def score(bottom, outputs):
-    """1x1 convolution to the ``outputs`` (2 DCME) channels, zero-initialised as FCN's score layers (the prediction starts at the
-    all-background map (0, 0); the msra-initialised features below still receive gradients after one update)."""
+    """1x1 convolution to the ``outputs`` (2 DCME) channels, zero-initialised as FCN's score layers (the prediction
+    starts at the all-background map (0, 0); the msra-initialised features below still receive gradients after one
+    update)."""
     return L.Convolution(bottom, kernel_size=1, pad=0, num_output=outputs, weight_filler=ZERO, bias_filler=ZERO,
                          param=CONV_PARAM)
 
 
 def upsample(bottom, ks, stride, outputs):
     """Fixed bilinear upsampling of the ``outputs`` channels (group ``outputs``: each channel on its own)."""
-    return L.Deconvolution(bottom, convolution_param=dict(num_output=outputs, group=outputs, kernel_size=ks, stride=stride,
-                                                          bias_term=False, weight_filler=dict(type="bilinear")),
+    return L.Deconvolution(bottom, convolution_param=dict(num_output=outputs, group=outputs, kernel_size=ks,
+                                                          stride=stride, bias_term=False,
+                                                          weight_filler=dict(type="bilinear")),
                            param=[dict(lr_mult=0)])
 
 
@@ -116,11 +134,20 @@ def body(n, outputs=2, suffix=models.DCME_SUFFIX, slim=1):
     return n[models.OUTPUT_BLOB]
 
 
-REGRESSOR = models.Regressor(
-    NAME, "FCN-8s", body, PAPER, SMOKE,
-    [f"momentum {PAPER['momentum']}, weight decay 5e-4, fixed lr, snapshot {PAPER['snapshot']} as "
-     "fcn.berkeleyvision.org;",
-     f"max_iter {PAPER['max_iter']}: {models.epochs(PAPER):.1f} epochs of the {models.TRAIN_FRAMES} Cityscapes "
-     f"training frames, as the SegNet solver ({segnet.PAPER['max_iter']} x {models.paper_batch(segnet.PAPER)})."],
-    "models/fcn8s/vgg16-fcn.caffemodel", "VGG16 converted by models/fcn8s/surgery.py", smoke_minutes=4)
-train, deploy, generate = REGRESSOR.train, REGRESSOR.deploy, REGRESSOR.generate
+def train(train_dir=f"{models.LMDB_ROOT}/train", val_dir=f"{models.LMDB_ROOT}/val", batch_size=PAPER["batch_size"],
+          slim=1):
+    """FCN-8s' train/test NetParameter: TRAIN on the LMDBs in ``train_dir``, TEST on ``val_dir``, EuclideanLoss
+    (models.train_net); ``slim``: see ``body``."""
+    return models.train_net(NAME, partial(body, slim=slim), train_dir, val_dir, batch_size)
+
+
+def deploy(shape=(1, 3) + paper.SIZE, loss=False, slim=1):
+    """FCN-8s' deploy NetParameter: Input ``data`` of ``shape`` (mean-subtracted BGR) -> ``vectors_pred``
+    (models.deploy_net; ``loss``: the train net without LMDBs); ``slim``: see ``body``."""
+    return models.deploy_net(NAME, partial(body, slim=slim), shape, loss)
+
+
+def generate():
+    """{file name in prototxt/: text}."""
+    return models.regressor_files(NAME, HEADERS, train, deploy, PAPER, SMOKE, segnet_iter=segnet.PAPER["max_iter"],
+                                  segnet_batch=models.paper_batch(segnet.PAPER))

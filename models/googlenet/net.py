@@ -10,8 +10,6 @@ Inputs are 224x224 BGR crops around each instance (dcme_layers/net/classify.py),
 The LMDB crops are already 224x224 (no crop_size, unlike BVLC's 256 -> 224 random crops). No data augmentation, as
 the paper says: BVLC's TRAIN-phase mirroring is off unless asked for (`mirror`, `tools/make_prototxt.py
 --googlenet-mirror`).
-
-`generate()` returns the prototxt files for prototxt/ (tools/make_prototxt.py writes them).
 """
 import caffe
 from caffe import layers as L, params as P
@@ -21,9 +19,11 @@ import models
 from dcme_layers.core import paper
 from models import CONV_PARAM
 
-SOURCE = "models/googlenet/net.py"
+__all__ = ["HEADERS", "INCEPTION", "NAME", "NUM_CLASSES", "PAPER", "SMOKE", "SOLVER_ORDER", "aux_head", "body",
+           "classifier", "conv_relu", "data_spec", "deploy", "generate", "inception", "train"]
+
+NAME = "googlenet"
 NUM_CLASSES = 8
-MEAN_BGR = paper.GOOGLENET_MEAN_BGR
 
 # (1x1, 3x3_reduce, 3x3, 5x5_reduce, 5x5, pool_proj) per inception module (Szegedy et al. 2015, Table 1).
 INCEPTION = {
@@ -33,23 +33,38 @@ INCEPTION = {
     "5a": (256, 160, 320, 32, 128, 128), "5b": (384, 192, 384, 48, 128, 128),
 }
 
-# Paper settings (issue 5): "poly" policy, base lr 1e-3, batch 64. The rest follows BVLC's quick_solver.prototxt
-# (power 0.5, momentum 0.9, weight decay 2e-4). Cityscapes' fine train set has roughly 50k instances of the 8
-# classes before the size filter (data/instances/train/manifest.json gives the exact count): 20,000 iterations of
-# 64 crops are about 25 epochs. On a CPU (this build is CPU_ONLY) that is days; on a GPU build set solver_mode GPU.
-# (models.solver settings; batch_size and test_batch_size are the Data layers'.)
-SOLVER = dict(base_lr=1e-3, lr_policy="poly", power=0.5, momentum=0.9, weight_decay=0.0002, max_iter=20000,
-              batch_size=64, test_batch_size=50, test_iter=100, test_interval=1000, display=20, average_loss=20,
-              snapshot=2000)
-# Smoke run for tests and the demo: the paper's solver settings at batch 8 for 30 iterations (2-3 minutes on 2 CPU
-# cores), no TEST phase, no intermediate snapshots; from random weights the loss falls within these iterations.
-SMOKE = dict(SOLVER, max_iter=30, batch_size=8, display=5, average_loss=5, test_iter=None, snapshot=None,
+# The paper's "poly" lr 1e-3 and batch 64, the rest as BVLC's quick_solver.prototxt (models.solver settings;
+# batch_size and test_batch_size are the Data layers').
+PAPER = dict(base_lr=1e-3, lr_policy="poly", power=0.5, momentum=0.9, weight_decay=0.0002, max_iter=20000,
+             batch_size=64, test_batch_size=50, test_iter=100, test_interval=1000, display=20, average_loss=20,
+             snapshot=2000)
+# Smoke run (tests, demo): the paper's solver at batch 8 for 30 iterations, no TEST phase, one snapshot at the end.
+SMOKE = dict(PAPER, max_iter=30, batch_size=8, display=5, average_loss=5, test_iter=None, snapshot=None,
              random_seed=1337)
-# The solver files list their fields in this order (net first, the lr schedule before display) rather than
-# caffe.proto's.
+# The solver files list their fields in this order (net first, the lr schedule before display).
 SOLVER_ORDER = ("net", "test_iter", "test_interval", "test_initialization", "base_lr", "lr_policy", "power",
                 "display", "average_loss", "max_iter", "momentum", "weight_decay", "snapshot", "snapshot_prefix",
                 "solver_mode", "random_seed")
+
+# The comment lines of each generated file, formatted with the facts of ``generate``.
+CROPS_HEADER = "crops of 3x224x224 from {instances}/{{train,val}} (tools/extract_instances.py); {augmentation}"
+HEADERS = dict(
+    train=["Batch {paper[batch_size]} " + CROPS_HEADER],
+    deploy=[],
+    solver=["Paper: lr_policy poly, base_lr 1e-3, batch 64 (batch_size of the train net's Data layer); power,",
+            "momentum, weight decay as BVLC's bvlc_googlenet/quick_solver.prototxt. max_iter {paper[max_iter]} x 64 "
+            "crops is",
+            "about 25 epochs of Cityscapes' ~50k fine train instances. solver_mode CPU: this Caffe is CPU_ONLY.",
+            "Train from the repository root after tools/extract_instances.py:",
+            "  caffe train -solver prototxt/googlenet_solver.prototxt [-weights bvlc_googlenet.caffemodel]"],
+    smoke_train=["Batch {smoke[batch_size]} " + CROPS_HEADER],
+    smoke_solver=["Smoke run (tests, demo): the paper's solver at batch {smoke[batch_size]} for {smoke[max_iter]} "
+                  "iterations, no TEST phase; the",
+                  "snapshot after the last iteration is {snapshots}/googlenet_smoke_iter_{smoke[max_iter]}"
+                  ".caffemodel."])
+# The train nets' augmentation, by `mirror`, as the headers say it.
+AUGMENTATION = {False: "no augmentation, as the paper.",
+                True: "random mirroring (tools/make_prototxt.py --googlenet-mirror)."}
 
 
 def conv_relu(n, name, bottom, num_output, kernel_size, stride=1, pad=0, relu=None):
@@ -100,12 +115,12 @@ def aux_head(n, head, bottom, label, num_classes, accuracy, slim=1):
         n[head + "/top-1"] = L.Accuracy(scores, label, include=dict(phase=caffe.TEST))
 
 
-def googlenet(n, data, label=None, num_classes=NUM_CLASSES, accuracy=True, slim=1):
-    """Add BVLC GoogLeNet on top `data` to NetSpec `n`: with `label`, the three loss heads (plus top-1 Accuracy in
-    TEST when `accuracy`); without, the deploy head: softmax "prob" over the main classifier `loss3/classifier_cs`.
-    ``slim``: every convolution and hidden fully connected layer has 1/slim of the channels (the CPU demo's small
-    variant; the same layer names and input size, so the demo's pipeline is the paper's)."""
-    x = conv_relu(n, "conv1/7x7_s2", data, 64 // slim, 7, stride=2, pad=3, relu="conv1/relu_7x7")
+def body(n, label=None, num_classes=NUM_CLASSES, accuracy=True, slim=1):
+    """Add BVLC GoogLeNet on ``n.data`` to NetSpec ``n``: with ``label``, the three loss heads (plus top-1 Accuracy
+    in TEST when ``accuracy``); without, the deploy head: softmax "prob" over the main classifier
+    ``loss3/classifier_cs``. ``slim``: every convolution and hidden fully connected layer has 1/slim of the channels
+    (the CPU demo's small variant; the same layer names and input size)."""
+    x = conv_relu(n, "conv1/7x7_s2", n.data, 64 // slim, 7, stride=2, pad=3, relu="conv1/relu_7x7")
     n["pool1/3x3_s2"] = L.Pooling(x, pool=P.Pooling.MAX, kernel_size=3, stride=2)
     n["pool1/norm1"] = L.LRN(n["pool1/3x3_s2"], local_size=5, alpha=1e-4, beta=0.75)
     x = conv_relu(n, "conv2/3x3_reduce", n["pool1/norm1"], 64 // slim, 1)
@@ -141,17 +156,18 @@ def data_spec(source, batch_size, phase, mirror=False):
     n = caffe.NetSpec()
     transform = dict(mirror=True) if mirror else {}
     n.data, n.label = L.Data(source=source, backend=P.Data.LMDB, batch_size=batch_size, ntop=2,
-                             transform_param=dict(transform, mean_value=list(MEAN_BGR)), include=dict(phase=phase))
+                             transform_param=dict(transform, mean_value=list(paper.GOOGLENET_MEAN_BGR)),
+                             include=dict(phase=phase))
     return n
 
 
-def train_net(train_source, val_source=None, batch_size=SOLVER["batch_size"], test_batch_size=SOLVER["test_batch_size"],
-              num_classes=NUM_CLASSES, mirror=False, slim=1):
-    """NetParameter for training: TRAIN Data layer on `train_source` and, when `val_source` is given, a TEST Data
-    layer on it plus top-1 Accuracy of each head (BVLC train_val layout). `mirror`: the TRAIN Data layer flips the
-    crops at random (BVLC's augmentation; the paper uses none, hence the default). `slim`: see ``googlenet``."""
+def train(train_source, val_source=None, batch_size=PAPER["batch_size"], test_batch_size=PAPER["test_batch_size"],
+          num_classes=NUM_CLASSES, mirror=False, slim=1):
+    """NetParameter for training: TRAIN Data layer on ``train_source`` and, when ``val_source`` is given, a TEST Data
+    layer on it plus top-1 Accuracy of each head (BVLC train_val layout). ``mirror``: the TRAIN Data layer flips the
+    crops at random (BVLC's augmentation; the paper uses none, hence the default). ``slim``: see ``body``."""
     n = data_spec(train_source, batch_size, caffe.TRAIN, mirror)
-    googlenet(n, n.data, n.label, num_classes, accuracy=val_source is not None, slim=slim)
+    body(n, n.label, num_classes, accuracy=val_source is not None, slim=slim)
     net = n.to_proto()
     net.name = "GoogLeNet_cityscapes"
     if val_source is not None:
@@ -162,51 +178,29 @@ def train_net(train_source, val_source=None, batch_size=SOLVER["batch_size"], te
     return net
 
 
-def deploy_net(num_classes=NUM_CLASSES, slim=1):
+def deploy(num_classes=NUM_CLASSES, slim=1):
     """NetParameter for inference: Input data 1x3x224x224 (reshape for batches) -> softmax "prob" (1, 8).
-    `slim`: see ``googlenet``."""
+    ``slim``: see ``body``."""
     n = caffe.NetSpec()
     n.data = L.Input(shape=dict(dim=[1, 3, 224, 224]))
-    googlenet(n, n.data, None, num_classes, slim=slim)
+    body(n, None, num_classes, slim=slim)
     net = n.to_proto()
     net.name = "GoogLeNet_cityscapes"
     return net
 
 
-def net_text(net):
-    """Prototxt text of a NetParameter by protobuf's text_format (floats such as lr_mult as "1.0"; str() of the
-    message, which the regressors' files use, writes "1")."""
-    return text_format.MessageToString(net)
-
-
 def generate(instances="data/instances", prototxt="prototxt", snapshots="models/googlenet", mirror=False):
     """{file name in prototxt/: text}. Paths are relative to the repository root (run caffe from there); tests pass
-    temporary `instances`/`prototxt`/`snapshots` directories. `mirror`: the train nets flip the crops at random
-    (`tools/make_prototxt.py --googlenet-mirror`; off by default, as the paper uses no augmentation)."""
-    train = "%s/googlenet_train.prototxt" % prototxt
-    smoke = "%s/googlenet_smoke_train.prototxt" % prototxt
-    batch = "Batch %d crops of 3x224x224 from %s/{train,val} (tools/extract_instances.py); " + (
-        "random mirroring (tools/make_prototxt.py --googlenet-mirror)." if mirror else "no augmentation, as the paper.")
-    solver_note = [
-        "Paper: lr_policy poly, base_lr 1e-3, batch 64 (batch_size of the train net's Data layer); power,",
-        "momentum, weight decay as BVLC's bvlc_googlenet/quick_solver.prototxt. max_iter %d x 64 crops is"
-        % SOLVER["max_iter"],
-        "about 25 epochs of Cityscapes' ~50k fine train instances. solver_mode CPU: this Caffe is CPU_ONLY.",
-        "Train from the repository root after tools/extract_instances.py:",
-        "  caffe train -solver prototxt/googlenet_solver.prototxt [-weights bvlc_googlenet.caffemodel]"]
-    smoke_note = [
-        "Smoke run (tests, demo): the paper's solver at batch %d for %d iterations, no TEST phase; the"
-        % (SMOKE["batch_size"], SMOKE["max_iter"]),
-        "snapshot after the last iteration is %s/googlenet_smoke_iter_%d.caffemodel." % (snapshots, SMOKE["max_iter"])]
-    return {
-        "googlenet_train.prototxt": models.header(SOURCE, [batch % (SOLVER["batch_size"], instances)])
-        + net_text(train_net(instances + "/train", instances + "/val", mirror=mirror)),
-        "googlenet_deploy.prototxt": models.header(SOURCE) + net_text(deploy_net()),
-        "googlenet_solver.prototxt": models.header(SOURCE, solver_note)
-        + models.solver(train, snapshots + "/googlenet", SOLVER, SOLVER_ORDER),
-        "googlenet_smoke_train.prototxt": models.header(SOURCE, [batch % (SMOKE["batch_size"], instances)])
-        + net_text(train_net(instances + "/train", None, batch_size=SMOKE["batch_size"], mirror=mirror)),
-        "googlenet_smoke_solver.prototxt": models.header(SOURCE, smoke_note)
-        + models.solver(smoke, snapshots + "/googlenet_smoke", SMOKE, SOLVER_ORDER),
-    }
-
+    temporary ``instances``/``prototxt``/``snapshots`` directories. ``mirror``: the train nets flip the crops at
+    random (`tools/make_prototxt.py --googlenet-mirror`; off by default, as the paper uses no augmentation).
+    The nets' text is protobuf's text_format (floats such as lr_mult as "1.0", where str() writes "1")."""
+    text = text_format.MessageToString
+    texts = dict(
+        train=text(train(f"{instances}/train", f"{instances}/val", mirror=mirror)),
+        deploy=text(deploy()),
+        solver=models.solver(f"{prototxt}/googlenet_train.prototxt", f"{snapshots}/googlenet", PAPER, SOLVER_ORDER),
+        smoke_train=text(train(f"{instances}/train", None, batch_size=SMOKE["batch_size"], mirror=mirror)),
+        smoke_solver=models.solver(f"{prototxt}/googlenet_smoke_train.prototxt", f"{snapshots}/googlenet_smoke", SMOKE,
+                                   SOLVER_ORDER))
+    facts = dict(paper=PAPER, smoke=SMOKE, instances=instances, snapshots=snapshots, augmentation=AUGMENTATION[mirror])
+    return models.prototxt_files(NAME, HEADERS, texts, facts)

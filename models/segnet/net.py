@@ -17,10 +17,16 @@ separate ``conv*_scale`` layers; BVLC's BatchNorm has three, the statistics). Th
 
 No pretrained weights are downloaded: every convolution has an msra filler (as SegNet-Tutorial), biases 0.
 """
+from functools import partial
+
 from caffe import layers as L, params as P
 
 import models
+from dcme_layers.core import paper
 from models import CONV_PARAM, MSRA, ZERO
+
+__all__ = ["DECODER", "ENCODER", "HEADERS", "NAME", "PAPER", "SMOKE", "body", "conv_bn_relu", "deploy", "generate",
+           "train", "unpool"]
 
 NAME = "segnet"
 # Encoder blocks (VGG16): output channels of each convolution.
@@ -29,27 +35,38 @@ ENCODER = [(64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 51
 DECODER = [[(3, 512), (2, 512), (1, 512)], [(3, 512), (2, 512), (1, 256)], [(3, 256), (2, 256), (1, 128)],
            [(2, 128), (1, 64)], [(2, 64)]]
 
-# Paper (DCME Sec. 4): SegNet trained with lr 1e-8, batch 15. The rest follows SegNet-Tutorial's
-# segnet_solver.prototxt: momentum 0.9, weight decay 5e-4, constant lr ("step" with gamma 1.0 there, "fixed" here),
-# max_iter 40000, snapshot every 1000, test_interval effectively never, no test at start.
-# (1e-8 fits the unnormalised EuclideanLoss: sum over 2 x 340 x 680 squared errors per image / 2N.)
-# Batch 15 is run as 5 images x iter_size 3 (Caffe sums the three passes' gradients and divides by 3, so the update
-# equals one of batch 15; only BatchNorm sees 5 images at a time, in training and in its moving averages:
-# tools/compute_bn_stats.py): batch 15 at once needs ~42 GiB on the CPU (BVLC's BatchNorm keeps extra copies),
-# 5 needs ~15 GiB and fits this project's 24 GiB machines (tools/bench_nets.py). With more memory (or a GPU), set
-# batch_size 15 and iter_size 1, then run tools/make_prototxt.py. The solver's header states these numbers from
-# PAPER and CPU_GIB.
-CPU_GIB = dict(machine=24, paper_batch=42)  # this project's machines; the paper's batch in one pass
-PAPER = dict(batch_size=5, iter_size=3, base_lr=1e-8, momentum=0.9, weight_decay=0.0005, lr_policy="fixed", max_iter=40000,
-             snapshot=1000, test_iter=100, test_interval=10000000, test_initialization=False, display=20,
-             average_loss=20)  # test_iter 100 x 5 covers the 500 Cityscapes val images when a test is run
-# Smoke configuration for the tests and the demo: same net at batch 1, SGD with twice the paper's lr, then one TEST
-# pass on val. 8 iterations: one takes ~25 s at 340x680 on 2 CPU cores (tools/bench_nets.py), so about 4 minutes.
-# EuclideanLoss sums over pixels, so the lr is for 340x680; at other sizes scale it by the pixel ratio (the tests
-# use 2.3e-6 at 32x64, where the loss falls to under half within 36 iterations).
+# The paper's lr 1e-8 and batch 15 (DCME Sec. 4), the rest as SegNet-Tutorial's solver; batch 15 runs as 5 x
+# iter_size 3, the same update, to fit a 24 GiB machine (with more memory: batch_size 15, iter_size 1, then
+# tools/make_prototxt.py). test_iter 100 x 5 covers the 500 Cityscapes val images.
+PAPER = dict(batch_size=5, iter_size=3, base_lr=1e-8, momentum=0.9, weight_decay=0.0005, lr_policy="fixed",
+             max_iter=40000, snapshot=1000, test_iter=100, test_interval=10000000, test_initialization=False,
+             display=20, average_loss=20)
+# Smoke run (tests, demo): batch 1, twice the paper's lr (set for 340x680: EuclideanLoss sums over the pixels).
 SMOKE = dict(batch_size=1, base_lr=2e-8, momentum=0.9, weight_decay=0.0005, lr_policy="fixed", max_iter=8,
              snapshot=8, test_iter=1, test_interval=8, test_initialization=False, display=1, average_loss=1,
              random_seed=1701)
+
+# The comment lines of each generated file, formatted with the facts of models.regressor_files.
+SMOKE_HEADER = [
+    "Smoke configuration (tests, demo): same net at batch {smoke[batch_size]}, lr {smoke_lr}, {smoke[max_iter]} "
+    "iterations (about 4 min at {size}",
+    "on 2 CPU cores), then one TEST pass on val. Snapshot: models/segnet/segnet_smoke_iter_{smoke[max_iter]}"
+    ".caffemodel"]
+HEADERS = dict(
+    train=["SegNet DCME regressor: TRAIN on {lmdb}/train, TEST on {lmdb}/val, batch {paper[batch_size]} "
+           "(x iter_size {paper[iter_size]} = the paper's {batch})."],
+    # (models.MEAN_BGR is paper.MEAN_BGR's former name; the committed files keep their text byte for byte)
+    deploy=["Input: mean-subtracted BGR (models.MEAN_BGR), {size}. Output: {output} (N, 2, H, W) = (dx, dy) in "
+            "pixels."],
+    solver=["SegNet DCME regressor, DCME paper settings: lr {lr}, batch {batch} = {paper[batch_size]} "
+            "(segnet_train.prototxt) x iter_size {paper[iter_size]},",
+            "which fits 24 GiB of CPU memory (batch {batch} at once needs ~42 GiB);",
+            "momentum, weight decay, fixed lr, max_iter {paper[max_iter]} ({epochs:.1f} epochs of the {train_frames} "
+            "training frames),",
+            "snapshot {paper[snapshot]} as SegNet-Tutorial's solver.",
+            "Train from the repository root: caffe train -solver prototxt/segnet_solver.prototxt",
+            "  [-weights VGG_ILSVRC_16_layers.caffemodel]  (conv1_1..conv5_3 are VGG16's names)"],
+    smoke_train=SMOKE_HEADER, smoke_solver=SMOKE_HEADER)
 
 
 def conv_bn_relu(n, bottom, name, nout, relu, suffix=models.DCME_SUFFIX):
@@ -99,19 +116,22 @@ def body(n, python_unpool=False, outputs=2, suffix=models.DCME_SUFFIX, slim=1):
     return n[models.OUTPUT_BLOB]
 
 
-REGRESSOR = models.Regressor(
-    NAME, "SegNet", body, PAPER, SMOKE,
-    [f"which fits {CPU_GIB['machine']} GiB of CPU memory (batch {models.paper_batch(PAPER)} at once needs "
-     f"~{CPU_GIB['paper_batch']} GiB);",
-     f"momentum, weight decay, fixed lr, max_iter {PAPER['max_iter']} ({models.epochs(PAPER):.1f} epochs of the "
-     f"{models.TRAIN_FRAMES} training frames),",
-     f"snapshot {PAPER['snapshot']} as SegNet-Tutorial's solver."],
-    "VGG_ILSVRC_16_layers.caffemodel", "conv1_1..conv5_3 are VGG16's names",
-    smoke_minutes=4, smoke_detail=f"lr {models.lr_text(SMOKE['base_lr'])}, ", settings_end=",")
-train, deploy = REGRESSOR.train, REGRESSOR.deploy  # options: python_unpool (see unpool)
+def train(train_dir=f"{models.LMDB_ROOT}/train", val_dir=f"{models.LMDB_ROOT}/val", batch_size=PAPER["batch_size"],
+          python_unpool=False, slim=1):
+    """SegNet's train/test NetParameter: TRAIN on the LMDBs in ``train_dir``, TEST on ``val_dir``, EuclideanLoss
+    (models.train_net); ``python_unpool``, ``slim``: see ``body``."""
+    return models.train_net(NAME, partial(body, python_unpool=python_unpool, slim=slim), train_dir, val_dir,
+                            batch_size)
+
+
+def deploy(shape=(1, 3) + paper.SIZE, loss=False, python_unpool=False, slim=1):
+    """SegNet's deploy NetParameter: Input ``data`` of ``shape`` (mean-subtracted BGR) -> ``vectors_pred``
+    (models.deploy_net; ``loss``: the train net without LMDBs); ``python_unpool``, ``slim``: see ``body``."""
+    return models.deploy_net(NAME, partial(body, python_unpool=python_unpool, slim=slim), shape, loss)
 
 
 def generate(python_unpool=False):
-    """{file name in prototxt/: text} for SegNet (``python_unpool``: with the Python Unpool layer, for a Caffe built
-    without dcme-caffe's native layers: `tools/make_prototxt.py --python-unpool`)."""
-    return REGRESSOR.generate(python_unpool=python_unpool)
+    """{file name in prototxt/: text}; ``python_unpool``: with the Python Unpool layer, for a Caffe built without
+    dcme-caffe's native layers (`tools/make_prototxt.py --python-unpool`)."""
+    return models.regressor_files(NAME, HEADERS, partial(train, python_unpool=python_unpool),
+                                  partial(deploy, python_unpool=python_unpool), PAPER, SMOKE)
