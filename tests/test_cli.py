@@ -1,6 +1,6 @@
 """dcme_layers.util.cli: the runner every tool goes through (glog quiet unless the user set it, one line and exit
-status 1 on bad input) and the argument types (a negative count or a zero size is one usage line); every tools/*.py uses it, imports no caffe before it runs, and the
-standard-library tools run on a bare python3."""
+status 1 on bad input) and the argument types (a negative count or a zero size is one usage line); every tools/*.py
+uses it, imports no caffe before it runs, and the standard-library tools run on a bare python3."""
 import argparse
 import ast
 import os

@@ -13,7 +13,8 @@ from dcme_layers.core import paper
 from dcme_layers.core.decoding import METHODS
 from dcme_layers.data import synthetic
 from dcme_layers.evaluation.export import UPSAMPLING
-from dcme_layers.pipeline.evaluate import DEPLOY_PROTOTXT, EvalOptions
+from dcme_layers.net.inference import DEPLOY_PROTOTXT
+from dcme_layers.pipeline.evaluate import EvalOptions
 from dcme_layers.util import cli
 
 
@@ -36,7 +37,7 @@ def parser():
                     help="no classifier: each instance takes the majority ground-truth class under it")
     ap.add_argument("--deploy", help="deploy prototxt matching --weights (default: %s)"
                     % DEPLOY_PROTOTXT.format(model="<model>"))
-    ap.add_argument("--classifier-deploy", default="prototxt/googlenet_deploy.prototxt",
+    ap.add_argument("--classifier-deploy", default=DEPLOY_PROTOTXT.format(model="googlenet"),
                     help="GoogLeNet deploy prototxt matching --classifier-weights (default: %(default)s)")
     ap.add_argument("--classifier-size", nargs=2, type=cli.positive, default=list(paper.SIZE), metavar=("H", "W"),
                     help="resolution GoogLeNet's crops are cut at: its training crops' (tools/extract_instances.py "

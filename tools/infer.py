@@ -8,6 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from dcme_layers.net.inference import DEPLOY_PROTOTXT
 from dcme_layers.util import cli
 
 
@@ -16,7 +17,7 @@ def parser():
     ap.add_argument("--model", choices=["segnet", "fcn8s"], default="segnet")
     ap.add_argument("--split", default="val")
     ap.add_argument("--encoded", default="data/lmdb", help="output folder of `make encode-data`")
-    ap.add_argument("--deploy", help="default: prototxt/<model>_deploy.prototxt")
+    ap.add_argument("--deploy", help="default: " + DEPLOY_PROTOTXT.format(model="<model>"))
     ap.add_argument("--weights", help="default: the newest models/<model>/<model>_iter_*.caffemodel")
     ap.add_argument("--out", help="default: out/<model>_<split>/pred_vectors.h5")
     ap.add_argument("--force", action="store_true", help="redo it even if up to date, or made with other weights")
@@ -26,7 +27,7 @@ def parser():
 def run(args):
     from dcme_layers.net.inference import infer_split, newest_snapshot
 
-    deploy = args.deploy or f"prototxt/{args.model}_deploy.prototxt"
+    deploy = args.deploy or DEPLOY_PROTOTXT.format(model=args.model)
     weights = args.weights or newest_snapshot(f"models/{args.model}/{args.model}")
     if weights is None:
         sys.exit(f"infer: no snapshot models/{args.model}/{args.model}_iter_*.caffemodel; "

@@ -21,6 +21,7 @@ from pathlib import Path
 from dcme_layers.core import paper
 from dcme_layers.core.decoding import METHODS
 from dcme_layers.data import cityscapes, synthetic
+from dcme_layers.net.inference import DEPLOY_PROTOTXT
 from dcme_layers.pipeline.tuning import Source, TuneOptions, prediction_frames, tune
 from dcme_layers.pipeline.tuning_grid import default_grid
 from dcme_layers.util import cli
@@ -56,7 +57,7 @@ def parser():
     ap.add_argument("--max-instances", type=cli.count, default=TuneOptions.max_instances,
                     help="best-scored instances kept per frame (default %(default)s, as make evaluate)")
     ap.add_argument("--classifier-weights", help="GoogLeNet weights: its classes instead of the ground truth's")
-    ap.add_argument("--classifier-deploy", default="prototxt/googlenet_deploy.prototxt",
+    ap.add_argument("--classifier-deploy", default=DEPLOY_PROTOTXT.format(model="googlenet"),
                     help="GoogLeNet deploy prototxt matching --classifier-weights (default: %(default)s)")
     ap.add_argument("--classifier-size", nargs=2, type=cli.positive, default=list(paper.SIZE), metavar=("H", "W"),
                     help="resolution GoogLeNet's crops are cut at (default %d %d)" % paper.SIZE)

@@ -32,7 +32,7 @@ from dcme_layers.evaluation.export import export_split
 from dcme_layers.evaluation.labels import confusion_matrix
 from dcme_layers.evaluation.oracle import OracleOptions, run_oracle
 from dcme_layers.evaluation.report import write_report
-from dcme_layers.net.inference import infer_split, read_frames, use_predictions
+from dcme_layers.net.inference import DEPLOY_PROTOTXT, infer_split, read_frames, use_predictions
 from dcme_layers.pipeline.decode_classify import FramePredictor, SplitMaps
 from dcme_layers.pipeline.evaluate_report import (
     confusion_section,
@@ -44,13 +44,12 @@ from dcme_layers.pipeline.evaluate_report import (
 from dcme_layers.util.errors import EvaluationError
 from dcme_layers.util.files import png_size
 
-__all__ = ["MAX_INSTANCES", "DEPLOY_PROTOTXT", "EvalOptions", "Scored", "frames_of", "ground_truth_size",
+__all__ = ["MAX_INSTANCES", "EvalOptions", "Scored", "frames_of", "ground_truth_size",
            "vector_maps_file", "maps_source", "export_and_score", "evaluate_model"]
 
 #: Per frame, the best-scored decoded instances kept (like COCO's 100 detections).
 MAX_INSTANCES = 100
 #: The deploy net a model's maps are inferred with unless ``EvalOptions.deploy`` names another.
-DEPLOY_PROTOTXT = "prototxt/{model}_deploy.prototxt"
 
 
 @dataclass(frozen=True)

@@ -55,8 +55,7 @@ SMOKE_HEADER = [
 HEADERS = dict(
     train=["SegNet DCME regressor: TRAIN on {lmdb}/train, TEST on {lmdb}/val, batch {paper[batch_size]} "
            "(x iter_size {paper[iter_size]} = the paper's {batch})."],
-    # (models.MEAN_BGR is paper.MEAN_BGR's former name; the committed files keep their text byte for byte)
-    deploy=["Input: mean-subtracted BGR (models.MEAN_BGR), {size}. Output: {output} (N, 2, H, W) = (dx, dy) in "
+    deploy=["Input: mean-subtracted BGR (paper.MEAN_BGR), {size}. Output: {output} (N, 2, H, W) = (dx, dy) in "
             "pixels."],
     solver=["SegNet DCME regressor, DCME paper settings: lr {lr}, batch {batch} = {paper[batch_size]} "
             "(segnet_train.prototxt) x iter_size {paper[iter_size]},",
