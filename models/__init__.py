@@ -3,7 +3,7 @@
 Each ``models/<name>/net.py`` builds its net top to bottom with ``caffe.NetSpec`` and the same names: ``NAME``,
 ``PAPER`` and ``SMOKE`` (solver settings of the paper's run and of the smoke run), ``HEADERS`` (the comment text of
 each generated file, as data), ``body``, ``train``, ``deploy`` and ``generate() -> {file name: text}`` for
-``prototxt/`` (``tools/make_prototxt.py`` writes them, ``tests/test_prototxt_sync.py`` checks them). This module
+``prototxt/`` (``tools/make_prototxt.py`` writes them, ``tests/test_make_prototxt.py`` checks them). This module
 holds what they share: the files' headers and solver text, the lr/decay multipliers, and the regressors' (SegNet,
 FCN-8s) LMDB data layers, EuclideanLoss head and the nets the tools build around a body.
 """

@@ -159,9 +159,8 @@ def smoke(caffe, tmp_path_factory):
     return dict(losses=losses, weights=weights, deploy=deploy, s_per_iter=seconds)
 
 
-# The tools that tests import (tools.demo, tools.make_prototxt) call dcme_layers.net.caffe_log.quiet() when imported,
-# which sets GLOG_minloglevel=1 for the process and its children; the user may have set glog variables too. Tests
-# that run `caffe train` read its INFO lines, so once the test modules are imported every GLOG_ variable goes.
+# The user may have set glog variables, and tests that call a tool in-process run cli.quiet(); tests that run
+# `caffe train` read its INFO lines, so once the test modules are imported every GLOG_ variable goes.
 def pytest_collection_finish(session):
     for name in [k for k in os.environ if k.startswith("GLOG_")]:
         del os.environ[name]

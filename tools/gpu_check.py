@@ -19,7 +19,7 @@ wheels or $CUDNN_LIB / $NCCL_LIB), then runs, in order, each with its log in OUT
      and `caffe test` of the deploy net, whose HDF5Output file is the val predictions: OUTDIR/demo/predictions.h5
      with predictions.h5.frames.txt, for `tools/evaluate.py --predictions` on the build machine
 and prints a table. OUTDIR gets gpu_check.json (every number) and gpu_check_logs.tar.gz (each step's output).
-Exit 1 if a check fails. --cpu is the dry run of the demo stage on a CPU build's bundle (tests/test_gpu_tools.py):
+Exit 1 if a check fails. --cpu is the dry run of the demo stage on a CPU build's bundle (tests/test_gpu_check.py):
 no -gpu, and steps 1-5 are left out. The dcme_layers modules it imports are standard library only;
 tools/gpu_check.sh puts the repository on PYTHONPATH for them.
 """

@@ -1,4 +1,6 @@
 """Per-item jobs in a pool of forked processes, each with OpenCV single-threaded."""
+import collections
+import itertools
 import signal
 
 __all__ = ["jobs_results"]
@@ -25,5 +27,18 @@ def jobs_results(job, jobs, workers, serial_single_thread=True):
             yield job(j)
         return
     import multiprocessing as mp
-    with mp.get_context("fork").Pool(workers, initializer=_init_pool_worker) as pool:
-        yield from pool.imap(job, jobs, chunksize=1)
+
+    # A few tasks in flight, and on any exit close + join instead of Pool.terminate: terminating a worker while it
+    # writes its result leaves the result queue's lock held, and the pool's shutdown then waits on it forever.
+    jobs, pending = iter(jobs), collections.deque()
+    pool = mp.get_context("fork").Pool(workers, initializer=_init_pool_worker)
+    try:
+        for j in itertools.islice(jobs, 2 * workers):
+            pending.append(pool.apply_async(job, (j,)))
+        while pending:
+            result = pending.popleft().get()
+            pending.extend(pool.apply_async(job, (j,)) for j in itertools.islice(jobs, 1))
+            yield result
+    finally:
+        pool.close()
+        pool.join()
