@@ -23,7 +23,7 @@ from dcme_layers.data import cityscapes, lmdb_io
 from dcme_layers.data.lmdb_io import encode_dataset
 from dcme_layers.evaluation import cs_eval, visualize
 from dcme_layers.net import inference
-from dcme_layers.pipeline import evaluate as pipeline
+from dcme_layers.pipeline.evaluate import ground_truth_size
 from dcme_layers.util import errors
 from models.segnet import net as segnet  # noqa: E402
 
@@ -79,12 +79,12 @@ def test_end_to_end_report_has_all_four_metrics(tiny_cityscapes, encoded, weight
 
 def test_ground_truth_size_from_the_header_and_one_line_for_bad_files(tiny_cityscapes, tmp_path):
     frame = cityscapes.list_frames(tiny_cityscapes, "val")[0]
-    assert pipeline.ground_truth_size(frame) == cityscapes.read_instance_ids(frame.instance_ids).shape
+    assert ground_truth_size(frame) == cityscapes.read_instance_ids(frame.instance_ids).shape
     junk = tmp_path / "junk_gtFine_instanceIds.png"
     junk.write_bytes(b"not a png")
     for path, says in ((junk, "cannot decode instanceIds PNG"), (tmp_path / "gone.png", "no such instanceIds file")):
         with pytest.raises(errors.DataError, match=f"^{path}: {says}"):
-            pipeline.ground_truth_size(frame._replace(instance_ids=str(path)))
+            ground_truth_size(frame._replace(instance_ids=str(path)))
 
 
 @pytest.mark.slow

@@ -2,7 +2,7 @@
 """`make demo`: the whole DCME pipeline on the embedded synthetic Cityscapes (generate, encode, train SegNet and
 GoogLeNet, tune the decoding thresholds, evaluate), in a configuration that learns within minutes on 2 CPU cores (on
 a CUDA build with a working GPU: at the paper's 340x680). Steps already done are skipped; report.md, figures/ and
-logs/ land in --out. README, "The demo", gives the steps and the choices with their measurements.
+logs/ land in --out. README, "The demo", gives the steps; docs/demo.md the choices with their measurements.
 """
 import argparse
 import json
