@@ -83,7 +83,8 @@ def generate(out, splits=None, size=paper.FRAME_SIZE, seed=0, force=False, progr
     if size[0] < 32 or size[1] < 64:
         raise DcmeError(f"size {size} too small; need at least 32x64")
     out = Path(out)
-    config = {"generator": "dcme_layers.data.synthetic", "version": 1, "splits": splits, "size": list(size),
+    # "generator" names the set's format, not a module path: sets already generated stay valid
+    config = {"generator": "dcme_layers.synthetic", "version": 1, "splits": splits, "size": list(size),
               "seed": seed}
     marker = out / ".complete"
     if marker.exists():
