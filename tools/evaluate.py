@@ -13,7 +13,7 @@ from dcme_layers.core import paper
 from dcme_layers.core.decoding import METHODS
 from dcme_layers.data import synthetic
 from dcme_layers.evaluation.export import UPSAMPLING
-from dcme_layers.net.inference import DEPLOY_PROTOTXT
+from dcme_layers.net.netfiles import DEPLOY_PROTOTXT
 from dcme_layers.pipeline.evaluate import EvalOptions
 from dcme_layers.util import cli
 

@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dcme_layers.net.inference import DEPLOY_PROTOTXT
+from dcme_layers.net.netfiles import DEPLOY_PROTOTXT
 from dcme_layers.util import cli
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from dcme_layers.core import paper
 from dcme_layers.core.decoding import METHODS
 from dcme_layers.data import cityscapes, synthetic
-from dcme_layers.net.inference import DEPLOY_PROTOTXT
+from dcme_layers.net.netfiles import DEPLOY_PROTOTXT
 from dcme_layers.pipeline.tuning import Source, TuneOptions, prediction_frames, tune
 from dcme_layers.pipeline.tuning_grid import default_grid
 from dcme_layers.util import cli

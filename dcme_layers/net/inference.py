@@ -26,11 +26,8 @@ from dcme_layers.util.errors import InferenceError, PartialDamaged
 from dcme_layers.util.records import digest
 from dcme_layers.util.store import Store
 
-__all__ = ["DEPLOY_PROTOTXT", "BLOBS", "FRAMES_SUFFIX", "newest_snapshot", "load_net", "predict", "read_frames",
+__all__ = ["BLOBS", "FRAMES_SUFFIX", "newest_snapshot", "load_net", "predict", "read_frames",
            "infer_split", "read_blob", "use_predictions"]
-
-#: Where `make prototxt` writes a net's deploy prototxt (segnet, fcn8s, googlenet).
-DEPLOY_PROTOTXT = "prototxt/{model}_deploy.prototxt"
 
 #: The payload file of a blob file's partial folder.
 BLOBS = "vectors.h5"

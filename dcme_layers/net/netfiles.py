@@ -7,7 +7,10 @@ from pathlib import Path
 
 from dcme_layers.util.errors import DataError
 
-__all__ = ["read_prototxt", "read_caffemodel", "check_weights", "load_net"]
+__all__ = ["DEPLOY_PROTOTXT", "read_prototxt", "read_caffemodel", "check_weights", "load_net"]
+
+#: Where `make prototxt` writes a net's deploy prototxt (segnet, fcn8s, googlenet).
+DEPLOY_PROTOTXT = "prototxt/{model}_deploy.prototxt"
 
 
 def read_prototxt(path):

@@ -32,7 +32,8 @@ from dcme_layers.evaluation.export import export_split
 from dcme_layers.evaluation.labels import confusion_matrix
 from dcme_layers.evaluation.oracle import OracleOptions, run_oracle
 from dcme_layers.evaluation.report import write_report
-from dcme_layers.net.inference import DEPLOY_PROTOTXT, infer_split, read_frames, use_predictions
+from dcme_layers.net.inference import infer_split, read_frames, use_predictions
+from dcme_layers.net.netfiles import DEPLOY_PROTOTXT
 from dcme_layers.pipeline.decode_classify import FramePredictor, SplitMaps
 from dcme_layers.pipeline.evaluate_report import (
     confusion_section,
@@ -49,7 +50,6 @@ __all__ = ["MAX_INSTANCES", "EvalOptions", "Scored", "frames_of", "ground_truth_
 
 #: Per frame, the best-scored decoded instances kept (like COCO's 100 detections).
 MAX_INSTANCES = 100
-#: The deploy net a model's maps are inferred with unless ``EvalOptions.deploy`` names another.
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ Every exception class of the project is here, so infrastructure never imports a 
 """
 
 __all__ = ["DcmeError", "DataError", "EncodingError", "DecodingError", "UnpoolError", "DiskFullError",
-           "ClassifyError", "EvaluationError", "InferenceError"]
+           "ClassifyError", "EvaluationError", "InferenceError", "PartialDamaged"]
 
 
 class DcmeError(ValueError):
