@@ -14,14 +14,14 @@ import threading
 import time
 from pathlib import Path
 
+from dcme_layers.util.files import atomic_write
+
 __all__ = ["GpuMemory", "copy_atomic", "find_library", "run_logged", "run_until"]
 
 
 def copy_atomic(src, dst):
-    """Copy ``src`` to ``dst`` through a temporary name beside it: ``dst`` is whole or absent."""
-    tmp = Path(dst).with_name(f".{Path(dst).name}.tmp-{os.getpid()}")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    """Copy ``src`` to ``dst`` through a temporary name beside it (files.atomic_write): ``dst`` is whole or absent."""
+    atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 
 def find_library(pattern, env_var):

@@ -1,9 +1,7 @@
-"""Atomic file writes and PNG headers."""
+"""Atomic file writes and PNG headers. OpenCV is imported by ``write_png`` alone: the rest is standard library, for
+the tools that run on a bare python3 (util.commands)."""
 import os
 from pathlib import Path
-
-import cv2
-import numpy as np
 
 from dcme_layers.util.errors import DataError
 
@@ -29,6 +27,9 @@ def atomic_write(path, write, suffix=None):
 def write_png(path, img, error=DataError):
     """Write a uint8 image (H, W) or (H, W, 3) BGR as PNG at `path` atomically (``atomic_write``), creating its
     folder. An image OpenCV cannot encode raises `error` ("<path>: cannot write PNG"). Returns `path` as a Path."""
+    import cv2
+    import numpy as np
+
     def write(tmp):
         ok, buf = cv2.imencode(".png", np.ascontiguousarray(img))
         if not ok:
