@@ -2,7 +2,7 @@
 output, export and score them beside the full-resolution and the subsampled ground truth, in one report.
 
 ``oracle_predictions`` / ``subsampled_gt_predictions`` give one frame's instances at the encoded resolution (CM or
-bbox anchors, vote or watershed decoding); ``labels.majority_label_ids`` + ``keep_instances`` give decoded instances
+bbox anchors, vote or watershed decoding); ``labels.majority_label_ids`` + ``ground_truth_classes`` give decoded instances
 their ground-truth classes; ``noisy_map`` makes a ground-truth map look like network output; ``run_oracle`` makes the
 table for a split.
 """
@@ -19,7 +19,7 @@ from dcme_layers.core.thresholds import FG_THRESHOLD, parse_thresholds
 from dcme_layers.data import cityscapes
 from dcme_layers.evaluation.cs_eval import evaluate
 from dcme_layers.evaluation.export import export_split, full_resolution_gt, ground_truth_instances
-from dcme_layers.evaluation.labels import keep_instances, majority_label_ids
+from dcme_layers.evaluation.labels import ground_truth_classes, majority_label_ids
 from dcme_layers.evaluation.report import write_report
 
 __all__ = ["Oracle", "OracleOptions", "oracle_predictions", "noisy_map", "subsampled_gt_predictions",
@@ -53,10 +53,9 @@ def oracle_predictions(frame, size=paper.SIZE, anchor="cm", method="vote", thres
     image, inst, full = _load_small(frame, size)
     vmap = vector_map(inst, anchor)
     dec = decode(vmap, *parse_thresholds(thresholds), method=method, fg_threshold=fg_threshold)
-    label_ids = majority_label_ids(dec.labels, inst)
-    keep = label_ids > 0
-    return Oracle(keep_instances(dec.labels, keep), label_ids[keep], dec.scores[keep], full, image, vmap,
-                  dec.centers[keep])
+    truth = majority_label_ids(dec.labels, inst)                                     # (K,) 0 = on background
+    labels, label_ids, scores = ground_truth_classes(dec.labels, dec.scores, truth)
+    return Oracle(labels, label_ids, scores, full, image, vmap, dec.centers[truth > 0])
 
 
 def noisy_map(vmap, inst, rng, sigma=1.5, background=0.05, reach=30.0):
